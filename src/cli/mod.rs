@@ -1,0 +1,161 @@
+//! The command line: arguments (clap), logging, error printing and exit
+//! codes. Subcommands live one per file.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, as documented in `--help` and the README.
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "slim",
+    version,
+    about = "Make container images small: squash, strip and recompress, no Docker engine needed",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Examples:
+  slim myapp:latest -o myapp:slim
+  slim oci:fixtures/oci:demo:latest -o oci:/tmp/demo-slim:latest
+  docker save myapp | slim docker-archive:- -o docker-archive:slim.tar
+  slim registry.example.com/team/api:1.4 -o registry.example.com/team/api:1.4-slim --squash none
+
+Image references:
+  NAME[:TAG][@DIGEST], docker://...   a registry image (Docker Hub rules for short names)
+  oci:PATH[:TAG]                      an OCI image layout directory
+  oci-archive:PATH[:TAG]              a tar of an OCI image layout
+  docker-archive:PATH[:NAME:TAG]      docker save / docker load format (PATH '-' = stdin/stdout)
+
+Exit codes: 0 success, 1 failure, 2 usage error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: run::RunArgs,
+
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {}
+
+/// Options every command shares.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Reach HOST without TLS verification (and over plain HTTP if it does not speak TLS). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST", global = true)]
+    pub insecure_registry: Vec<String>,
+
+    /// Trust this CA certificate (PEM) for registries, in addition to the system roots. Repeatable.
+    #[arg(long = "ca-cert", value_name = "FILE", global = true)]
+    pub ca_cert: Vec<std::path::PathBuf>,
+
+    /// Print less: errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print more (repeat for debug logs). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl GlobalArgs {
+    pub fn client(&self) -> anyhow::Result<std::sync::Arc<crate::registry::RegistryClient>> {
+        let opts = crate::registry::ClientOptions {
+            insecure_hosts: self.insecure_registry.clone(),
+            ca_certs: self.ca_cert.clone(),
+            ..Default::default()
+        };
+        Ok(std::sync::Arc::new(crate::registry::RegistryClient::new(
+            opts,
+        )?))
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Squash {
+    /// One output layer.
+    All,
+    /// Each layer rewritten on its own.
+    None,
+}
+
+/// An error that is the user's to fix in the command line (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(&cli.global);
+    let result = match cli.command {
+        None => run::run(cli.run, &cli.global),
+        Some(c) => match c {},
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            print_error(&e);
+            let usage = e
+                .chain()
+                .any(|c| c.is::<UsageError>() || c.is::<crate::reference::ReferenceError>());
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
+        }
+    }
+}
+
+fn init_tracing(g: &GlobalArgs) {
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("slim={default},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// `error: …` then one `Caused by:` line per distinct cause.
+fn print_error(e: &anyhow::Error) {
+    let mut seen: Vec<String> = Vec::new();
+    let mut lines = Vec::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        // A cause that the previous message already quotes adds nothing.
+        if seen.iter().any(|s| s.contains(&msg)) {
+            continue;
+        }
+        seen.push(msg.clone());
+        lines.push(msg);
+    }
+    eprintln!(
+        "error: {}",
+        lines.first().map(String::as_str).unwrap_or("unknown error")
+    );
+    for l in lines.iter().skip(1) {
+        eprintln!("  Caused by: {l}");
+    }
+    if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
+        eprintln!("{}", e.backtrace());
+    }
+}

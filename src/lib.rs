@@ -1,0 +1,28 @@
+//! slim makes container images small: it pulls an image, squashes and
+//! dedups its layers, strips what the program never reads, recompresses, and
+//! pushes a minimized OCI image, with no Docker engine.
+//!
+//! The pipeline, one module per stage:
+//!
+//! ```text
+//! reference  -> reference.rs     what the user typed: registry, oci:, oci-archive:, docker-archive:
+//! fetch      -> transport/       sources and destinations; registry/ speaks the Distribution API
+//!               digest.rs        every blob and manifest verified while it streams
+//! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes
+//! decode     -> layer/decode.rs  gzip | zstd | plain, by magic
+//! copy       -> copy.rs          the image tree, children first, root last; blobs verified before use
+//! progress   -> progress.rs      events for the CLI to draw
+//! ```
+//!
+//! `cli/` parses arguments and prints; nothing below it writes to the
+//! terminal.
+
+pub mod cli;
+pub mod copy;
+pub mod digest;
+pub mod image;
+pub mod layer;
+pub mod progress;
+pub mod reference;
+pub mod registry;
+pub mod transport;

@@ -1,0 +1,215 @@
+//! Transports: where images are read from and written to.
+//!
+//! A [`Source`] hands out the root manifest (or index) a reference names,
+//! child manifests and raw blob streams; a [`Dest`] takes verified blobs,
+//! child manifests, and finally the root manifest in [`Dest::commit`], which
+//! is the only step that makes the image visible under its name (a registry
+//! tag, an `index.json` entry, an archive file). A run that fails before
+//! `commit` leaves the destination's name as it was.
+//!
+//! | transport | source | destination |
+//! | --- | --- | --- |
+//! | registry | [`registry::RegistrySource`] | [`registry::RegistryDest`] |
+//! | `oci:` | [`layout::LayoutSource`] over a directory | [`layout::LayoutDest`] |
+//! | `oci-archive:` | [`layout::LayoutSource`] over a tar index | [`layout::ArchiveDest`] |
+//! | `docker-archive:` | [`docker_archive::DockerArchiveSource`] | [`docker_archive::DockerArchiveDest`] |
+
+pub mod docker_archive;
+pub mod layout;
+pub mod registry;
+pub mod tarindex;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tempfile::NamedTempFile;
+
+use crate::digest::{Digest, VerifyingReader};
+use crate::image::{Descriptor, MAX_MANIFEST_BYTES, Manifest};
+use crate::reference::{ImageRef, RegistryRef};
+use crate::registry::RegistryClient;
+
+/// Where an image is read from.
+pub trait Source: Send + Sync {
+    /// The reference, for messages.
+    fn name(&self) -> String;
+    /// The manifest or index the reference names (digest verified).
+    fn root(&self) -> Result<Manifest>;
+    /// A child manifest of an index (digest verified).
+    fn manifest(&self, desc: &Descriptor) -> Result<Manifest>;
+    /// The raw bytes of a blob. Not verified: read it through [`open_verified`].
+    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
+    /// The registry repository this source lives in, for cross-repository
+    /// mounts.
+    fn registry_location(&self) -> Option<&RegistryRef> {
+        None
+    }
+}
+
+/// What a destination can hold.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Capabilities {
+    /// Only OCI media types (OCI layouts and archives): Docker v2s2 input is
+    /// converted.
+    pub oci_only: bool,
+    /// One platform image, no index (`docker save` format).
+    pub single_image: bool,
+}
+
+/// Where an image is written to.
+pub trait Dest: Send + Sync {
+    fn name(&self) -> String;
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    /// Whether the destination already holds this blob (it is not read
+    /// again, only its presence and size are checked).
+    fn has_blob(&self, desc: &Descriptor) -> Result<bool>;
+    /// Mounts a blob from another repository of the same registry; `false`
+    /// when that is not possible here.
+    fn mount_blob(&self, _desc: &Descriptor, _from: &RegistryRef) -> Result<bool> {
+        Ok(false)
+    }
+    /// The directory to spool blobs in, so that [`Dest::put_blob`] can take
+    /// them cheaply (a rename within one file system).
+    fn staging_dir(&self) -> &Path;
+    /// Stores a verified blob.
+    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()>;
+    /// Stores a child manifest (by digest; not named).
+    fn put_manifest(&self, m: &Manifest) -> Result<()>;
+    /// Stores the root manifest and names it: the last step of a copy.
+    fn commit(&self, root: &Manifest) -> Result<()>;
+    /// Cleans up after a failed run (the name was never written).
+    fn abort(&self) {}
+}
+
+/// A blob spooled to a temp file, its digest and size verified.
+pub struct Staged {
+    pub file: NamedTempFile,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Opens a blob through a reader that fails at the end unless the bytes
+/// match the descriptor's digest and size.
+pub fn open_verified<'a>(
+    src: &'a dyn Source,
+    desc: &Descriptor,
+) -> Result<VerifyingReader<Box<dyn Read + Send + 'a>>> {
+    let raw = src.open_blob(desc)?;
+    Ok(VerifyingReader::new(
+        raw,
+        format!("blob {} from {}", desc.digest, src.name()),
+        desc.digest.clone(),
+        Some(desc.size),
+    ))
+}
+
+/// Reads a manifest blob of known descriptor, bounded and verified.
+pub fn read_manifest_blob(
+    what: &str,
+    mut reader: impl Read,
+    desc: &Descriptor,
+) -> Result<Manifest> {
+    if desc.size > MAX_MANIFEST_BYTES {
+        anyhow::bail!(
+            "{what}: manifest of {} bytes is larger than slim accepts ({MAX_MANIFEST_BYTES})",
+            desc.size
+        );
+    }
+    let mut bytes = Vec::with_capacity(desc.size as usize);
+    VerifyingReader::new(&mut reader, what, desc.digest.clone(), Some(desc.size))
+        .read_to_end(&mut bytes)
+        .map_err(crate::transport::io_error)?;
+    Ok(Manifest::parse_with_digest(
+        what,
+        bytes,
+        desc.digest.clone(),
+        Some(&desc.media_type),
+    )?)
+}
+
+/// Turns an io::Error carrying a digest error back into that error (so the
+/// message names the blob), or keeps it as it is.
+pub fn io_error(e: std::io::Error) -> anyhow::Error {
+    if e.get_ref()
+        .is_some_and(|i| i.is::<crate::digest::DigestError>())
+    {
+        let inner = e.into_inner().expect("checked");
+        match inner.downcast::<crate::digest::DigestError>() {
+            Ok(d) => anyhow::Error::new(*d),
+            Err(other) => anyhow::anyhow!(other),
+        }
+    } else if e
+        .get_ref()
+        .is_some_and(|i| i.is::<crate::registry::RegistryError>())
+    {
+        let inner = e.into_inner().expect("checked");
+        match inner.downcast::<crate::registry::RegistryError>() {
+            Ok(r) => anyhow::Error::new(*r),
+            Err(other) => anyhow::anyhow!(other),
+        }
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// Opens a reference for reading.
+pub fn open_source(r: &ImageRef, client: &Arc<RegistryClient>) -> Result<Box<dyn Source>> {
+    Ok(match r {
+        ImageRef::Registry(rr) => {
+            Box::new(registry::RegistrySource::new(client.clone(), rr.clone()))
+        }
+        ImageRef::OciLayout { path, tag } => Box::new(
+            layout::LayoutSource::open_dir(path, tag.clone())
+                .with_context(|| format!("opening {r}"))?,
+        ),
+        ImageRef::OciArchive { path, tag } => Box::new(
+            layout::LayoutSource::open_archive(path, tag.clone())
+                .with_context(|| format!("opening {r}"))?,
+        ),
+        ImageRef::DockerArchive { path, name } => Box::new(
+            docker_archive::DockerArchiveSource::open(path.as_deref(), name.clone())
+                .with_context(|| format!("opening {r}"))?,
+        ),
+    })
+}
+
+/// Opens a reference for writing. `default_tag` names the image when the
+/// reference has no tag of its own (the source's tag).
+pub fn open_dest(r: &ImageRef, client: &Arc<RegistryClient>) -> Result<Box<dyn Dest>> {
+    Ok(match r {
+        ImageRef::Registry(rr) => {
+            Box::new(registry::RegistryDest::new(client.clone(), rr.clone())?)
+        }
+        ImageRef::OciLayout { path, tag } => Box::new(
+            layout::LayoutDest::create(path, tag.clone())
+                .with_context(|| format!("opening {r} for writing"))?,
+        ),
+        ImageRef::OciArchive { path, tag } => Box::new(
+            layout::ArchiveDest::create(path, tag.clone())
+                .with_context(|| format!("opening {r} for writing"))?,
+        ),
+        ImageRef::DockerArchive { path, name } => Box::new(
+            docker_archive::DockerArchiveDest::create(path.as_deref(), name.clone())
+                .with_context(|| format!("opening {r} for writing"))?,
+        ),
+    })
+}
+
+/// Normalises a path inside an archive: no leading `./` or `/`.
+pub fn clean_archive_path(p: &str) -> String {
+    let mut s = p;
+    loop {
+        if let Some(r) = s.strip_prefix("./") {
+            s = r;
+        } else if let Some(r) = s.strip_prefix('/') {
+            s = r;
+        } else {
+            break;
+        }
+    }
+    s.trim_end_matches('/').to_string()
+}
