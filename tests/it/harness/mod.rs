@@ -1,1 +1,52 @@
-pub mod placeholder {}
+//! Test harness for the `it` integration binary: real registries, judges and
+//! a hostile server, so tests exercise `slim` end to end with independent
+//! tools checking the result. Nothing here uses slim's own code.
+//!
+//! - [`context`] — `TestContext` (a temp dir per test, runs `slim` hermetically)
+//!   and `Output` (stdout, stderr, exit code, assertions).
+//! - [`registry`] — the real Distribution registry (`docker-registry` 2.8) on a
+//!   free loopback port: anonymous, htpasswd or token auth; shared or private;
+//!   access-log parsing to count requests.
+//! - [`token`] — the Docker token issuer for the token-auth registry (JWT RS256
+//!   signed with `openssl`), counting the tokens it issues.
+//! - [`judges`] — skopeo and umoci wrappers (`inspect`, `copy`, `unpack`).
+//! - [`tree`] — an unpacked rootfs as comparable data (`tree_of`,
+//!   `assert_same_tree`).
+//! - [`fixture`] — the committed `fixtures/oci` image, pushing it (OCI, v2s2),
+//!   and a two-platform index built from it.
+//! - [`hostile`] — a `/v2/` server with switchable faults (bad digests,
+//!   truncated bodies, 5xx/429, non-JSON manifests).
+//! - [`http`] — the tiny HTTP/1.1 server and raw client under the two servers.
+//! - [`process`] — spawning children that die with the test binary.
+//!
+//! Not every test uses every helper or re-export, hence the `allow` below.
+#![allow(dead_code, unused_imports)]
+
+pub mod context;
+pub mod fixture;
+pub mod hostile;
+pub mod http;
+pub mod judges;
+pub mod process;
+pub mod registry;
+pub mod token;
+pub mod tree;
+
+pub use context::{Output, SLIM, TestContext, unique_name};
+pub use fixture::{
+    FIXTURE_TAG, FixtureImage, MultiArch, fixture_image, fixture_layout, fixture_ref,
+    multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2,
+};
+pub use hostile::{Fault, Hostile};
+pub use judges::{
+    Skopeo, is_root, manifest_digest_of, sha256_digest, skopeo_copy, skopeo_inspect,
+    skopeo_inspect_raw, umoci_unpack,
+};
+pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryConfig};
+pub use token::TokenIssuer;
+pub use tree::{Kind, Node, Tree, assert_same_tree, diff_trees, tree_of};
+
+/// The one user the authenticated registries and the token issuer accept.
+pub const USER: &str = "slim";
+/// Its password.
+pub const PASSWORD: &str = "s3cret";
