@@ -21,15 +21,17 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest, Platform, convert, media};
 use crate::progress::{BlobOutcome, ProgressReader, Reporter};
+use crate::rewrite::{ImageReport, RewriteOptions};
 use crate::transport::{Dest, Source, Staged, io_error, open_verified};
 
 /// How to copy.
-#[derive(Clone, Debug)]
 pub struct CopyOptions {
     /// Platforms to keep from an index (empty: all).
     pub platforms: Vec<Platform>,
     /// Blobs moved at once.
     pub jobs: usize,
+    /// Slim container images on the way (`None`: a faithful copy).
+    pub rewrite: Option<RewriteOptions>,
 }
 
 impl Default for CopyOptions {
@@ -37,6 +39,7 @@ impl Default for CopyOptions {
         CopyOptions {
             platforms: Vec::new(),
             jobs: 3,
+            rewrite: None,
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct CopyOutcome {
     /// Platforms written (empty for a single image without platform info).
     pub platforms: Vec<Platform>,
     pub stats: CopyStats,
+    /// One per slimmed image (empty for a faithful copy).
+    pub images: Vec<ImageReport>,
 }
 
 /// Copies the image `src` names to `dst`. On failure, the destination's name
@@ -82,6 +87,7 @@ pub fn copy_image(
         stats: Mutex::new(CopyStats::default()),
         platforms: Mutex::new(Vec::new()),
         converted: Mutex::new(false),
+        images: Mutex::new(Vec::new()),
     };
     let result = copier.run();
     if result.is_err() {
@@ -90,16 +96,17 @@ pub fn copy_image(
     result
 }
 
-struct Copier<'a> {
-    src: &'a dyn Source,
-    dst: &'a dyn Dest,
+pub(crate) struct Copier<'a> {
+    pub(crate) src: &'a dyn Source,
+    pub(crate) dst: &'a dyn Dest,
     opts: &'a CopyOptions,
-    reporter: &'a dyn Reporter,
+    pub(crate) reporter: &'a dyn Reporter,
     /// Blobs already handled in this run (shared layers across platforms).
     done: Mutex<HashSet<Digest>>,
     stats: Mutex<CopyStats>,
     platforms: Mutex<Vec<Platform>>,
     converted: Mutex<bool>,
+    images: Mutex<Vec<ImageReport>>,
 }
 
 impl Copier<'_> {
@@ -119,7 +126,17 @@ impl Copier<'_> {
             converted_to_oci: *self.converted.lock().expect("lock"),
             platforms,
             stats,
+            images: std::mem::take(&mut *self.images.lock().expect("images lock")),
         })
+    }
+
+    pub(crate) fn record_image(&self, r: ImageReport) {
+        self.images.lock().expect("images lock").push(r);
+    }
+
+    /// Marks a blob as handled in this run; `false` if it already was.
+    pub(crate) fn mark_done(&self, d: &Digest) -> bool {
+        self.done.lock().expect("done lock").insert(d.clone())
     }
 
     /// A destination that holds one image gets one platform of an index:
@@ -274,14 +291,63 @@ impl Copier<'_> {
                 list(&available)
             );
         }
-        let out = if changed {
+        let out = if changed || self.opts.rewrite.is_some() {
             let mut json = m.json.clone();
             json["manifests"] = Value::Array(new_children);
-            Manifest::from_json(&format!("index of {}", self.src.name()), &json)?
+            let mut out = Manifest::from_json(&format!("index of {}", self.src.name()), &json)?;
+            if let Some(rw) = &self.opts.rewrite {
+                out = self.annotate_index(out, &m.digest, rw)?;
+            }
+            out
         } else {
             m
         };
         self.to_dest_types(out)
+    }
+
+    /// A slimmed index: OCI when any image in it became OCI, and annotated
+    /// with the source index digest and the settings.
+    fn annotate_index(
+        &self,
+        m: Manifest,
+        source: &Digest,
+        rw: &RewriteOptions,
+    ) -> Result<Manifest> {
+        let any_oci = m
+            .manifests()?
+            .iter()
+            .any(|d| d.media_type == media::OCI_MANIFEST);
+        let m = if m.kind.is_docker() && any_oci {
+            convert::to_oci(&m)?
+        } else {
+            m
+        };
+        if m.kind.is_docker() {
+            return Ok(m);
+        }
+        let mut json = m.json.clone();
+        let obj = json.as_object_mut().expect("indexes are objects");
+        let ann = obj
+            .entry("annotations")
+            .or_insert(Value::Object(Default::default()));
+        if let Some(ann) = ann.as_object_mut() {
+            ann.insert(
+                crate::rewrite::ANNOTATION_SOURCE_DIGEST.into(),
+                Value::String(source.to_string()),
+            );
+            ann.insert(
+                crate::rewrite::ANNOTATION_SETTINGS.into(),
+                Value::String(rw.settings.clone()),
+            );
+            ann.insert(
+                crate::rewrite::ANNOTATION_SETTINGS_DIGEST.into(),
+                Value::String(rw.settings_digest().to_string()),
+            );
+        }
+        Ok(Manifest::from_json(
+            &format!("index of {}", self.src.name()),
+            &json,
+        )?)
     }
 
     fn transfer_image(&self, m: Manifest) -> Result<Manifest> {
@@ -290,6 +356,12 @@ impl Copier<'_> {
             && self.platforms.lock().expect("platforms lock").is_empty()
         {
             self.check_single_platform(&m)?;
+        }
+        if let Some(rw) = &self.opts.rewrite
+            && m.is_container_image()
+        {
+            let out = self.slim_image(&m, rw)?;
+            return self.to_dest_types(out);
         }
         self.copy_blobs(&m.blobs()?)?;
         self.to_dest_types(m)
@@ -330,7 +402,7 @@ impl Copier<'_> {
     }
 
     /// Copies blobs on up to `jobs` threads; the first error wins.
-    fn copy_blobs(&self, blobs: &[Descriptor]) -> Result<()> {
+    pub(crate) fn copy_blobs(&self, blobs: &[Descriptor]) -> Result<()> {
         let todo: Vec<&Descriptor> = {
             let mut done = self.done.lock().expect("done lock");
             blobs
@@ -379,19 +451,21 @@ impl Copier<'_> {
                 .with_context(|| format!("writing blob {} to {}", d.digest, self.dst.name()))?;
             BlobOutcome::Copied
         };
-        {
-            let mut st = self.stats.lock().expect("stats lock");
-            match outcome {
-                BlobOutcome::Copied => {
-                    st.blobs_copied += 1;
-                    st.bytes_copied += d.size;
-                }
-                BlobOutcome::Existed => st.blobs_existing += 1,
-                BlobOutcome::Mounted => st.blobs_mounted += 1,
-            }
-        }
+        self.count_blob(d, outcome);
         self.reporter.blob_done(d, outcome);
         Ok(())
+    }
+
+    pub(crate) fn count_blob(&self, d: &Descriptor, outcome: BlobOutcome) {
+        let mut st = self.stats.lock().expect("stats lock");
+        match outcome {
+            BlobOutcome::Copied => {
+                st.blobs_copied += 1;
+                st.bytes_copied += d.size;
+            }
+            BlobOutcome::Existed => st.blobs_existing += 1,
+            BlobOutcome::Mounted => st.blobs_mounted += 1,
+        }
     }
 }
 

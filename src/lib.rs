@@ -11,6 +11,11 @@
 //! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes
 //! decode     -> layer/decode.rs  gzip | zstd | plain, by magic
 //! copy       -> copy.rs          the image tree, children first, root last; blobs verified before use
+//! slim       -> rewrite.rs       per image: decode -> squash/filter/dedup -> encode -> push
+//! decode     -> layer/read.rs    blob -> entries + spooled contents (layer/entry.rs: whiteouts)
+//! squash     -> transform/       squash.rs (whiteouts, shadowing, hard links, dedup), filter.rs
+//! encode     -> layer/write.rs   deterministic tar; layer/encode.rs: parallel gzip | zstd, digests
+//! config     -> image/config.rs  diff_ids and history rewritten together
 //! progress   -> progress.rs      events for the CLI to draw
 //! ```
 //!
@@ -25,4 +30,6 @@ pub mod layer;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod rewrite;
+pub mod transform;
 pub mod transport;

@@ -1,18 +1,34 @@
 //! `slim SOURCE -o DEST`: the main command.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::{GlobalArgs, Squash, UsageError};
 use crate::copy::{CopyOptions, copy_image};
+use crate::image::media::Compression;
 use crate::image::{Descriptor, Platform};
 use crate::progress::{BlobOutcome, Reporter};
 use crate::reference::ImageRef;
+use crate::rewrite::{Format, KeepBase, RewriteOptions, SquashMode};
+use crate::transform::filter::KeepAll;
 use crate::transport::{open_dest, open_source};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    Oci,
+    Docker,
+}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -28,9 +44,29 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub squash: Squash,
 
+    /// Keep the first N layers, or the layers of base image REF, byte-identical (squash the rest).
+    #[arg(long = "keep-base", value_name = "N|REF")]
+    pub keep_base: Option<String>,
+
     /// Strip profiles, comma-separated (`none` strips nothing).
     #[arg(long, default_value = "auto", value_name = "NAMES")]
     pub profile: String,
+
+    /// Layer compression (default: the source's; plain tar becomes gzip).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
+
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+
+    /// Output media types (default: the source's; zstd needs oci).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Do not turn identical files into hard links.
+    #[arg(long = "no-hardlink-dedup")]
+    pub no_hardlink_dedup: bool,
 
     /// Platforms to keep from a multi-arch image: os/arch[/variant]. Repeatable or comma-separated.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
@@ -39,6 +75,26 @@ pub struct RunArgs {
     /// Blobs to move at once.
     #[arg(short = 'j', long, default_value_t = 3, value_name = "N")]
     pub jobs: usize,
+
+    /// Compression threads (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Refuse layers that decompress to more than this many GiB.
+    #[arg(long = "max-layer-size", value_name = "GIB", default_value_t = 64)]
+    pub max_layer_gib: u64,
+}
+
+impl RunArgs {
+    /// A faithful copy: nothing about the layers is to change.
+    fn is_plain_copy(&self) -> bool {
+        self.squash == Squash::None
+            && self.profile == "none"
+            && self.compression.is_none()
+            && self.level.is_none()
+            && self.format.is_none()
+            && self.keep_base.is_none()
+    }
 }
 
 pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
@@ -50,33 +106,67 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         .iter()
         .map(|p| Platform::parse(p).map_err(UsageError))
         .collect::<Result<Vec<_>, _>>()?;
-    if args.squash != Squash::None || args.profile != "none" {
-        return Err(UsageError(
-            "only a faithful copy is available in this build: pass --squash none --profile none"
-                .into(),
-        )
-        .into());
-    }
     let client = global.client()?;
+    let rewrite = if args.is_plain_copy() {
+        None
+    } else {
+        Some(rewrite_options(&args, &client)?)
+    };
     let src = open_source(&source, &client)?;
     let dst = open_dest(&output, &client)?;
     let printer = Printer::new(global.quiet);
     let opts = CopyOptions {
         platforms,
         jobs: args.jobs.max(1),
+        rewrite,
     };
     let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &printer)
-        .with_context(|| format!("copying {} to {}", src.name(), dst.name()))?;
+        .with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
     if !global.quiet {
         let s = &outcome.stats;
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "wrote {} ({})", dst.name(), outcome.root.digest);
-        if outcome.root.digest == outcome.source_digest {
+        for img in &outcome.images {
+            let platform = img
+                .platform
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let saved = 100.0
+                * (1.0
+                    - img.output.compressed_bytes as f64
+                        / img.source.compressed_bytes.max(1) as f64);
+            let _ = writeln!(
+                err,
+                "  {platform}: {} layers, {} -> {} layers, {} ({:.0}% smaller); uncompressed {} -> {}",
+                img.source.layers,
+                human_bytes(img.source.compressed_bytes),
+                img.output.layers,
+                human_bytes(img.output.compressed_bytes),
+                saved,
+                human_bytes(img.source.uncompressed_bytes),
+                human_bytes(img.output.uncompressed_bytes),
+            );
+            let removed = img.removed.total();
+            let _ = writeln!(
+                err,
+                "    files {} -> {}; shadowed {} ({}), removed {} ({}), hard-linked {} ({})",
+                img.source.files,
+                img.output.files,
+                img.shadowed.files,
+                human_bytes(img.shadowed.bytes),
+                removed.files,
+                human_bytes(removed.bytes),
+                img.hardlinked.files,
+                human_bytes(img.hardlinked.bytes),
+            );
+        }
+        if outcome.images.is_empty() && outcome.root.digest == outcome.source_digest {
             let _ = writeln!(err, "  same manifest digest as the source");
         }
         let _ = writeln!(
             err,
-            "  {} blobs copied ({}), {} already there, {} mounted; {} manifests; {:.1}s",
+            "  {} blobs written ({}), {} already there, {} mounted; {} manifests; {:.1}s",
             s.blobs_copied,
             human_bytes(s.bytes_copied),
             s.blobs_existing,
@@ -84,12 +174,90 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             s.manifests,
             started.elapsed().as_secs_f64()
         );
-        if !outcome.platforms.is_empty() {
+        if outcome.platforms.len() > 1 {
             let ps: Vec<String> = outcome.platforms.iter().map(ToString::to_string).collect();
             let _ = writeln!(err, "  platforms: {}", ps.join(", "));
         }
     }
     Ok(0)
+}
+
+fn rewrite_options(
+    args: &RunArgs,
+    client: &Arc<crate::registry::RegistryClient>,
+) -> Result<RewriteOptions> {
+    let keep_base = match args.keep_base.as_deref() {
+        None => KeepBase::None,
+        Some(s) if s.chars().all(|c| c.is_ascii_digit()) => KeepBase::Count(
+            s.parse()
+                .map_err(|_| UsageError(format!("--keep-base {s}: not a number")))?,
+        ),
+        Some(s) => {
+            let r: ImageRef = s.parse().with_context(|| format!("--keep-base {s}"))?;
+            KeepBase::Image(open_source(&r, client)?)
+        }
+    };
+    let profiles: Vec<&str> = args.profile.split(',').map(str::trim).collect();
+    for p in &profiles {
+        if !matches!(*p, "none" | "auto") {
+            return Err(UsageError(format!("unknown profile {p:?} (built-in: auto, none)")).into());
+        }
+    }
+    let compression = args.compression.map(|c| match c {
+        CompressionArg::Gzip => Compression::Gzip,
+        CompressionArg::Zstd => Compression::Zstd,
+        CompressionArg::None => Compression::None,
+    });
+    if let (Some(l), Some(c)) = (args.level, compression) {
+        let ok = match c {
+            Compression::Gzip => (0..=9).contains(&l),
+            Compression::Zstd => (1..=22).contains(&l),
+            Compression::None => true,
+        };
+        if !ok {
+            return Err(UsageError(format!("--level {l} is out of range for {}", c.name())).into());
+        }
+    }
+    let format = args.format.map(|f| match f {
+        FormatArg::Oci => Format::Oci,
+        FormatArg::Docker => Format::Docker,
+    });
+    let squash = match args.squash {
+        Squash::All => SquashMode::All,
+        Squash::None => SquashMode::None,
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let settings = format!(
+        "squash={} keep-base={} profile={} compression={} level={} format={} hardlink-dedup={}",
+        match squash {
+            SquashMode::All => "all",
+            SquashMode::None => "none",
+        },
+        args.keep_base.as_deref().unwrap_or("0"),
+        profiles.join(","),
+        compression.map_or("source", |c| c.name()),
+        args.level.map_or("default".to_string(), |l| l.to_string()),
+        match format {
+            Some(Format::Oci) => "oci",
+            Some(Format::Docker) => "docker",
+            None => "source",
+        },
+        !args.no_hardlink_dedup,
+    );
+    Ok(RewriteOptions {
+        squash,
+        keep_base,
+        compression,
+        level: args.level,
+        format,
+        hardlink_dedup: !args.no_hardlink_dedup,
+        threads,
+        filter: Arc::new(KeepAll),
+        settings,
+        max_layer_bytes: args.max_layer_gib.saturating_mul(1 << 30),
+    })
 }
 
 pub fn human_bytes(n: u64) -> String {

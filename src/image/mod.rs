@@ -7,6 +7,7 @@
 //! as oci-spec's drop unknown fields and reorder maps, so they are never
 //! re-serialized here.
 
+pub mod config;
 pub mod convert;
 pub mod media;
 

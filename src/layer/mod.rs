@@ -1,4 +1,11 @@
-//! Layer blobs: decoding compressed tar streams (this module), tar entries
-//! and whiteouts, and encoding with digests computed in the same pass.
+//! Layer blobs: decode ([`decode`], [`read`]: compressed blob -> entries +
+//! spooled contents), the entry model with whiteouts ([`entry`]), and encode
+//! ([`write`], [`encode`]: plan -> tar -> compressed blob, digests in the
+//! same pass).
 
 pub mod decode;
+pub mod encode;
+pub mod entry;
+pub mod pipe;
+pub mod read;
+pub mod write;

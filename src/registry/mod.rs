@@ -170,6 +170,9 @@ struct HostState {
     credential: Option<Option<FoundCredential>>,
     tokens: HashMap<Scope, Token>,
     tokens_issued: u64,
+    /// Held while a token is fetched, so that threads needing the same
+    /// scope at once wait for one token instead of each fetching their own.
+    token_fetch: Arc<Mutex<()>>,
 }
 
 /// A client for any number of registries; cheap to share between threads.
@@ -408,10 +411,26 @@ impl RegistryClient {
                 .credential(host)?
                 .and_then(|c| c.credential.basic_header())),
             Some(Challenge::Bearer { realm, service }) => {
-                if let Some(t) = state.lock().expect("host lock").tokens.get(scope)
-                    && t.is_fresh()
-                {
-                    return Ok(Some(format!("Bearer {}", t.value)));
+                let cached = || {
+                    state
+                        .lock()
+                        .expect("host lock")
+                        .tokens
+                        .get(scope)
+                        .filter(|t| t.is_fresh())
+                        .map(|t| format!("Bearer {}", t.value))
+                };
+                if let Some(v) = cached() {
+                    return Ok(Some(v));
+                }
+                // One fetch at a time per host: with `-j N`, N blob requests
+                // start together and would otherwise each ask the realm for
+                // the same scope (N tokens where one does). Whoever waited
+                // finds the token the first one stored.
+                let fetch = state.lock().expect("host lock").token_fetch.clone();
+                let _fetching = fetch.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(v) = cached() {
+                    return Ok(Some(v));
                 }
                 let token = self.fetch_token(host, &realm, service.as_deref(), scope, what)?;
                 let value = format!("Bearer {}", token.value);

@@ -213,6 +213,8 @@ pub struct LayoutDest {
     tag: Option<String>,
     /// The directory did not exist before this run (removed on abort).
     created: bool,
+    /// The directory existed but was empty (emptied again on abort).
+    was_empty: bool,
     staging: TempDir,
     lock: Mutex<()>,
 }
@@ -223,7 +225,8 @@ impl LayoutDest {
         if !created && !dir.is_dir() {
             bail!("{} exists and is not a directory", dir.display());
         }
-        if !created && dir.read_dir()?.next().is_some() && !dir.join("index.json").is_file() {
+        let was_empty = !created && dir.read_dir()?.next().is_none();
+        if !created && !was_empty && !dir.join("index.json").is_file() {
             bail!(
                 "{} is a non-empty directory that is not an OCI layout; choose a new or empty directory",
                 dir.display()
@@ -238,6 +241,7 @@ impl LayoutDest {
             dir: dir.to_path_buf(),
             tag,
             created,
+            was_empty,
             staging,
             lock: Mutex::new(()),
         })
@@ -357,6 +361,22 @@ impl Dest for LayoutDest {
     fn abort(&self) {
         if self.created {
             let _ = fs::remove_dir_all(&self.dir);
+        } else if self.was_empty {
+            // Everything in it is ours. Left behind, the blobs would make a
+            // non-empty directory without index.json, which `create` refuses,
+            // so a failed run into an empty directory would block the retry.
+            let Ok(entries) = fs::read_dir(&self.dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                if e.path() == self.staging.path() {
+                    continue;
+                }
+                let _ = match e.file_type() {
+                    Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
+                    _ => fs::remove_file(e.path()),
+                };
+            }
         }
     }
 }
@@ -475,4 +495,56 @@ pub fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(dest: &LayoutDest, bytes: &[u8]) -> (Descriptor, Staged) {
+        let digest = Digest::sha256_of(bytes);
+        let mut file = tempfile::NamedTempFile::new_in(dest.staging_dir()).unwrap();
+        file.write_all(bytes).unwrap();
+        let desc = Descriptor::new(
+            crate::image::media::OCI_LAYER_GZIP,
+            digest.clone(),
+            bytes.len() as u64,
+        );
+        let size = bytes.len() as u64;
+        (desc, Staged { file, digest, size })
+    }
+
+    /// Regression: a failed copy into an existing empty directory left
+    /// `blobs/` behind without `index.json`, and the next run was refused as
+    /// "a non-empty directory that is not an OCI layout".
+    #[test]
+    fn abort_empties_a_directory_that_was_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        fs::create_dir(&dir).unwrap();
+        let dest = LayoutDest::create(&dir, Some("v1".into())).unwrap();
+        let (desc, blob) = staged(&dest, b"layer bytes");
+        dest.put_blob(&desc, blob).unwrap();
+        assert!(dir.join("blobs").is_dir());
+        dest.abort();
+        drop(dest);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "directory emptied");
+        LayoutDest::create(&dir, Some("v1".into())).expect("a retry may use the directory");
+    }
+
+    #[test]
+    fn abort_keeps_an_existing_layout() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out");
+        fs::create_dir(&dir).unwrap();
+        fs::write(
+            dir.join("index.json"),
+            br#"{"schemaVersion":2,"manifests":[]}"#,
+        )
+        .unwrap();
+        let dest = LayoutDest::create(&dir, Some("v1".into())).unwrap();
+        dest.abort();
+        drop(dest);
+        assert!(dir.join("index.json").is_file());
+    }
 }

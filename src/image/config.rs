@@ -1,0 +1,146 @@
+//! Image config rewriting: `rootfs.diff_ids` and `history` change together
+//! with the layers (OCI image spec, "Image Configuration": one non-empty
+//! history entry per layer). Everything else (entrypoint, cmd, env, labels,
+//! user, workdir, ports, unknown fields) is kept byte-for-byte in order.
+
+use serde_json::{Value, json};
+
+use crate::digest::Digest;
+
+/// How the layers changed.
+pub enum LayerChange<'a> {
+    /// The first `keep` layers stay; the rest became one layer.
+    Squashed {
+        keep: usize,
+        new_diff_id: &'a Digest,
+        description: &'a str,
+    },
+    /// Each layer was rewritten on its own.
+    EachRewritten {
+        new_diff_ids: &'a [Digest],
+        description: &'a str,
+    },
+}
+
+/// Rewrites a config JSON for new layers.
+pub fn rewrite(config: &Value, change: &LayerChange<'_>) -> Value {
+    let mut c = config.clone();
+    let created = c.get("created").cloned();
+    let old: Vec<Value> = c
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let new_ids: Vec<Value> = match change {
+        LayerChange::Squashed {
+            keep, new_diff_id, ..
+        } => old
+            .iter()
+            .take(*keep)
+            .cloned()
+            .chain(std::iter::once(Value::String(new_diff_id.to_string())))
+            .collect(),
+        LayerChange::EachRewritten { new_diff_ids, .. } => new_diff_ids
+            .iter()
+            .map(|d| Value::String(d.to_string()))
+            .collect(),
+    };
+    if c.get("rootfs").is_none() {
+        c["rootfs"] = json!({"type": "layers"});
+    }
+    c["rootfs"]["diff_ids"] = Value::Array(new_ids);
+
+    let Some(history) = c.get_mut("history").and_then(Value::as_array_mut) else {
+        return c;
+    };
+    match change {
+        LayerChange::Squashed {
+            keep, description, ..
+        } => {
+            // Entries of the squashed layers stay readable, marked empty.
+            let mut non_empty = 0;
+            for h in history.iter_mut() {
+                let empty = h
+                    .get("empty_layer")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                if empty {
+                    continue;
+                }
+                non_empty += 1;
+                if non_empty > *keep {
+                    h["empty_layer"] = Value::Bool(true);
+                    let comment = match h.get("comment").and_then(Value::as_str) {
+                        Some(c) if !c.is_empty() => format!("{c} (squashed by slim)"),
+                        _ => "squashed by slim".to_string(),
+                    };
+                    h["comment"] = Value::String(comment);
+                }
+            }
+            history.push(slim_entry(&created, description, false));
+        }
+        LayerChange::EachRewritten { description, .. } => {
+            history.push(slim_entry(&created, description, true));
+        }
+    }
+    c
+}
+
+fn slim_entry(created: &Option<Value>, description: &str, empty: bool) -> Value {
+    let mut h = serde_json::Map::new();
+    // The image's own time keeps the output reproducible.
+    if let Some(t) = created {
+        h.insert("created".into(), t.clone());
+    }
+    h.insert(
+        "created_by".into(),
+        Value::String(format!("slim {description}")),
+    );
+    h.insert("comment".into(), Value::String("written by slim".into()));
+    if empty {
+        h.insert("empty_layer".into(), Value::Bool(true));
+    }
+    Value::Object(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squash_keeps_history_readable_and_consistent() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let config = json!({
+            "created": "2024-01-01T00:00:00Z",
+            "config": {"Entrypoint": ["/app/run.sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [d('a'), d('b'), d('c')]},
+            "history": [
+                {"created_by": "ADD rootfs"},
+                {"created_by": "ENV X=1", "empty_layer": true},
+                {"created_by": "COPY app"},
+                {"created_by": "RUN rm"}
+            ]
+        });
+        let new: Digest = d('f').parse().unwrap();
+        let out = rewrite(
+            &config,
+            &LayerChange::Squashed {
+                keep: 1,
+                new_diff_id: &new,
+                description: "--squash all",
+            },
+        );
+        assert_eq!(out["rootfs"]["diff_ids"], json!([d('a'), d('f')]));
+        let h = out["history"].as_array().unwrap();
+        assert_eq!(h.len(), 5);
+        let non_empty = h
+            .iter()
+            .filter(|e| !e["empty_layer"].as_bool().unwrap_or(false))
+            .count();
+        assert_eq!(non_empty, 2, "one history entry per layer");
+        assert_eq!(h[0]["created_by"], "ADD rootfs");
+        assert_eq!(h[2]["comment"], "squashed by slim");
+        assert_eq!(h[4]["created"], "2024-01-01T00:00:00Z");
+        assert_eq!(out["config"], config["config"]);
+    }
+}

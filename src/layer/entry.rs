@@ -1,0 +1,245 @@
+//! Tar entries of a layer as slim models them: a normalised path, a kind
+//! (with whiteouts parsed into their own kinds at the edge), the header
+//! fields extraction applies, and where the content sits in a spool file.
+//!
+//! Whiteouts follow the OCI image spec ("Representing Changes",
+//! "Whiteouts"): `.wh.NAME` deletes NAME from lower layers; `.wh..wh..opq`
+//! in a directory hides everything lower layers put in it. Other `.wh..wh.`
+//! names are AUFS bookkeeping and are dropped.
+
+use std::fmt;
+
+/// What an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A hard link to the path in `Entry::link`.
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+    /// `.wh.NAME`: `path` is the deleted path.
+    Whiteout,
+    /// `.wh..wh..opq`: `path` is the directory made opaque.
+    Opaque,
+}
+
+impl Kind {
+    pub fn is_dir(self) -> bool {
+        self == Kind::Dir
+    }
+
+    pub fn is_whiteout(self) -> bool {
+        matches!(self, Kind::Whiteout | Kind::Opaque)
+    }
+}
+
+/// A PAX record carried over from the source (xattrs, sub-second times,
+/// large ids), in its original order.
+pub type PaxRecord = (Box<str>, Box<[u8]>);
+
+/// One entry of a layer.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Normalised: no leading `/` or `./`, no trailing `/`, no `.` or `..`
+    /// components; the root directory is the empty path.
+    pub path: Box<[u8]>,
+    pub kind: Kind,
+    /// Symlink target as written, or the normalised hard link target.
+    pub link: Option<Box<[u8]>>,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    pub uname: Box<[u8]>,
+    pub gname: Box<[u8]>,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    /// Content length (regular files).
+    pub size: u64,
+    /// Where the content starts in the layer's spool file.
+    pub offset: u64,
+    /// SHA-256 of the content (regular files).
+    pub content_hash: Option<[u8; 32]>,
+    pub pax: Option<Box<[PaxRecord]>>,
+}
+
+impl Entry {
+    /// The xattrs this entry carries (`SCHILY.xattr.*` PAX records).
+    pub fn xattrs(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.pax
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter_map(|(k, v)| k.strip_prefix("SCHILY.xattr.").map(|name| (name, &v[..])))
+    }
+
+    pub fn display_path(&self) -> String {
+        display(&self.path)
+    }
+}
+
+/// A path for messages.
+pub fn display(path: &[u8]) -> String {
+    if path.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{}", String::from_utf8_lossy(path))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error(
+        "entry {path:?} escapes the image root (contains '..'); the layer is malformed or malicious"
+    )]
+    Escapes { path: String },
+}
+
+/// Normalises a tar path: strips `/` and `./` prefixes, `.` components and
+/// trailing slashes; rejects `..`.
+pub fn normalize(raw: &[u8]) -> Result<Box<[u8]>, PathError> {
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                return Err(PathError::Escapes {
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                });
+            }
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Ok(out.into_boxed_slice())
+}
+
+/// What a normalised path means as a whiteout, if it is one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Whiteout {
+    /// Delete this path.
+    Delete(Box<[u8]>),
+    /// Hide lower content of this directory.
+    Opaque(Box<[u8]>),
+    /// AUFS metadata (`.wh..wh.plnk` etc.): not part of the image.
+    Meta,
+}
+
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub const OPAQUE: &[u8] = b".wh..wh..opq";
+
+pub fn parse_whiteout(path: &[u8]) -> Option<Whiteout> {
+    let (dir, base) = split_parent(path);
+    if dir
+        .split(|b| *b == b'/')
+        .any(|c| c.starts_with(b".wh..wh."))
+    {
+        return Some(Whiteout::Meta);
+    }
+    let name = base.strip_prefix(WHITEOUT_PREFIX)?;
+    if base == OPAQUE {
+        return Some(Whiteout::Opaque(dir.into()));
+    }
+    if name.starts_with(WHITEOUT_PREFIX) {
+        return Some(Whiteout::Meta);
+    }
+    Some(Whiteout::Delete(join(dir, name)))
+}
+
+/// `(parent, basename)`; the parent of a top-level name is the root (empty).
+pub fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+pub fn join(dir: &[u8], name: &[u8]) -> Box<[u8]> {
+    if dir.is_empty() {
+        name.into()
+    } else {
+        let mut v = Vec::with_capacity(dir.len() + 1 + name.len());
+        v.extend_from_slice(dir);
+        v.push(b'/');
+        v.extend_from_slice(name);
+        v.into_boxed_slice()
+    }
+}
+
+/// The proper ancestors of a path, nearest first (`a/b/c` -> `a/b`, `a`).
+pub fn ancestors(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = path.len();
+    std::iter::from_fn(move || {
+        let i = path[..end].iter().rposition(|b| *b == b'/')?;
+        end = i;
+        Some(&path[..i])
+    })
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Kind::File => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Hardlink => "hard link",
+            Kind::Char => "character device",
+            Kind::Block => "block device",
+            Kind::Fifo => "fifo",
+            Kind::Whiteout => "whiteout",
+            Kind::Opaque => "opaque whiteout",
+        };
+        f.write_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(&*normalize(b"./usr/bin/").unwrap(), b"usr/bin");
+        assert_eq!(&*normalize(b"/etc//passwd").unwrap(), b"etc/passwd");
+        assert_eq!(&*normalize(b"./").unwrap(), b"");
+        assert_eq!(&*normalize(b"a/./b").unwrap(), b"a/b");
+        assert!(normalize(b"../etc/passwd").is_err());
+        assert!(normalize(b"a/../../b").is_err());
+    }
+
+    #[test]
+    fn whiteouts() {
+        assert_eq!(
+            parse_whiteout(b"tmp/.wh.build.log"),
+            Some(Whiteout::Delete(b"tmp/build.log"[..].into()))
+        );
+        assert_eq!(
+            parse_whiteout(b".wh.top"),
+            Some(Whiteout::Delete(b"top"[..].into()))
+        );
+        assert_eq!(
+            parse_whiteout(b"app/.wh..wh..opq"),
+            Some(Whiteout::Opaque(b"app"[..].into()))
+        );
+        assert_eq!(
+            parse_whiteout(b".wh..wh..opq"),
+            Some(Whiteout::Opaque(b""[..].into()))
+        );
+        assert_eq!(parse_whiteout(b".wh..wh.plnk/12"), Some(Whiteout::Meta));
+        assert_eq!(parse_whiteout(b"x/.wh..wh.plnk"), Some(Whiteout::Meta));
+        assert_eq!(parse_whiteout(b"usr/bin/ls"), None);
+    }
+
+    #[test]
+    fn ancestors_nearest_first() {
+        let a: Vec<&[u8]> = ancestors(b"a/b/c").collect();
+        assert_eq!(a, vec![&b"a/b"[..], &b"a"[..]]);
+        assert_eq!(ancestors(b"top").count(), 0);
+    }
+}

@@ -1,0 +1,268 @@
+//! Decode and index one layer: the compressed blob is read once, through the
+//! digest check, decompressed on one thread, and parsed as tar on another;
+//! file contents go to a spool file and every entry's header to an
+//! [`Entry`]. The result lets later stages read any file's bytes at random
+//! without decompressing again.
+//!
+//! Checks on the way: the blob's digest (the caller's verifying reader is
+//! drained to its end), the uncompressed content against the diff_id the
+//! config names, a bound on the uncompressed size (decompression bombs), and
+//! paths that would escape the root.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use sha2::Digest as _;
+
+use super::decode;
+use super::entry::{self, Entry, Kind, PaxRecord, Whiteout};
+use super::pipe::{self, PipeReader};
+use crate::digest::{Algorithm, Digest, HashingWriter};
+use crate::image::media::Compression;
+
+/// A decoded layer: its entries in tar order and the spool holding their
+/// contents.
+pub struct LayerIndex {
+    pub entries: Vec<Entry>,
+    pub spool: Arc<File>,
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    pub compression: Compression,
+}
+
+#[derive(Clone, Debug)]
+pub struct IndexOptions {
+    /// Hash every file's content (for hard-link dedup).
+    pub hash_contents: bool,
+    /// Refuse layers that decompress to more than this.
+    pub max_uncompressed: u64,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            hash_contents: true,
+            max_uncompressed: 64 << 30,
+        }
+    }
+}
+
+/// Decodes and indexes a layer. `raw` yields the blob's bytes and must fail
+/// at its end if they do not match the blob digest; `expected_diff_id`, when
+/// known, is checked against the uncompressed bytes.
+pub fn index_layer(
+    mut raw: impl Read + Send,
+    what: &str,
+    expected_diff_id: Option<&Digest>,
+    spool_dir: &Path,
+    opts: &IndexOptions,
+) -> Result<LayerIndex> {
+    let spool = tempfile::tempfile_in(spool_dir)
+        .with_context(|| format!("creating a spool file in {}", spool_dir.display()))?;
+    let spool_writer = spool.try_clone()?;
+    let (writer, reader) = pipe::pipe(8);
+    let max = opts.max_uncompressed;
+
+    let (decoded, parsed) = std::thread::scope(|s| {
+        let decoder = s.spawn(move || -> Result<(Digest, u64, Compression)> {
+            let (compression, mut dec) = decode::decoder(BufReader::with_capacity(256 << 10, &mut raw))
+                .map_err(crate::transport::io_error)?;
+            let mut w = HashingWriter::new(writer, Algorithm::Sha256);
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = match dec.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(crate::transport::io_error(e))
+                            .with_context(|| format!("{what}: corrupt {} stream", compression.name()));
+                    }
+                };
+                w.write_all(&buf[..n])
+                    .with_context(|| format!("{what}: the tar reader stopped"))?;
+                if w.written() > max {
+                    bail!(
+                        "{what}: decompresses to more than {max} bytes; refusing it as a likely decompression bomb"
+                    );
+                }
+            }
+            drop(dec);
+            // Trailing bytes after the compressed stream still count for the
+            // blob digest: read to the end so the verifying reader checks it.
+            io::copy(&mut raw, &mut io::sink()).map_err(crate::transport::io_error)?;
+            let (diff_id, size, writer) = w.finish();
+            writer.finish().with_context(|| format!("{what}: the tar reader stopped"))?;
+            Ok((diff_id, size, compression))
+        });
+        let parser = s.spawn(move || parse_entries(reader, spool_writer, what, opts));
+        (
+            decoder.join().expect("decoder thread panicked"),
+            parser.join().expect("tar parser thread panicked"),
+        )
+    });
+    // The decoder's error is the cause when both fail (the parser then only
+    // saw the stream stop).
+    let (diff_id, uncompressed_size, compression) = decoded?;
+    let entries = parsed?;
+    if let Some(expected) = expected_diff_id
+        && expected != &diff_id
+    {
+        bail!(
+            "{what}: uncompressed content hashes to {diff_id}, but the image config says {expected} (corrupt layer or config)"
+        );
+    }
+    Ok(LayerIndex {
+        entries,
+        spool: Arc::new(spool),
+        diff_id,
+        uncompressed_size,
+        compression,
+    })
+}
+
+fn parse_entries(
+    reader: PipeReader,
+    spool: File,
+    what: &str,
+    opts: &IndexOptions,
+) -> Result<Vec<Entry>> {
+    let mut archive = tar::Archive::new(reader);
+    let mut spool = BufWriter::with_capacity(1 << 20, spool);
+    let mut offset = 0u64;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 << 10];
+    {
+        let entries = archive
+            .entries()
+            .with_context(|| format!("{what}: not a tar stream"))?;
+        for e in entries {
+            let mut e = e.with_context(|| format!("{what}: malformed tar entry"))?;
+            let ty = e.header().entry_type();
+            if ty.is_pax_global_extensions() {
+                tracing::warn!("{what}: ignoring a global PAX header");
+                continue;
+            }
+            let raw_path = e.path_bytes().into_owned();
+            let path = entry::normalize(&raw_path).with_context(|| what.to_string())?;
+            let shown = entry::display(&path);
+            let ctx = || format!("{what}: entry {shown}");
+            let h = e.header();
+            let mode = h.mode().with_context(ctx)?;
+            let uid = h.uid().with_context(ctx)?;
+            let gid = h.gid().with_context(ctx)?;
+            let mtime = h.mtime().with_context(ctx)?;
+            let uname: Box<[u8]> = h.username_bytes().unwrap_or_default().into();
+            let gname: Box<[u8]> = h.groupname_bytes().unwrap_or_default().into();
+            let dev_major = h.device_major().ok().flatten().unwrap_or(0);
+            let dev_minor = h.device_minor().ok().flatten().unwrap_or(0);
+            let link_raw = e.link_name_bytes().map(|l| l.into_owned());
+            let pax = carried_pax(&mut e).with_context(ctx)?;
+
+            let (kind, path, link) = match entry::parse_whiteout(&path) {
+                Some(Whiteout::Meta) => continue,
+                Some(Whiteout::Delete(p)) => (Kind::Whiteout, p, None),
+                Some(Whiteout::Opaque(p)) => (Kind::Opaque, p, None),
+                None => {
+                    use tar::EntryType as T;
+                    let kind = match ty {
+                        T::Regular | T::Continuous | T::GNUSparse => Kind::File,
+                        T::Directory => Kind::Dir,
+                        T::Symlink => Kind::Symlink,
+                        T::Link => Kind::Hardlink,
+                        T::Char => Kind::Char,
+                        T::Block => Kind::Block,
+                        T::Fifo => Kind::Fifo,
+                        other => bail!(
+                            "{}: unsupported tar entry type {:?}",
+                            ctx(),
+                            other.as_byte() as char
+                        ),
+                    };
+                    let link = match kind {
+                        Kind::Symlink => {
+                            Some(link_raw.clone().unwrap_or_default().into_boxed_slice())
+                        }
+                        Kind::Hardlink => {
+                            let target = link_raw.clone().with_context(|| {
+                                format!("{}: hard link without a target", ctx())
+                            })?;
+                            Some(entry::normalize(&target).with_context(ctx)?)
+                        }
+                        _ => None,
+                    };
+                    (kind, path, link)
+                }
+            };
+
+            let mut size = 0;
+            let start = offset;
+            let mut content_hash = None;
+            if kind == Kind::File {
+                let mut hasher = opts.hash_contents.then(sha2::Sha256::new);
+                loop {
+                    let n = match e.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => {
+                            return Err(err).with_context(|| format!("{}: reading content", ctx()));
+                        }
+                    };
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&buf[..n]);
+                    }
+                    spool
+                        .write_all(&buf[..n])
+                        .context("writing the layer spool")?;
+                    size += n as u64;
+                }
+                offset += size;
+                content_hash = hasher.map(|h| h.finalize().into());
+            }
+            out.push(Entry {
+                path,
+                kind,
+                link,
+                mode,
+                uid,
+                gid,
+                mtime,
+                uname,
+                gname,
+                dev_major,
+                dev_minor,
+                size,
+                offset: start,
+                content_hash,
+                pax,
+            });
+        }
+    }
+    spool.flush().context("writing the layer spool")?;
+    // Read what follows the end-of-archive marker, so the decoder side runs
+    // to the end of its stream (and its checks).
+    io::copy(&mut archive.into_inner(), &mut io::sink())?;
+    Ok(out)
+}
+
+/// PAX records to carry over: everything but what slim writes itself
+/// (path, linkpath, size) and sparse-file bookkeeping.
+fn carried_pax<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Option<Box<[PaxRecord]>>> {
+    let Some(exts) = e.pax_extensions()? else {
+        return Ok(None);
+    };
+    let mut out: Vec<PaxRecord> = Vec::new();
+    for ext in exts {
+        let ext = ext?;
+        let Ok(key) = ext.key() else { continue };
+        if matches!(key, "path" | "linkpath" | "size") || key.starts_with("GNU.sparse.") {
+            continue;
+        }
+        out.push((key.into(), ext.value_bytes().into()));
+    }
+    Ok((!out.is_empty()).then(|| out.into_boxed_slice()))
+}

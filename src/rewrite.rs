@@ -1,0 +1,548 @@
+//! Slimming one platform image: the stages between fetch and push.
+//!
+//! ```text
+//! layers -> decode + index (spool)   layer/read.rs, two layers at a time
+//!        -> squash | per layer       transform/squash.rs (filter, dedup inside)
+//!        -> tar + compress + hash    layer/write.rs, layer/encode.rs
+//!        -> push blob, config, manifest
+//! ```
+//!
+//! Kept base layers (`--keep-base`) are copied as they are, so registries and
+//! nodes keep sharing them. The new config and manifest are edited as JSON
+//! from the source's, and the bytes hashed are the bytes written.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::copy::Copier;
+use crate::digest::Digest;
+use crate::image::config::{self, LayerChange};
+use crate::image::media::{self, Compression};
+use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform};
+use crate::layer::encode::{self, Codec};
+use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
+use crate::layer::write::write_plan;
+use crate::progress::ProgressReader;
+use crate::transform::filter::{Count, FilterStats, PathFilter};
+use crate::transform::squash::{self, SquashOptions};
+use crate::transport::{Source, Staged, io_error, open_verified};
+
+/// Annotation keys slim writes (OCI manifests and indexes; Docker configs
+/// get them as labels, since v2s2 manifests have no annotations).
+pub const ANNOTATION_SOURCE_DIGEST: &str = "dev.slim.source.digest";
+pub const ANNOTATION_SETTINGS: &str = "dev.slim.settings";
+pub const ANNOTATION_SETTINGS_DIGEST: &str = "dev.slim.settings.digest";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SquashMode {
+    All,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Oci,
+    Docker,
+}
+
+/// Which lower layers stay byte-identical.
+pub enum KeepBase {
+    None,
+    Count(usize),
+    /// The layers of this image (matched by diff_id, per platform).
+    Image(Box<dyn Source>),
+}
+
+/// How to slim each image.
+pub struct RewriteOptions {
+    pub squash: SquashMode,
+    pub keep_base: KeepBase,
+    /// `None`: keep the source's kind (plain tar becomes gzip).
+    pub compression: Option<Compression>,
+    pub level: Option<i32>,
+    /// `None`: OCI stays OCI, Docker stays Docker (zstd forces OCI).
+    pub format: Option<Format>,
+    pub hardlink_dedup: bool,
+    /// Compression workers.
+    pub threads: usize,
+    pub filter: Arc<dyn PathFilter + Send + Sync>,
+    /// A description of the settings (profile names and their content
+    /// digest included), recorded in the output; its digest identifies
+    /// "slimmed the same way".
+    pub settings: String,
+    pub max_layer_bytes: u64,
+}
+
+impl RewriteOptions {
+    pub fn settings_digest(&self) -> Digest {
+        Digest::sha256_of(self.settings.as_bytes())
+    }
+}
+
+/// Sizes of one side of a slim.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Side {
+    pub layers: usize,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub files: u64,
+}
+
+/// What slimming one platform image did.
+#[derive(Clone, Debug)]
+pub struct ImageReport {
+    pub platform: Option<Platform>,
+    pub source_digest: Digest,
+    pub output_digest: Digest,
+    pub source: Side,
+    pub output: Side,
+    pub removed: FilterStats,
+    pub shadowed: Count,
+    pub hardlinked: Count,
+    pub compression: Compression,
+    pub notes: Vec<String>,
+}
+
+impl Copier<'_> {
+    /// Slims one container image; returns its new manifest (blobs written).
+    pub(crate) fn slim_image(&self, m: &Manifest, opts: &RewriteOptions) -> Result<Manifest> {
+        let src = self.src;
+        let config_desc = m.config()?.context("image manifest without config")?;
+        let config_json = read_config(src, &config_desc)?;
+        let platform = Platform::from_json(&config_json);
+        let layers = m.layers()?;
+        let diff_ids: Vec<Digest> = config_json
+            .pointer("/rootfs/diff_ids")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|d| d.as_str().unwrap_or("").parse())
+                    .collect::<Result<_, _>>()
+            })
+            .transpose()
+            .with_context(|| format!("config {} has a malformed diff_id", config_desc.digest))?
+            .unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            bail!(
+                "image {}: the config lists {} diff_ids for {} layers; the image is inconsistent",
+                m.digest,
+                diff_ids.len(),
+                layers.len()
+            );
+        }
+        for l in &layers {
+            if media::layer_compression(&l.media_type).is_none() {
+                bail!(
+                    "layer {}: media type {:?} is not a tar layer slim can rewrite; copy the image as it is with --squash none --profile none",
+                    l.digest,
+                    l.media_type
+                );
+            }
+            if l.raw.get("urls").is_some() {
+                bail!(
+                    "layer {} is a foreign (non-distributable) layer; slim cannot rewrite it: copy the image with --squash none --profile none",
+                    l.digest
+                );
+            }
+        }
+        let keep = self.keep_count(opts, &layers, &diff_ids, &platform)?;
+        let mut notes = Vec::new();
+
+        let source_kind = layers[keep..]
+            .iter()
+            .chain(layers.iter())
+            .find_map(|l| media::layer_compression(&l.media_type))
+            .unwrap_or(Compression::Gzip);
+        let compression = opts.compression.unwrap_or(match source_kind {
+            Compression::None => Compression::Gzip,
+            c => c,
+        });
+        let mut docker = match opts.format {
+            Some(Format::Docker) => true,
+            Some(Format::Oci) => false,
+            None => m.kind.is_docker(),
+        };
+        if compression == Compression::Zstd && docker {
+            if opts.format == Some(Format::Docker) {
+                bail!(
+                    "zstd layers need OCI media types; drop --format docker or use --compression gzip"
+                );
+            }
+            docker = false;
+            notes.push("zstd layers need OCI media types: writing an OCI image".to_string());
+            self.reporter
+                .note("zstd layers need OCI media types: converting the Docker image to OCI");
+        }
+        let codec = Codec {
+            compression,
+            level: opts.level.unwrap_or(Codec::default_level(compression)),
+            threads: opts.threads.max(1),
+        };
+
+        // Base layers move as they are.
+        self.copy_blobs(&layers[..keep])?;
+
+        let indexes = self.index_layers(&layers[keep..], &diff_ids[keep..], opts)?;
+        let filter: &dyn PathFilter = opts.filter.as_ref();
+        let plans = match opts.squash {
+            SquashMode::All => vec![squash::squash(
+                &indexes,
+                SquashOptions {
+                    base_below: keep > 0,
+                    hardlink_dedup: opts.hardlink_dedup,
+                },
+                filter,
+            )?],
+            SquashMode::None => squash::per_layer(&indexes, filter)?,
+        };
+
+        let mut removed = FilterStats::default();
+        let mut shadowed = Count::default();
+        let mut hardlinked = Count::default();
+        let mut output = Side {
+            layers: keep,
+            compressed_bytes: layers[..keep].iter().map(|l| l.size).sum(),
+            ..Side::default()
+        };
+        let layer_type = media::layer_type(compression, docker);
+        let mut new_layers: Vec<Descriptor> = layers[..keep].to_vec();
+        let mut new_diff_ids: Vec<Digest> = diff_ids[..keep].to_vec();
+        for (plan, stats) in &plans {
+            let encoded = encode::encode(self.dst.staging_dir(), codec, |w| {
+                write_plan(w, plan, &indexes)
+            })
+            .with_context(|| format!("writing a layer for {}", self.dst.name()))?;
+            let desc = Descriptor::new(layer_type, encoded.digest.clone(), encoded.size);
+            self.put_new_blob(&desc, encoded.file)?;
+            removed.merge(&stats.removed);
+            shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
+            hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
+            output.layers += 1;
+            output.compressed_bytes += encoded.size;
+            output.uncompressed_bytes += encoded.uncompressed_size;
+            output.files += stats.files;
+            new_layers.push(desc);
+            new_diff_ids.push(encoded.diff_id);
+        }
+
+        let description = self.describe(opts, keep, layers.len());
+        let change = match opts.squash {
+            SquashMode::All => LayerChange::Squashed {
+                keep,
+                new_diff_id: new_diff_ids.last().expect("one squashed layer"),
+                description: &description,
+            },
+            SquashMode::None => LayerChange::EachRewritten {
+                new_diff_ids: &new_diff_ids,
+                description: &description,
+            },
+        };
+        let mut new_config = config::rewrite(&config_json, &change);
+        if docker {
+            let labels = new_config
+                .pointer_mut("/config")
+                .and_then(Value::as_object_mut)
+                .map(|c| c.entry("Labels").or_insert(Value::Null));
+            if let Some(labels) = labels {
+                if !labels.is_object() {
+                    *labels = Value::Object(Default::default());
+                }
+                let labels = labels.as_object_mut().expect("object");
+                labels.insert(
+                    ANNOTATION_SOURCE_DIGEST.into(),
+                    Value::String(m.digest.to_string()),
+                );
+                labels.insert(
+                    ANNOTATION_SETTINGS.into(),
+                    Value::String(opts.settings.clone()),
+                );
+                labels.insert(
+                    ANNOTATION_SETTINGS_DIGEST.into(),
+                    Value::String(opts.settings_digest().to_string()),
+                );
+            }
+        }
+        let config_bytes = serde_json::to_vec(&new_config)?;
+        let config_type = if docker {
+            media::DOCKER_CONFIG
+        } else {
+            media::OCI_CONFIG
+        };
+        let new_config_desc = config_desc.retarget(
+            config_type,
+            &Digest::sha256_of(&config_bytes),
+            config_bytes.len() as u64,
+        );
+        self.put_bytes(&new_config_desc, &config_bytes)?;
+
+        let mut json = m.json.clone();
+        let obj = json.as_object_mut().expect("manifests are objects");
+        obj.insert(
+            "mediaType".into(),
+            Value::String(
+                if docker {
+                    media::DOCKER_MANIFEST
+                } else {
+                    media::OCI_MANIFEST
+                }
+                .into(),
+            ),
+        );
+        obj.insert("config".into(), new_config_desc.raw.clone());
+        obj.insert(
+            "layers".into(),
+            Value::Array(new_layers.iter().map(|d| d.raw.clone()).collect()),
+        );
+        if docker {
+            obj.remove("annotations");
+        } else {
+            let ann = obj
+                .entry("annotations")
+                .or_insert(Value::Object(Default::default()));
+            if let Some(ann) = ann.as_object_mut() {
+                ann.insert(
+                    ANNOTATION_SOURCE_DIGEST.into(),
+                    Value::String(m.digest.to_string()),
+                );
+                ann.insert(
+                    ANNOTATION_SETTINGS.into(),
+                    Value::String(opts.settings.clone()),
+                );
+                ann.insert(
+                    ANNOTATION_SETTINGS_DIGEST.into(),
+                    Value::String(opts.settings_digest().to_string()),
+                );
+            }
+        }
+        let out = Manifest::from_json(&format!("slim manifest for {}", m.digest), &json)?;
+
+        let source = Side {
+            layers: layers.len(),
+            compressed_bytes: layers.iter().map(|l| l.size).sum(),
+            uncompressed_bytes: indexes.iter().map(|i| i.uncompressed_size).sum(),
+            files: indexes
+                .iter()
+                .map(|i| {
+                    i.entries
+                        .iter()
+                        .filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout())
+                        .count() as u64
+                })
+                .sum(),
+        };
+        self.record_image(ImageReport {
+            platform: Some(platform),
+            source_digest: m.digest.clone(),
+            output_digest: out.digest.clone(),
+            source,
+            output,
+            removed,
+            shadowed,
+            hardlinked,
+            compression,
+            notes,
+        });
+        Ok(out)
+    }
+
+    fn describe(&self, opts: &RewriteOptions, keep: usize, total: usize) -> String {
+        match opts.squash {
+            SquashMode::All if keep > 0 => format!(
+                "squashed {} layers above {keep} kept base layers ({})",
+                total - keep,
+                opts.settings
+            ),
+            SquashMode::All => format!("squashed {total} layers ({})", opts.settings),
+            SquashMode::None => format!("rewrote each of {total} layers ({})", opts.settings),
+        }
+    }
+
+    fn keep_count(
+        &self,
+        opts: &RewriteOptions,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        platform: &Platform,
+    ) -> Result<usize> {
+        let keep = match &opts.keep_base {
+            KeepBase::None => 0,
+            KeepBase::Count(n) => {
+                if *n > layers.len() {
+                    bail!(
+                        "--keep-base {n}: the image has only {} layers",
+                        layers.len()
+                    );
+                }
+                *n
+            }
+            KeepBase::Image(base) => {
+                let base_ids = base_diff_ids(base.as_ref(), platform)?;
+                if base_ids.len() > diff_ids.len() || diff_ids[..base_ids.len()] != base_ids[..] {
+                    bail!(
+                        "the image is not built on {}: its first layers differ from the base's ({} layers)",
+                        base.name(),
+                        base_ids.len()
+                    );
+                }
+                base_ids.len()
+            }
+        };
+        if keep == layers.len() && opts.squash == SquashMode::All {
+            bail!("--keep-base keeps all {keep} layers: nothing left to squash");
+        }
+        Ok(keep)
+    }
+
+    /// Decodes and indexes layers, two at a time; a layer repeated in the
+    /// stack is decoded once.
+    fn index_layers(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        opts: &RewriteOptions,
+    ) -> Result<Vec<Arc<LayerIndex>>> {
+        let mut unique: Vec<(usize, &Descriptor)> = Vec::new();
+        let mut slot_of: Vec<usize> = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            match unique.iter().position(|(_, u)| u.digest == l.digest) {
+                Some(p) => slot_of.push(p),
+                None => {
+                    slot_of.push(unique.len());
+                    unique.push((i, l));
+                }
+            }
+        }
+        let spool_dir = std::env::temp_dir();
+        let idx_opts = IndexOptions {
+            hash_contents: opts.hardlink_dedup,
+            max_uncompressed: opts.max_layer_bytes,
+        };
+        let results: Vec<Mutex<Option<Result<LayerIndex>>>> =
+            unique.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let workers = unique.len().clamp(1, 2);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        if failed.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((i, desc)) = unique.get(k) else {
+                            return;
+                        };
+                        let what = format!("layer {} ({}/{})", desc.digest, i + 1, layers.len());
+                        self.reporter.blob_start(desc, "reading");
+                        let r = open_verified(self.src, desc).and_then(|reader| {
+                            let reader = ProgressReader::new(reader, desc, self.reporter);
+                            index_layer(reader, &what, Some(&diff_ids[*i]), &spool_dir, &idx_opts)
+                        });
+                        if r.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        *results[k].lock().expect("result lock") = Some(r);
+                    }
+                });
+            }
+        });
+        let mut done: Vec<Arc<LayerIndex>> = Vec::with_capacity(unique.len());
+        for (k, r) in results.into_iter().enumerate() {
+            match r.into_inner().expect("result lock") {
+                Some(Ok(ix)) => done.push(Arc::new(ix)),
+                Some(Err(e)) => {
+                    return Err(e.context(format!(
+                        "reading layer {} of {}",
+                        unique[k].1.digest,
+                        self.src.name()
+                    )));
+                }
+                None => bail!(
+                    "reading layers of {} stopped after an earlier error",
+                    self.src.name()
+                ),
+            }
+        }
+        Ok(slot_of.into_iter().map(|s| done[s].clone()).collect())
+    }
+
+    /// Writes a blob slim made, unless the destination has it already.
+    fn put_new_blob(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
+        if !self.mark_done(&desc.digest) {
+            return Ok(());
+        }
+        if self.dst.has_blob(desc)? {
+            self.count_blob(desc, crate::progress::BlobOutcome::Existed);
+            return Ok(());
+        }
+        self.count_blob(desc, crate::progress::BlobOutcome::Copied);
+        self.dst
+            .put_blob(
+                desc,
+                Staged {
+                    file,
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                },
+            )
+            .with_context(|| format!("writing blob {} to {}", desc.digest, self.dst.name()))
+    }
+
+    fn put_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new_in(self.dst.staging_dir())?;
+        file.write_all(bytes)?;
+        file.flush()?;
+        self.put_new_blob(desc, file)
+    }
+}
+
+fn read_config(src: &dyn Source, desc: &Descriptor) -> Result<Value> {
+    if desc.size > MAX_CONFIG_BYTES {
+        bail!(
+            "config {} is {} bytes, more than slim accepts",
+            desc.digest,
+            desc.size
+        );
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut open_verified(src, desc)?, &mut bytes).map_err(io_error)?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("config {} of {} is not JSON", desc.digest, src.name()))
+}
+
+/// The diff_ids of a base image, for the platform being slimmed.
+fn base_diff_ids(base: &dyn Source, platform: &Platform) -> Result<Vec<Digest>> {
+    let mut m = base.root()?;
+    if m.is_index() {
+        let child = m
+            .manifests()?
+            .into_iter()
+            .find(|d| {
+                d.platform.as_ref().is_some_and(|p| {
+                    Platform {
+                        variant: None,
+                        ..platform.clone()
+                    }
+                    .selects(p)
+                })
+            })
+            .with_context(|| format!("the base image {} has no {platform} image", base.name()))?;
+        m = base.manifest(&child)?;
+    }
+    let config = m.config()?.context("base image manifest without config")?;
+    let json = read_config(base, &config)?;
+    json.pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|d| d.as_str().unwrap_or("").parse::<Digest>())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .context("the base image config has no diff_ids")
+}

@@ -1,0 +1,11 @@
+//! Transform stages between decode and encode: [`squash`] merges layers
+//! (whiteouts applied, shadowed content dropped), [`filter`] removes what a
+//! profile says, and dedup turns identical files into hard links (inside
+//! `squash`, where inodes are known). Each returns its own stats.
+//!
+//! The output of this stage is a [`squash::Plan`] per output layer: a sorted
+//! list of entries that point back into the decoded layers, so the encoder
+//! can stream contents from the spool files.
+
+pub mod filter;
+pub mod squash;
