@@ -94,7 +94,14 @@ impl FromStr for ImageRef {
             }
             if let Some(n) = &name {
                 // The name is recorded in RepoTags; it must be a valid reference.
-                RegistryRef::parse(n)?;
+                // RepoTags hold NAME:TAG, never a digest (`docker load` refuses
+                // one, and no archive entry could ever match it).
+                if RegistryRef::parse(n)?.digest.is_some() {
+                    return Err(ReferenceError::Malformed {
+                        input: input.to_string(),
+                        reason: "a docker archive names its image NAME[:TAG], not by digest".into(),
+                    });
+                }
             }
             let path = (path != "-").then(|| PathBuf::from(path));
             return Ok(ImageRef::DockerArchive { path, name });
@@ -371,6 +378,11 @@ mod tests {
                 name: None
             }
         );
+        assert!(matches!(
+            "docker-archive:x.tar:app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<ImageRef>(),
+            Err(ReferenceError::Malformed { .. })
+        ));
         assert_eq!(
             "docker-archive:x.tar:app:1".parse::<ImageRef>().unwrap(),
             ImageRef::DockerArchive {

@@ -185,13 +185,15 @@ impl Copier<'_> {
         // Base layers move as they are.
         self.copy_blobs(&layers[..keep])?;
 
-        let indexes = self.index_layers(&layers[keep..], &diff_ids[keep..], opts)?;
+        // With kept base layers, the base is read too (not rewritten): the
+        // squash must know what it holds to write the right whiteouts.
+        let indexes = self.index_layers(&layers, &diff_ids, opts)?;
         let filter: &dyn PathFilter = opts.filter.as_ref();
         let plans = match opts.squash {
             SquashMode::All => vec![squash::squash(
                 &indexes,
                 SquashOptions {
-                    base_below: keep > 0,
+                    base_layers: keep,
                     hardlink_dedup: opts.hardlink_dedup,
                 },
                 filter,

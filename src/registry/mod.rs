@@ -307,7 +307,8 @@ impl RegistryClient {
         loop {
             let base = self.base(host)?;
             let mut req = build(self.http_for(host), &base);
-            if let Some(h) = self.auth_header(host, scope, what)? {
+            let sent = self.auth_header(host, scope, what)?;
+            if let Some(h) = &sent {
                 req = req.header(header::AUTHORIZATION, h);
             }
             match req.send() {
@@ -322,7 +323,17 @@ impl RegistryClient {
                         let state = self.host(host);
                         {
                             let mut s = state.lock().expect("host lock");
-                            s.tokens.remove(scope);
+                            // Drop the token only if this request carried it.
+                            // A 401 to a request sent before the challenge was
+                            // known says nothing about a token another thread
+                            // fetched meanwhile; dropping that one made every
+                            // concurrent first request fetch its own token.
+                            let rejected = s.tokens.get(scope).is_some_and(|t| {
+                                sent.as_deref() == Some(format!("Bearer {}", t.value).as_str())
+                            });
+                            if rejected {
+                                s.tokens.remove(scope);
+                            }
                             if challenge.is_some() {
                                 s.challenge = challenge;
                             }
@@ -1030,7 +1041,22 @@ impl Read for BlobReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.current.is_none() {
-                self.open().map_err(io::Error::other)?;
+                match self.open() {
+                    Ok(()) => {}
+                    // Resuming from a server without Range support re-reads
+                    // the blob to skip what we have; a break during that skip
+                    // is one more broken transfer to retry like the first
+                    // (it used to end the download at once).
+                    Err(e @ RegistryError::Io { .. })
+                        if self.failures + 1 < self.client.opts.attempts =>
+                    {
+                        tracing::warn!(digest = %self.digest, offset = self.offset, error = %e, "blob download broke while resuming; retrying");
+                        self.failures += 1;
+                        std::thread::sleep(self.client.backoff(self.failures - 1, None));
+                        continue;
+                    }
+                    Err(e) => return Err(io::Error::other(e)),
+                }
             }
             let resp = self.current.as_mut().expect("opened");
             match resp.read(buf) {
@@ -1215,6 +1241,129 @@ fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback "registry" that answers every request for a blob with its
+    /// full `Content-Length`, sends only `cuts[i]` bytes of the body on the
+    /// i-th connection and closes, then the whole body; no Range support.
+    fn cutting_server(body: Vec<u8>, cuts: Vec<usize>) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let mut served = 0;
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let n = cuts.get(served).copied().unwrap_or(body.len());
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body[..n]);
+                served += 1;
+                if n == body.len() {
+                    return served;
+                }
+            }
+            served
+        });
+        (addr, handle)
+    }
+
+    /// Regression: when resuming from a server without Range support, a
+    /// break while skipping the bytes already read ended the download
+    /// instead of counting as one more retry.
+    #[test]
+    fn blob_reader_retries_a_break_during_the_resume_skip() {
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        // First cut at half; the second before the point the first reached.
+        let (addr, server) = cutting_server(body.clone(), vec![50_000, 20_000]);
+        let client = Arc::new(
+            RegistryClient::new(ClientOptions {
+                backoff: Duration::from_millis(1),
+                ..ClientOptions::default()
+            })
+            .unwrap(),
+        );
+        let r = RegistryRef::parse(&format!("{addr}/repo:latest")).unwrap();
+        let digest = Digest::sha256_of(&body);
+        let mut got = Vec::new();
+        client
+            .open_blob(&r, &digest, body.len() as u64)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(got, body);
+        assert_eq!(server.join().unwrap(), 3);
+    }
+
+    /// Regression: a 401 to a request sent before the challenge was known
+    /// dropped the token another thread had fetched meanwhile, so every
+    /// concurrent first request fetched a token of its own.
+    #[test]
+    fn a_401_to_an_unauthenticated_request_keeps_a_fresh_token() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let client = Arc::new(RegistryClient::new(ClientOptions::default()).unwrap());
+        let scope = Scope::pull("repo");
+        let (c, h, sc) = (client.clone(), host.clone(), scope.clone());
+        let server = std::thread::spawn(move || {
+            let mut token_requests = 0;
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut head, mut line) = (String::new(), String::new());
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    head.push_str(&line);
+                    line.clear();
+                }
+                let answer = if head.starts_with("STOP") {
+                    break;
+                } else if head.starts_with("GET /token") {
+                    token_requests += 1;
+                    "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\n{\"token\":\"late\"}".to_string()
+                } else if head.to_ascii_lowercase().contains("authorization: bearer") {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else {
+                    // While this request was in flight, "another thread"
+                    // learnt the challenge and stored a fresh token.
+                    let state = c.host(&h);
+                    let mut s = state.lock().unwrap();
+                    s.challenge = Some(Challenge::Bearer {
+                        realm: format!("http://{h}/token"),
+                        service: None,
+                    });
+                    s.tokens.insert(
+                        sc.clone(),
+                        Token {
+                            value: "fresh".into(),
+                            expires: std::time::Instant::now() + Duration::from_secs(300),
+                        },
+                    );
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{h}/token\"\r\nContent-Length: 0\r\n\r\n"
+                    )
+                };
+                stream.write_all(answer.as_bytes()).unwrap();
+            }
+            token_requests
+        });
+        let resp = client
+            .execute(&host, &scope, "test", 1, &|c, base| {
+                c.get(format!("{base}/v2/"))
+                    .header(header::CONNECTION, "close")
+            })
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        std::net::TcpStream::connect(&host)
+            .unwrap()
+            .write_all(b"STOP\r\n\r\n")
+            .unwrap();
+        assert_eq!(server.join().unwrap(), 0, "the fresh token was thrown away");
+    }
 
     #[test]
     fn http_dates() {

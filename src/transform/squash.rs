@@ -2,11 +2,13 @@
 //! output layer(s).
 //!
 //! - `--squash all`: one layer holding the final tree; no whiteout remains.
-//! - on top of kept base layers (`--keep-base`): one layer that, extracted
-//!   over the base, gives the same tree as the original stack; whiteouts and
-//!   opaque markers are written where the base's content must disappear.
-//! - `--squash none`: each layer on its own, whiteouts kept, minus the
-//!   entries a higher layer replaces or deletes.
+//! - on top of kept base layers (`--keep-base`): the base layers are applied
+//!   too (so slim knows what they hold), and the output is one layer that,
+//!   extracted over the unchanged base, gives the same tree as the original
+//!   stack: the paths the upper layers changed, whiteouts for base paths
+//!   they removed, and opaque markers for base directories they emptied.
+//! - `--squash none`: each layer on its own, in its own entry order,
+//!   whiteouts kept, minus the entries a higher layer replaces or deletes.
 //!
 //! Semantics (OCI image spec, "Applying Changesets"): a layer's whiteouts act
 //! on lower layers only, so they are applied before the layer's own entries;
@@ -16,7 +18,7 @@
 //! whose first name disappears later is carried by its next name, with the
 //! content and metadata of the entry that created it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -79,8 +81,8 @@ pub struct SquashStats {
 
 #[derive(Clone, Copy, Debug)]
 pub struct SquashOptions {
-    /// Layers that stay stack below the output (write whiteouts for them).
-    pub base_below: bool,
+    /// How many of the layers stay below the output unchanged.
+    pub base_layers: usize,
     /// Identical regular files become hard links.
     pub hardlink_dedup: bool,
 }
@@ -100,18 +102,24 @@ struct Node {
 struct Merge<'a> {
     layers: &'a [Arc<LayerIndex>],
     nodes: BTreeMap<Box<[u8]>, Node>,
-    /// Paths deleted, made opaque or replaced by a non-directory within the
-    /// squashed range (only with base layers below).
-    resets: BTreeSet<Box<[u8]>>,
-    track_resets: bool,
+    /// Paths deleted, replaced by a non-directory or made opaque by the
+    /// upper (non-base) layers: a directory among them that exists at the
+    /// end hides all the base had below it.
+    reset: HashSet<Box<[u8]>>,
     /// Inode -> the entry that created it.
     creators: Vec<(u32, u32)>,
     shadowed: Count,
+    /// Layers below this index are the kept base.
+    base: usize,
 }
 
 impl<'a> Merge<'a> {
     fn entry(&self, n: Node) -> &'a Entry {
         &self.layers[n.layer as usize].entries[n.index as usize]
+    }
+
+    fn is_upper(&self, n: Node) -> bool {
+        n.layer as usize >= self.base
     }
 
     fn children_range(path: &[u8]) -> PathRange {
@@ -126,10 +134,15 @@ impl<'a> Merge<'a> {
         (Bound::Included(lo.into()), Bound::Excluded(hi.into()))
     }
 
+    fn children<'m>(
+        nodes: &'m BTreeMap<Box<[u8]>, Node>,
+        path: &[u8],
+    ) -> impl Iterator<Item = (&'m Box<[u8]>, &'m Node)> {
+        nodes.range::<Box<[u8]>, _>(Self::children_range(path))
+    }
+
     fn remove_children(&mut self, path: &[u8]) {
-        let keys: Vec<Box<[u8]>> = self
-            .nodes
-            .range::<Box<[u8]>, _>(Self::children_range(path))
+        let keys: Vec<Box<[u8]>> = Self::children(&self.nodes, path)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -155,101 +168,102 @@ impl<'a> Merge<'a> {
         }
     }
 
-    fn reset(&mut self, path: &[u8]) {
-        if self.track_resets {
-            self.resets.insert(path.into());
+    fn mark_reset(&mut self, li: usize, path: &[u8]) {
+        if li >= self.base && self.base > 0 {
+            self.reset.insert(path.into());
         }
     }
 
-    fn apply(&mut self, base_below: bool) -> Result<()> {
-        for (li, layer) in self.layers.iter().enumerate() {
-            // Whiteouts act on the layers below only: apply them first.
-            for e in layer.entries.iter().filter(|e| e.kind.is_whiteout()) {
-                match e.kind {
-                    Kind::Whiteout if !e.path.is_empty() => {
-                        self.remove_subtree(&e.path);
-                        self.reset(&e.path);
-                    }
-                    Kind::Opaque => {
-                        self.remove_children(&e.path);
-                        self.reset(&e.path);
-                    }
-                    _ => {}
+    fn apply_layer(&mut self, li: usize) -> Result<()> {
+        let layer = &self.layers[li];
+        // Whiteouts act on the layers below only: apply them first.
+        for e in layer.entries.iter().filter(|e| e.kind.is_whiteout()) {
+            match e.kind {
+                Kind::Whiteout if !e.path.is_empty() => {
+                    self.remove_subtree(&e.path);
+                    self.mark_reset(li, &e.path);
                 }
+                Kind::Opaque => {
+                    self.remove_children(&e.path);
+                    self.mark_reset(li, &e.path);
+                }
+                _ => {}
             }
-            for (ei, e) in layer.entries.iter().enumerate() {
-                let node = Node {
-                    layer: li as u32,
-                    index: ei as u32,
-                    inode: NO_INODE,
-                };
-                match e.kind {
-                    Kind::Whiteout | Kind::Opaque => {}
-                    Kind::Dir => {
-                        if let Some(existing) = self.nodes.get_mut(&e.path)
-                            && self.layers[existing.layer as usize].entries[existing.index as usize]
-                                .kind
-                                .is_dir()
-                        {
-                            *existing = node;
-                            continue;
-                        }
+        }
+        for (ei, e) in layer.entries.iter().enumerate() {
+            let node = Node {
+                layer: li as u32,
+                index: ei as u32,
+                inode: NO_INODE,
+            };
+            match e.kind {
+                Kind::Whiteout | Kind::Opaque => {}
+                Kind::Dir => {
+                    // Over a directory (or an implicit one: children but no
+                    // entry) it merges; over anything else it replaces.
+                    let replaces = self
+                        .nodes
+                        .get(&e.path)
+                        .is_some_and(|n| !self.entry(*n).kind.is_dir());
+                    if replaces {
                         self.remove_subtree(&e.path);
-                        self.nodes.insert(e.path.clone(), node);
+                        self.mark_reset(li, &e.path);
                     }
-                    Kind::Hardlink => {
-                        let target = e.link.as_deref().unwrap_or_default();
-                        if target == &e.path[..] {
-                            continue;
-                        }
-                        let inode = match self.nodes.get(target) {
-                            Some(t) if t.inode != NO_INODE => t.inode,
-                            Some(t) if base_below && self.entry(*t).kind == Kind::Hardlink => {
-                                NO_INODE
-                            }
-                            None if base_below => NO_INODE,
-                            _ => bail!(
-                                "layer {} (#{}): hard link {} points to {}, which is not a regular file at that point",
-                                layer.diff_id,
-                                li + 1,
-                                e.display_path(),
-                                entry::display(target)
-                            ),
-                        };
-                        self.remove_subtree(&e.path);
-                        self.nodes.insert(e.path.clone(), Node { inode, ..node });
-                        self.reset(&e.path);
+                    self.nodes.insert(e.path.clone(), node);
+                }
+                Kind::Hardlink => {
+                    let target = e.link.as_deref().unwrap_or_default();
+                    if target == &e.path[..] {
+                        continue;
                     }
-                    Kind::File => {
-                        self.remove_subtree(&e.path);
-                        let inode = self.creators.len() as u32;
-                        self.creators.push((li as u32, ei as u32));
-                        self.nodes.insert(e.path.clone(), Node { inode, ..node });
-                        self.reset(&e.path);
-                    }
-                    Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo => {
-                        self.remove_subtree(&e.path);
-                        self.nodes.insert(e.path.clone(), node);
-                        self.reset(&e.path);
-                    }
+                    let inode = match self.nodes.get(target) {
+                        Some(t) if t.inode != NO_INODE => t.inode,
+                        _ => bail!(
+                            "layer {} (#{}): hard link {} points to {}, which is not a regular file at that point",
+                            layer.diff_id,
+                            li + 1,
+                            e.display_path(),
+                            entry::display(target)
+                        ),
+                    };
+                    self.remove_subtree(&e.path);
+                    self.mark_reset(li, &e.path);
+                    self.nodes.insert(e.path.clone(), Node { inode, ..node });
+                }
+                Kind::File => {
+                    self.remove_subtree(&e.path);
+                    self.mark_reset(li, &e.path);
+                    let inode = self.creators.len() as u32;
+                    self.creators.push((li as u32, ei as u32));
+                    self.nodes.insert(e.path.clone(), Node { inode, ..node });
+                }
+                Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo => {
+                    self.remove_subtree(&e.path);
+                    self.mark_reset(li, &e.path);
+                    self.nodes.insert(e.path.clone(), node);
                 }
             }
         }
         Ok(())
     }
 
-    /// Removes what the filter says; a removed directory takes its subtree.
+    /// Removes what the filter says from what the upper layers wrote; a
+    /// removed directory takes its subtree.
     fn filter(&mut self, filter: &dyn PathFilter) -> FilterStats {
         let mut stats = FilterStats::default();
         let mut removed: Vec<Box<[u8]>> = Vec::new();
         let mut within: Option<(Box<[u8]>, String)> = None;
         for (path, node) in &self.nodes {
+            if !self.is_upper(*node) {
+                continue;
+            }
             let e = self.entry(*node);
+            let size = if e.kind == Kind::File { e.size } else { 0 };
             if let Some((dir, cat)) = &within {
                 if is_under(path, dir) {
                     removed.push(path.clone());
                     if !e.kind.is_dir() {
-                        stats.record(cat, 1, if e.kind == Kind::File { e.size } else { 0 });
+                        stats.record(cat, 1, size);
                     }
                     continue;
                 }
@@ -260,7 +274,7 @@ impl<'a> Merge<'a> {
                 if e.kind.is_dir() {
                     within = Some((path.clone(), cat.to_string()));
                 } else {
-                    stats.record(cat, 1, if e.kind == Kind::File { e.size } else { 0 });
+                    stats.record(cat, 1, size);
                 }
             }
         }
@@ -270,7 +284,8 @@ impl<'a> Merge<'a> {
         stats
     }
 
-    /// Merges inodes of identical files; returns inode -> canonical inode.
+    /// Merges inodes of identical files the upper layers wrote; returns
+    /// inode -> canonical inode.
     fn dedup(&self, enabled: bool, stats: &mut Count) -> Vec<u32> {
         let mut alias: Vec<u32> = (0..self.creators.len() as u32).collect();
         if !enabled {
@@ -290,10 +305,13 @@ impl<'a> Merge<'a> {
         let mut seen: HashSet<u32> = HashSet::new();
         // Sorted path order decides which copy stays: deterministic.
         for node in self.nodes.values() {
-            if node.inode == NO_INODE || !seen.insert(node.inode) {
+            if node.inode == NO_INODE || !self.is_upper(*node) || !seen.insert(node.inode) {
                 continue;
             }
             let (cl, ci) = self.creators[node.inode as usize];
+            if (cl as usize) < self.base {
+                continue;
+            }
             let e = &self.layers[cl as usize].entries[ci as usize];
             let Some(hash) = e.content_hash.as_ref() else {
                 continue;
@@ -324,11 +342,27 @@ impl<'a> Merge<'a> {
         alias
     }
 
-    fn plan(&self, alias: &[u32]) -> (Plan, u64) {
+    /// The output layer: every path the upper layers define, and markers
+    /// for what they removed from the base.
+    fn plan(&self, alias: &[u32], base_nodes: &BTreeMap<Box<[u8]>, Node>) -> (Plan, u64) {
         let mut items = Vec::with_capacity(self.nodes.len());
+        // Inodes some unchanged base path still names: link to that path.
         let mut carriers: HashMap<u32, Box<[u8]>> = HashMap::new();
+        if self.base > 0 {
+            for (path, node) in &self.nodes {
+                if node.inode != NO_INODE && !self.is_upper(*node) {
+                    carriers
+                        .entry(alias[node.inode as usize])
+                        .or_insert_with(|| path.clone());
+                }
+            }
+        }
         let mut files = 0;
+        let mut opaque: HashSet<&[u8]> = HashSet::new();
         for (path, node) in &self.nodes {
+            if !self.is_upper(*node) {
+                continue;
+            }
             let e = self.entry(*node);
             if !e.kind.is_dir() {
                 files += 1;
@@ -357,24 +391,51 @@ impl<'a> Merge<'a> {
                 index: node.index,
                 link_to: None,
             });
-            if e.kind.is_dir() && self.track_resets && self.resets.contains(&path[..]) {
+            if self.base > 0
+                && e.kind.is_dir()
+                && self.reset.contains(&path[..])
+                && base_nodes
+                    .get(&path[..])
+                    .is_some_and(|b| self.entry(*b).kind.is_dir())
+            {
+                // Recreated over a base directory: the base's content below
+                // it must not show through.
                 items.push(Item::Opaque(path.clone()));
+                opaque.insert(&path[..]);
             }
         }
-        if self.track_resets {
-            for p in &self.resets {
-                if self.nodes.contains_key(p) || p.is_empty() {
+        if self.base > 0 {
+            // Base paths that are gone: one whiteout at the topmost missing
+            // path, unless an opaque marker or a non-directory above it
+            // already hides it.
+            let exists = |p: &[u8]| {
+                p.is_empty()
+                    || self.nodes.contains_key(p)
+                    || Self::children(&self.nodes, p).next().is_some()
+            };
+            let mut whiteouts: BTreeMap<Box<[u8]>, ()> = BTreeMap::new();
+            for path in base_nodes.keys() {
+                if exists(path) {
                     continue;
                 }
-                // Covered by a whiteout or a non-directory above it?
-                let covered = entry::ancestors(p).any(|a| match self.nodes.get(a) {
-                    Some(n) => !self.entry(*n).kind.is_dir(),
-                    None => self.resets.contains(a),
-                });
-                if !covered {
-                    items.push(Item::Whiteout(p.clone()));
+                let mut chain: Vec<&[u8]> = entry::ancestors(path).collect();
+                chain.reverse();
+                chain.push(path);
+                let Some(top) = chain.iter().copied().find(|q| !exists(q)) else {
+                    continue;
+                };
+                let (parent, _) = entry::split_parent(top);
+                let parent_is_dir = match self.nodes.get(parent) {
+                    Some(n) => self.entry(*n).kind.is_dir(),
+                    None => true,
+                };
+                let hidden =
+                    opaque.contains(parent) || entry::ancestors(parent).any(|a| opaque.contains(a));
+                if parent_is_dir && !hidden {
+                    whiteouts.insert(top.into(), ());
                 }
             }
+            items.extend(whiteouts.into_keys().map(Item::Whiteout));
             items.sort_by_key(Item::key);
         }
         (Plan { items }, files)
@@ -385,7 +446,8 @@ fn is_under(path: &[u8], dir: &[u8]) -> bool {
     dir.is_empty() || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
 }
 
-/// Squashes `layers` (bottom first) into one output layer.
+/// Squashes `layers` (bottom first) into one output layer; the first
+/// `opts.base_layers` stay below it unchanged.
 pub fn squash(
     layers: &[Arc<LayerIndex>],
     opts: SquashOptions,
@@ -394,16 +456,27 @@ pub fn squash(
     let mut m = Merge {
         layers,
         nodes: BTreeMap::new(),
-        resets: BTreeSet::new(),
-        track_resets: opts.base_below,
+        reset: HashSet::new(),
         creators: Vec::new(),
         shadowed: Count::default(),
+        base: opts.base_layers,
     };
-    m.apply(opts.base_below)?;
+    for li in 0..opts.base_layers {
+        m.apply_layer(li)?;
+    }
+    let base_nodes = if opts.base_layers > 0 {
+        m.nodes.clone()
+    } else {
+        BTreeMap::new()
+    };
+    m.shadowed = Count::default();
+    for li in opts.base_layers..layers.len() {
+        m.apply_layer(li)?;
+    }
     let removed = m.filter(filter);
     let mut hardlinked = Count::default();
     let alias = m.dedup(opts.hardlink_dedup, &mut hardlinked);
-    let (plan, files) = m.plan(&alias);
+    let (plan, files) = m.plan(&alias, &base_nodes);
     Ok((
         plan,
         SquashStats {
@@ -433,19 +506,7 @@ pub fn per_layer(
     for li in (0..n).rev() {
         let layer = &layers[li];
         let mut stats = SquashStats::default();
-        // The last entry for a path wins within a layer.
-        let mut last: HashMap<(&[u8], bool), usize> = HashMap::new();
-        for (ei, e) in layer.entries.iter().enumerate() {
-            last.insert((&e.path, e.kind.is_whiteout()), ei);
-        }
-        let own_paths: HashSet<&[u8]> = layer
-            .entries
-            .iter()
-            .filter(|e| !e.kind.is_whiteout())
-            .map(|e| &e.path[..])
-            .collect();
-
-        let hidden = |p: &[u8], is_dir: bool| -> bool {
+        let hidden = |p: &[u8]| -> bool {
             if deleted.contains(p) {
                 return true;
             }
@@ -457,29 +518,45 @@ pub fn per_layer(
             if !p.is_empty() && opaque.contains(&b""[..]) {
                 return true;
             }
-            match upper.get(p) {
-                Some(upper_is_dir) => !(is_dir && *upper_is_dir),
-                None => false,
-            }
+            // A higher non-directory replaces whatever is here. A higher
+            // directory merges: this entry's own effect (replacing what the
+            // layers below had) still counts, so it stays.
+            upper.get(p) == Some(&false)
         };
 
+        // Original tar order: within one layer it carries meaning (a hard
+        // link names what its target is at that point of the stream).
         let mut kept: Vec<usize> = Vec::new();
-        let mut within: Option<(Box<[u8]>, String)> = None;
-        let mut order: Vec<usize> = last.values().copied().collect();
-        order.sort_by(|a, b| {
-            layer.entries[*a]
-                .path
-                .cmp(&layer.entries[*b].path)
-                .then(a.cmp(b))
-        });
-        for ei in order {
+        let mut removed_dirs: HashMap<Box<[u8]>, String> = HashMap::new();
+        // Every entry stays in place: a path written twice in one layer can
+        // matter (a file replacing a directory drops what was in it).
+        // Directories stay too; only leaves a higher layer replaces or
+        // deletes are dropped.
+        let mut seen: std::collections::BTreeSet<Box<[u8]>> = std::collections::BTreeSet::new();
+        // Hard-link targets within this layer stay where they are.
+        let layer_targets: HashSet<&[u8]> = layer
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Hardlink)
+            .filter_map(|e| e.link.as_deref())
+            .collect();
+        for ei in 0..layer.entries.len() {
             let e = &layer.entries[ei];
             if e.kind.is_whiteout() {
                 kept.push(ei);
                 continue;
             }
-            let is_protected = protected.contains(&e.path);
-            if hidden(&e.path, e.kind.is_dir()) && !is_protected {
+            // Dropping a non-directory that replaced a directory earlier in
+            // this layer would bring that directory's entries back.
+            let replaced_earlier = !e.kind.is_dir() && {
+                let range = Merge::children_range(&e.path);
+                seen.range::<Box<[u8]>, _>(range).next().is_some()
+            };
+            seen.insert(e.path.clone());
+            let is_protected = protected.contains(&e.path)
+                || replaced_earlier
+                || layer_targets.contains(&e.path[..]);
+            if !e.kind.is_dir() && hidden(&e.path) && !is_protected {
                 if e.kind == Kind::File {
                     stats.shadowed.add(1, e.size);
                 } else if !e.kind.is_dir() {
@@ -487,26 +564,20 @@ pub fn per_layer(
                 }
                 continue;
             }
-            if let Some((dir, cat)) = &within {
-                if is_under(&e.path, dir) && !is_protected {
-                    if !e.kind.is_dir() {
-                        stats
-                            .removed
-                            .record(cat, 1, if e.kind == Kind::File { e.size } else { 0 });
-                    }
-                    continue;
+            let size = if e.kind == Kind::File { e.size } else { 0 };
+            if !is_protected
+                && let Some(cat) = entry::ancestors(&e.path).find_map(|a| removed_dirs.get(a))
+            {
+                if !e.kind.is_dir() {
+                    stats.removed.record(&cat.clone(), 1, size);
                 }
-                if !is_under(&e.path, dir) {
-                    within = None;
-                }
+                continue;
             }
             if !is_protected && let Some(cat) = filter.remove(&e.path, e.kind) {
                 if e.kind.is_dir() {
-                    within = Some((e.path.clone(), cat.to_string()));
+                    removed_dirs.insert(e.path.clone(), cat.to_string());
                 } else {
-                    stats
-                        .removed
-                        .record(cat, 1, if e.kind == Kind::File { e.size } else { 0 });
+                    stats.removed.record(cat, 1, size);
                 }
                 continue;
             }
@@ -515,41 +586,54 @@ pub fn per_layer(
 
         // Hard links within this layer: the first kept name (in output
         // order) carries the content; the others link to it.
-        let mut root_of: HashMap<&[u8], usize> = HashMap::new(); // path -> creating File entry
+        // Which File entry's inode each file or link entry names, as of its
+        // place in the stream.
+        let mut root_of: HashMap<&[u8], usize> = HashMap::new();
+        let mut root_for: HashMap<usize, usize> = HashMap::new();
+        let mut cross_targets: Vec<&[u8]> = Vec::new();
         for (ei, e) in layer.entries.iter().enumerate() {
             match e.kind {
                 Kind::File => {
                     root_of.insert(&e.path, ei);
+                    root_for.insert(ei, ei);
                 }
                 Kind::Hardlink => {
                     let t = e.link.as_deref().unwrap_or_default();
                     if let Some(&r) = root_of.get(t) {
                         root_of.insert(&e.path, r);
+                        root_for.insert(ei, r);
                     } else {
+                        // The target comes from a lower layer: keep it there.
+                        cross_targets.push(t);
                         root_of.remove(&e.path[..]);
                     }
                 }
+                Kind::Whiteout | Kind::Opaque => {}
                 _ => {
                     root_of.remove(&e.path[..]);
                 }
             }
         }
         let mut items: Vec<Item> = Vec::with_capacity(kept.len());
-        let mut carriers: HashMap<usize, Box<[u8]>> = HashMap::new();
+        // Root -> the paths that name its inode in the output so far.
+        let mut names: HashMap<usize, Vec<Box<[u8]>>> = HashMap::new();
         for ei in kept {
             let e = &layer.entries[ei];
+            if !e.kind.is_whiteout() {
+                // Whatever this entry replaces no longer names an inode.
+                let p: &[u8] = &e.path;
+                for list in names.values_mut() {
+                    list.retain(|c| !(&c[..] == p || (!e.kind.is_dir() && is_under(c, p))));
+                }
+            }
             match e.kind {
                 Kind::Whiteout => items.push(Item::Whiteout(e.path.clone())),
                 Kind::Opaque => items.push(Item::Opaque(e.path.clone())),
-                Kind::File | Kind::Hardlink if root_of.contains_key(&e.path[..]) => {
-                    let root = root_of[&e.path[..]];
-                    let link_to = match carriers.get(&root) {
-                        Some(c) => Some(c.clone()),
-                        None => {
-                            carriers.insert(root, e.path.clone());
-                            None
-                        }
-                    };
+                Kind::File | Kind::Hardlink if root_for.contains_key(&ei) => {
+                    let root = root_for[&ei];
+                    let list = names.entry(root).or_default();
+                    let link_to = list.first().cloned();
+                    list.push(e.path.clone());
                     stats.files += 1;
                     items.push(Item::Entry {
                         path: e.path.clone(),
@@ -571,10 +655,10 @@ pub fn per_layer(
                 }
             }
         }
-        items.sort_by_key(Item::key);
         out.push((Plan { items }, stats));
 
         // This layer now hides things from the ones below.
+        protected.extend(cross_targets.into_iter().map(Box::from));
         for e in &layer.entries {
             match e.kind {
                 Kind::Whiteout => {
@@ -584,10 +668,6 @@ pub fn per_layer(
                     opaque.insert(e.path.clone());
                 }
                 Kind::Hardlink => {
-                    let t = e.link.as_deref().unwrap_or_default();
-                    if !own_paths.contains(t) {
-                        protected.insert(t.into());
-                    }
                     upper.insert(e.path.clone(), false);
                 }
                 k => {

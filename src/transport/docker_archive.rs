@@ -263,7 +263,7 @@ impl DockerArchiveDest {
         };
         Ok(DockerArchiveDest {
             target,
-            name,
+            name: name.as_deref().map(repo_tag),
             staging,
             stored: Mutex::new(HashMap::new()),
         })
@@ -322,6 +322,19 @@ impl DockerArchiveDest {
         let mut h = header(manifest.len() as u64);
         b.append_data(&mut h, "manifest.json", &manifest[..])?;
         Ok(b.into_inner()?)
+    }
+}
+
+/// The `RepoTags` entry for a destination name: `NAME:TAG`, a bare name
+/// meaning `:latest` as everywhere else. `docker load` refuses a RepoTag
+/// without a tag, and skopeo cannot find the image by name in such an
+/// archive; slim used to write the bare name.
+fn repo_tag(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
     }
 }
 
@@ -438,5 +451,24 @@ impl Dest for DockerArchiveDest {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_tags_always_carry_a_tag() {
+        assert_eq!(repo_tag("demo"), "demo:latest");
+        assert_eq!(repo_tag("demo:v1"), "demo:v1");
+        assert_eq!(
+            repo_tag("localhost:5000/team/demo"),
+            "localhost:5000/team/demo:latest"
+        );
+        assert_eq!(
+            repo_tag("localhost:5000/team/demo:v2"),
+            "localhost:5000/team/demo:v2"
+        );
     }
 }

@@ -1,4 +1,7 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
+mod copy;
+mod errors;
 mod harness;
 mod harness_tests;
+mod squash_model;
