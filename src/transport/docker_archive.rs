@@ -372,6 +372,7 @@ impl Dest for DockerArchiveDest {
         Capabilities {
             oci_only: false,
             single_image: true,
+            keeps_manifests: false,
         }
     }
 

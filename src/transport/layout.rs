@@ -295,7 +295,7 @@ impl Dest for LayoutDest {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             oci_only: true,
-            single_image: false,
+            ..Capabilities::default()
         }
     }
 

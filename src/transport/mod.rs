@@ -49,13 +49,26 @@ pub trait Source: Send + Sync {
 }
 
 /// What a destination can hold.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Capabilities {
     /// Only OCI media types (OCI layouts and archives): Docker v2s2 input is
     /// converted.
     pub oci_only: bool,
     /// One platform image, no index (`docker save` format).
     pub single_image: bool,
+    /// Stores manifests as given, so the image keeps its manifest digest
+    /// (not so in `docker save` format, which has no manifest).
+    pub keeps_manifests: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            oci_only: false,
+            single_image: false,
+            keeps_manifests: true,
+        }
+    }
 }
 
 /// Where an image is written to.

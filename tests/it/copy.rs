@@ -419,7 +419,6 @@ fn docker_archive_to_oci_layout_converts_and_unpacks() {
 /// no manifest in it has the source's digest: the summary must not say so,
 /// and a digest it prints must be one skopeo finds in the archive.
 #[test]
-#[ignore = "bug in src/cli/run.rs + src/copy.rs: the summary for a docker-archive destination prints the source manifest digest and claims `same manifest digest as the source`"]
 fn docker_archive_summary_does_not_claim_the_source_manifest_digest() {
     let ctx = TestContext::new();
     let archive = ctx.path("saved.tar");
