@@ -329,6 +329,37 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Reads through to `inner`, hashing and counting every byte.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    read: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R, algorithm: Algorithm) -> Self {
+        HashingReader {
+            inner,
+            hasher: Hasher::new(algorithm),
+            read: 0,
+        }
+    }
+
+    /// The digest and size of everything read.
+    pub fn finish(self) -> (Digest, u64) {
+        (self.hasher.finish(), self.read)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Finds a [`DigestError`] carried inside an `io::Error` (as a
 /// [`VerifyingReader`] reports it), so callers can report it as such.
 pub fn digest_error_in(e: &io::Error) -> Option<&DigestError> {

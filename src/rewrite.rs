@@ -187,7 +187,10 @@ impl Copier<'_> {
 
         // With kept base layers, the base is read too (not rewritten): the
         // squash must know what it holds to write the right whiteouts.
+        let t = std::time::Instant::now();
         let indexes = self.index_layers(&layers, &diff_ids, opts)?;
+        tracing::info!(elapsed = ?t.elapsed(), layers = indexes.len(), "decoded and indexed");
+        let t = std::time::Instant::now();
         let filter: &dyn PathFilter = opts.filter.as_ref();
         let plans = match opts.squash {
             SquashMode::All => vec![squash::squash(
@@ -201,6 +204,7 @@ impl Copier<'_> {
             SquashMode::None => squash::per_layer(&indexes, filter)?,
         };
 
+        tracing::info!(elapsed = ?t.elapsed(), "planned");
         let mut removed = FilterStats::default();
         let mut shadowed = Count::default();
         let mut hardlinked = Count::default();
@@ -213,12 +217,27 @@ impl Copier<'_> {
         let mut new_layers: Vec<Descriptor> = layers[..keep].to_vec();
         let mut new_diff_ids: Vec<Digest> = diff_ids[..keep].to_vec();
         for (plan, stats) in &plans {
-            let encoded = encode::encode(self.dst.staging_dir(), codec, |w| {
+            // Push while compressing where the destination can take a
+            // stream (a registry); the spooled file is the fallback.
+            let mut stream = match self.dst.stream_blob() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no streamed upload; uploading after compression");
+                    None
+                }
+            };
+            let t = std::time::Instant::now();
+            let tee = stream
+                .as_mut()
+                .map(|s| &mut **s as &mut (dyn std::io::Write + Send));
+            let encoded = encode::encode(self.dst.staging_dir(), codec, tee, |w| {
                 write_plan(w, plan, &indexes)
             })
             .with_context(|| format!("writing a layer for {}", self.dst.name()))?;
+            tracing::info!(elapsed = ?t.elapsed(), bytes = encoded.uncompressed_size, "encoded");
             let desc = Descriptor::new(layer_type, encoded.digest.clone(), encoded.size);
-            self.put_new_blob(&desc, encoded.file)?;
+            let stream = stream.filter(|_| encoded.tee_ok);
+            self.put_new_blob(&desc, encoded.file, stream)?;
             removed.merge(&stats.removed);
             shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
             hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
@@ -472,16 +491,31 @@ impl Copier<'_> {
         Ok(slot_of.into_iter().map(|s| done[s].clone()).collect())
     }
 
-    /// Writes a blob slim made, unless the destination has it already.
-    fn put_new_blob(&self, desc: &Descriptor, file: tempfile::NamedTempFile) -> Result<()> {
-        if !self.mark_done(&desc.digest) {
-            return Ok(());
-        }
-        if self.dst.has_blob(desc)? {
+    /// Writes a blob slim made, unless the destination has it already; a
+    /// stream that carried all of it is committed instead of uploading the
+    /// file (and is dropped when the blob is not needed).
+    fn put_new_blob(
+        &self,
+        desc: &Descriptor,
+        file: tempfile::NamedTempFile,
+        stream: Option<Box<dyn crate::transport::BlobStream>>,
+    ) -> Result<()> {
+        if !self.mark_done(&desc.digest) || self.dst.has_blob(desc)? {
+            if let Some(s) = stream {
+                s.abort();
+            }
             self.count_blob(desc, crate::progress::BlobOutcome::Existed);
             return Ok(());
         }
         self.count_blob(desc, crate::progress::BlobOutcome::Copied);
+        if let Some(s) = stream {
+            match s.commit(desc) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the streamed upload failed; uploading the blob again")
+                }
+            }
+        }
         self.dst
             .put_blob(
                 desc,
@@ -499,7 +533,7 @@ impl Copier<'_> {
         let mut file = tempfile::NamedTempFile::new_in(self.dst.staging_dir())?;
         file.write_all(bytes)?;
         file.flush()?;
-        self.put_new_blob(desc, file)
+        self.put_new_blob(desc, file, None)
     }
 }
 

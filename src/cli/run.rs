@@ -129,7 +129,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         if keeps_manifests {
             let _ = writeln!(err, "wrote {} ({})", dst.name(), outcome.root.digest);
         } else {
-            let config = outcome.root.config()?.map(|c| c.digest.to_string()).unwrap_or_default();
+            let config = outcome
+                .root
+                .config()?
+                .map(|c| c.digest.to_string())
+                .unwrap_or_default();
             let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
         }
         for img in &outcome.images {
@@ -167,7 +171,10 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
                 human_bytes(img.hardlinked.bytes),
             );
         }
-        if keeps_manifests && outcome.images.is_empty() && outcome.root.digest == outcome.source_digest {
+        if keeps_manifests
+            && outcome.images.is_empty()
+            && outcome.root.digest == outcome.source_digest
+        {
             let _ = writeln!(err, "  same manifest digest as the source");
         }
         let _ = writeln!(

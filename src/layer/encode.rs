@@ -57,11 +57,20 @@ pub struct Encoded {
     pub size: u64,
     pub diff_id: Digest,
     pub uncompressed_size: u64,
+    /// The tee given to [`encode`] received every byte.
+    pub tee_ok: bool,
 }
 
 /// Runs `produce` (which writes a tar stream) on its own thread and
-/// compresses its output into a temp file in `dir`.
-pub fn encode<F>(dir: &Path, codec: Codec, produce: F) -> Result<Encoded>
+/// compresses its output into a temp file in `dir`, and also into `tee` if
+/// given (an upload under way). A failing tee is dropped, not fatal:
+/// `Encoded::tee_ok` says whether it got every byte.
+pub fn encode<F>(
+    dir: &Path,
+    codec: Codec,
+    tee: Option<&mut (dyn Write + Send)>,
+    produce: F,
+) -> Result<Encoded>
 where
     F: FnOnce(&mut dyn Write) -> Result<()> + Send,
 {
@@ -76,15 +85,17 @@ where
             writer.finish().context("the compressor stopped")?;
             Ok((diff_id, size))
         });
-        let blob = (|| -> Result<(Digest, u64)> {
-            let sink = HashingWriter::new(
-                BufWriter::with_capacity(1 << 20, file.as_file_mut()),
-                Algorithm::Sha256,
-            );
+        let blob = (|| -> Result<(Digest, u64, bool)> {
+            let tee = Tee {
+                primary: BufWriter::with_capacity(1 << 20, file.as_file_mut()),
+                secondary: tee,
+                failed: false,
+            };
+            let sink = HashingWriter::new(tee, Algorithm::Sha256);
             let sink = compress(&mut reader, sink, codec)?;
-            let (digest, size, mut buf) = sink.finish();
-            buf.flush()?;
-            Ok((digest, size))
+            let (digest, size, mut tee) = sink.finish();
+            tee.primary.flush()?;
+            Ok((digest, size, tee.secondary.is_some() && !tee.failed))
         })();
         if blob.is_err() {
             // Unblock the producer: it fails on its next write.
@@ -93,14 +104,40 @@ where
         (producer.join().expect("tar writer thread panicked"), blob)
     });
     let (diff_id, uncompressed_size) = tar_side?;
-    let (digest, size) = blob_side?;
+    let (digest, size, tee_ok) = blob_side?;
     Ok(Encoded {
         file,
         digest,
         size,
         diff_id,
         uncompressed_size,
+        tee_ok,
     })
+}
+
+/// Writes to `primary`, and to `secondary` until that fails.
+struct Tee<'a, W: Write> {
+    primary: W,
+    secondary: Option<&'a mut (dyn Write + Send)>,
+    failed: bool,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.primary.write(data)?;
+        if let Some(s) = self.secondary.as_mut()
+            && !self.failed
+            && let Err(e) = s.write_all(&data[..n])
+        {
+            tracing::debug!(error = %e, "the streamed upload stopped; the blob will be uploaded from its file");
+            self.failed = true;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.primary.flush()
+    }
 }
 
 fn compress<W: Write + Send>(input: &mut impl Read, out: W, codec: Codec) -> Result<W> {

@@ -20,7 +20,7 @@ use sha2::Digest as _;
 use super::decode;
 use super::entry::{self, Entry, Kind, PaxRecord, Whiteout};
 use super::pipe::{self, PipeReader};
-use crate::digest::{Algorithm, Digest, HashingWriter};
+use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::image::media::Compression;
 
 /// A decoded layer: its entries in tar order and the spool holding their
@@ -67,10 +67,13 @@ pub fn index_layer(
     let max = opts.max_uncompressed;
 
     let (decoded, parsed) = std::thread::scope(|s| {
-        let decoder = s.spawn(move || -> Result<(Digest, u64, Compression)> {
+        // Decompression (and the blob digest) on this thread; the tar
+        // parse, the diff_id and the spool on the other.
+        let decoder = s.spawn(move || -> Result<Compression> {
             let (compression, mut dec) = decode::decoder(BufReader::with_capacity(256 << 10, &mut raw))
                 .map_err(crate::transport::io_error)?;
-            let mut w = HashingWriter::new(writer, Algorithm::Sha256);
+            let mut w = writer;
+            let mut written = 0u64;
             let mut buf = vec![0u8; 256 << 10];
             loop {
                 let n = match dec.read(&mut buf) {
@@ -84,7 +87,8 @@ pub fn index_layer(
                 };
                 w.write_all(&buf[..n])
                     .with_context(|| format!("{what}: the tar reader stopped"))?;
-                if w.written() > max {
+                written += n as u64;
+                if written > max {
                     bail!(
                         "{what}: decompresses to more than {max} bytes; refusing it as a likely decompression bomb"
                     );
@@ -94,9 +98,8 @@ pub fn index_layer(
             // Trailing bytes after the compressed stream still count for the
             // blob digest: read to the end so the verifying reader checks it.
             io::copy(&mut raw, &mut io::sink()).map_err(crate::transport::io_error)?;
-            let (diff_id, size, writer) = w.finish();
-            writer.finish().with_context(|| format!("{what}: the tar reader stopped"))?;
-            Ok((diff_id, size, compression))
+            w.finish().with_context(|| format!("{what}: the tar reader stopped"))?;
+            Ok(compression)
         });
         let parser = s.spawn(move || parse_entries(reader, spool_writer, what, opts));
         (
@@ -106,8 +109,8 @@ pub fn index_layer(
     });
     // The decoder's error is the cause when both fail (the parser then only
     // saw the stream stop).
-    let (diff_id, uncompressed_size, compression) = decoded?;
-    let entries = parsed?;
+    let compression = decoded?;
+    let (entries, diff_id, uncompressed_size) = parsed?;
     if let Some(expected) = expected_diff_id
         && expected != &diff_id
     {
@@ -129,8 +132,8 @@ fn parse_entries(
     spool: File,
     what: &str,
     opts: &IndexOptions,
-) -> Result<Vec<Entry>> {
-    let mut archive = tar::Archive::new(reader);
+) -> Result<(Vec<Entry>, Digest, u64)> {
+    let mut archive = tar::Archive::new(HashingReader::new(reader, Algorithm::Sha256));
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
     let mut out = Vec::new();
@@ -245,8 +248,10 @@ fn parse_entries(
     spool.flush().context("writing the layer spool")?;
     // Read what follows the end-of-archive marker, so the decoder side runs
     // to the end of its stream (and its checks).
-    io::copy(&mut archive.into_inner(), &mut io::sink())?;
-    Ok(out)
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    let (diff_id, size) = rest.finish();
+    Ok((out, diff_id, size))
 }
 
 /// PAX records to carry over: everything but what slim writes itself

@@ -826,6 +826,73 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Opens an upload session and starts one streaming PATCH whose body is
+    /// whatever is written to the returned upload, so a blob can go out
+    /// while it is still being made. [`StreamingUpload::finish`] commits it
+    /// under its digest (which the registry checks).
+    pub fn stream_upload(
+        self: &Arc<Self>,
+        r: &RegistryRef,
+    ) -> Result<StreamingUpload, RegistryError> {
+        let host = r.api_host().to_string();
+        let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
+        let scope = Scope::push(&r.repository);
+        let path = format!("/v2/{}/blobs/uploads/", r.repository);
+        let resp = self.execute(&host, &scope, &what, self.opts.attempts, &|c, base| {
+            c.post(format!("{base}{path}"))
+                .header(header::CONTENT_LENGTH, "0")
+                .timeout(Duration::from_secs(60))
+        })?;
+        if resp.status() != StatusCode::ACCEPTED {
+            self.expect_ok(resp, &host, &r.repository, &what)?;
+            return Err(RegistryError::Protocol {
+                what,
+                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
+            });
+        }
+        let location =
+            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
+                what: what.clone(),
+                reason: format!("{host} opened an upload session without a Location"),
+            })?;
+        let url = resolve_location(&self.base(&host)?, &location);
+        let (writer, reader) = crate::layer::pipe::pipe(16);
+        let client = self.clone();
+        let thread_url = url.clone();
+        let thread_host = host.clone();
+        let thread = std::thread::spawn(move || -> Result<String, RegistryError> {
+            // One-shot body: a retry cannot replay it (the caller falls back
+            // to uploading the spooled file).
+            let body = Mutex::new(Some(reqwest::blocking::Body::new(reader)));
+            let resp = client.execute(&thread_host, &scope, &what, 1, &|c, _| {
+                let body = body
+                    .lock()
+                    .expect("body lock")
+                    .take()
+                    .unwrap_or_else(|| Vec::new().into());
+                c.patch(&thread_url)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(body)
+            })?;
+            if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
+                client.expect_ok(resp, &thread_host, "", &what)?;
+                return Err(RegistryError::Protocol {
+                    what,
+                    reason: "the registry did not accept the streamed data".into(),
+                });
+            }
+            let next = header_str(resp.headers(), "location").unwrap_or(thread_url);
+            Ok(resolve_location(&client.base(&thread_host)?, &next))
+        });
+        Ok(StreamingUpload {
+            client: self.clone(),
+            r: r.clone(),
+            url,
+            writer: Some(writer),
+            thread: Some(thread),
+        })
+    }
+
     /// Pushes manifest bytes under a tag or digest; returns the digest the
     /// registry reports (checked against the bytes' own).
     pub fn put_manifest(
@@ -995,6 +1062,101 @@ fn registry_name_for(host: &str) -> String {
     match host {
         "registry-1.docker.io" => "docker.io".to_string(),
         other => other.to_string(),
+    }
+}
+
+/// A blob upload fed while the blob is being written.
+pub struct StreamingUpload {
+    client: Arc<RegistryClient>,
+    r: RegistryRef,
+    url: String,
+    writer: Option<crate::layer::pipe::PipeWriter>,
+    thread: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
+}
+
+impl std::io::Write for StreamingUpload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self.writer.as_mut() {
+            Some(w) => w.write(data),
+            None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "upload closed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl StreamingUpload {
+    /// Ends the stream and commits the blob under `digest`.
+    pub fn finish(mut self, digest: &Digest) -> Result<(), RegistryError> {
+        let what = format!(
+            "pushing blob {digest} to {}/{}",
+            self.r.registry, self.r.repository
+        );
+        if let Some(w) = self.writer.take() {
+            w.finish().map_err(|source| RegistryError::Io {
+                what: what.clone(),
+                source,
+            })?;
+        }
+        let location =
+            self.thread
+                .take()
+                .expect("thread")
+                .join()
+                .map_err(|_| RegistryError::Protocol {
+                    what: what.clone(),
+                    reason: "the upload thread panicked".into(),
+                })??;
+        let mut url = location;
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let host = self.r.api_host().to_string();
+        let resp = self.client.execute(
+            &host,
+            &Scope::push(&self.r.repository),
+            &what,
+            1,
+            &|c, _| {
+                c.put(&url)
+                    .header(header::CONTENT_LENGTH, "0")
+                    .timeout(Duration::from_secs(300))
+            },
+        )?;
+        if resp.status() != StatusCode::CREATED {
+            return self
+                .client
+                .expect_ok(resp, &host, &self.r.repository, &what)
+                .map(|_| ());
+        }
+        Ok(())
+    }
+
+    /// Drops the stream and cancels the session.
+    pub fn abort(mut self) {
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let host = self.r.api_host().to_string();
+        let url = self.url.clone();
+        let _ = self.client.execute(
+            &host,
+            &Scope::push(&self.r.repository),
+            "cancelling an upload",
+            1,
+            &|c, _| c.delete(&url).timeout(Duration::from_secs(30)),
+        );
+    }
+}
+
+impl Drop for StreamingUpload {
+    fn drop(&mut self) {
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

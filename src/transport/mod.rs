@@ -90,12 +90,24 @@ pub trait Dest: Send + Sync {
     fn staging_dir(&self) -> &Path;
     /// Stores a verified blob.
     fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()>;
+    /// Starts sending a blob slim is still writing (`None`: not supported
+    /// here; the blob goes through [`Dest::put_blob`] once written).
+    fn stream_blob(&self) -> Result<Option<Box<dyn BlobStream>>> {
+        Ok(None)
+    }
     /// Stores a child manifest (by digest; not named).
     fn put_manifest(&self, m: &Manifest) -> Result<()>;
     /// Stores the root manifest and names it: the last step of a copy.
     fn commit(&self, root: &Manifest) -> Result<()>;
     /// Cleans up after a failed run (the name was never written).
     fn abort(&self) {}
+}
+
+/// A blob upload fed while the blob is written; committed under its digest
+/// at the end, or abandoned.
+pub trait BlobStream: std::io::Write + Send {
+    fn commit(self: Box<Self>, desc: &Descriptor) -> Result<()>;
+    fn abort(self: Box<Self>);
 }
 
 /// A blob spooled to a temp file, its digest and size verified.

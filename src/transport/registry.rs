@@ -149,6 +149,10 @@ impl Dest for RegistryDest {
         Ok(())
     }
 
+    fn stream_blob(&self) -> Result<Option<Box<dyn super::BlobStream>>> {
+        Ok(Some(Box::new(self.client.stream_upload(&self.r)?)))
+    }
+
     fn put_manifest(&self, m: &Manifest) -> Result<()> {
         self.client
             .put_manifest(&self.r, &m.digest.to_string(), &m.bytes, &m.media_type)?;
@@ -172,5 +176,15 @@ impl Dest for RegistryDest {
         self.client
             .put_manifest(&self.r, &reference, &root.bytes, &root.media_type)?;
         Ok(())
+    }
+}
+
+impl super::BlobStream for crate::registry::StreamingUpload {
+    fn commit(self: Box<Self>, desc: &Descriptor) -> Result<()> {
+        Ok((*self).finish(&desc.digest)?)
+    }
+
+    fn abort(self: Box<Self>) {
+        (*self).abort()
     }
 }

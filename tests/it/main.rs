@@ -4,4 +4,5 @@ mod copy;
 mod errors;
 mod harness;
 mod harness_tests;
+mod rewrite;
 mod squash_model;
