@@ -16,6 +16,7 @@
 //! squash     -> transform/       squash.rs (whiteouts, shadowing, hard links, dedup), filter.rs
 //! encode     -> layer/write.rs   deterministic tar; layer/encode.rs: parallel gzip | zstd, digests
 //! config     -> image/config.rs  diff_ids and history rewritten together
+//! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
 //! progress   -> progress.rs      events for the CLI to draw
 //! ```
 //!
@@ -27,6 +28,7 @@ pub mod copy;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod profile;
 pub mod progress;
 pub mod reference;
 pub mod registry;

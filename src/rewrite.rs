@@ -26,8 +26,9 @@ use crate::layer::encode::{self, Codec};
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
 use crate::progress::ProgressReader;
-use crate::transform::filter::{Count, FilterStats, PathFilter};
-use crate::transform::squash::{self, SquashOptions};
+use crate::profile::ProfileSet;
+use crate::transform::filter::{Count, FilterStats};
+use crate::transform::squash;
 use crate::transport::{Source, Staged, io_error, open_verified};
 
 /// Annotation keys slim writes (OCI manifests and indexes; Docker configs
@@ -68,7 +69,10 @@ pub struct RewriteOptions {
     pub hardlink_dedup: bool,
     /// Compression workers.
     pub threads: usize,
-    pub filter: Arc<dyn PathFilter + Send + Sync>,
+    /// What to strip.
+    pub profiles: ProfileSet,
+    /// Decide everything, write nothing.
+    pub dry_run: bool,
     /// A description of the settings (profile names and their content
     /// digest included), recorded in the output; its digest identifies
     /// "slimmed the same way".
@@ -104,6 +108,12 @@ pub struct ImageReport {
     pub hardlinked: Count,
     pub compression: Compression,
     pub notes: Vec<String>,
+    /// Profiles in effect (what `auto` chose).
+    pub profiles: Vec<String>,
+    /// Paths a rule would have removed that a safety keep saved: (path, why).
+    pub kept_by_safety: Vec<(String, String)>,
+    /// With `--dry-run`: every removed path and its category.
+    pub removed_paths: Vec<(String, String)>,
 }
 
 impl Copier<'_> {
@@ -191,20 +201,29 @@ impl Copier<'_> {
         let indexes = self.index_layers(&layers, &diff_ids, opts)?;
         tracing::info!(elapsed = ?t.elapsed(), layers = indexes.len(), "decoded and indexed");
         let t = std::time::Instant::now();
-        let filter: &dyn PathFilter = opts.filter.as_ref();
-        let plans = match opts.squash {
-            SquashMode::All => vec![squash::squash(
-                &indexes,
-                SquashOptions {
-                    base_layers: keep,
-                    hardlink_dedup: opts.hardlink_dedup,
-                },
-                filter,
-            )?],
-            SquashMode::None => squash::per_layer(&indexes, filter)?,
+        let merged = squash::merge(&indexes, keep)?;
+        let filter = opts
+            .profiles
+            .compile(&merged, &config_json)
+            .with_context(|| format!("applying profiles to {}", self.src.name()))?;
+        let removed_paths: Vec<(String, String)> = if opts.dry_run {
+            let mut v: Vec<(String, String)> = filter
+                .removals()
+                .map(|(p, c)| (crate::layer::entry::display(p), c.to_string()))
+                .collect();
+            v.sort();
+            v
+        } else {
+            Vec::new()
         };
-
-        tracing::info!(elapsed = ?t.elapsed(), "planned");
+        let plans = match opts.squash {
+            SquashMode::All => vec![merged.squash(opts.hardlink_dedup, &filter)],
+            SquashMode::None => {
+                drop(merged);
+                squash::per_layer(&indexes, &filter)?
+            }
+        };
+        tracing::info!(elapsed = ?t.elapsed(), profiles = ?filter.chosen, "planned");
         let mut removed = FilterStats::default();
         let mut shadowed = Count::default();
         let mut hardlinked = Count::default();
@@ -216,6 +235,31 @@ impl Copier<'_> {
         let layer_type = media::layer_type(compression, docker);
         let mut new_layers: Vec<Descriptor> = layers[..keep].to_vec();
         let mut new_diff_ids: Vec<Digest> = diff_ids[..keep].to_vec();
+        if opts.dry_run {
+            for (_, stats) in &plans {
+                removed.merge(&stats.removed);
+                shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
+                hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
+                output.layers += 1;
+                output.files += stats.files;
+            }
+            self.record_image(ImageReport {
+                platform: Some(platform),
+                source_digest: m.digest.clone(),
+                output_digest: m.digest.clone(),
+                source: source_side(&layers, &indexes),
+                output,
+                removed,
+                shadowed,
+                hardlinked,
+                compression,
+                notes,
+                profiles: filter.chosen.clone(),
+                kept_by_safety: filter.kept_by_safety.clone(),
+                removed_paths,
+            });
+            return Ok(m.clone());
+        }
         for (plan, stats) in &plans {
             // Push while compressing where the destination can take a
             // stream (a registry); the spooled file is the fallback.
@@ -340,20 +384,7 @@ impl Copier<'_> {
         }
         let out = Manifest::from_json(&format!("slim manifest for {}", m.digest), &json)?;
 
-        let source = Side {
-            layers: layers.len(),
-            compressed_bytes: layers.iter().map(|l| l.size).sum(),
-            uncompressed_bytes: indexes.iter().map(|i| i.uncompressed_size).sum(),
-            files: indexes
-                .iter()
-                .map(|i| {
-                    i.entries
-                        .iter()
-                        .filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout())
-                        .count() as u64
-                })
-                .sum(),
-        };
+        let source = source_side(&layers, &indexes);
         self.record_image(ImageReport {
             platform: Some(platform),
             source_digest: m.digest.clone(),
@@ -365,6 +396,9 @@ impl Copier<'_> {
             hardlinked,
             compression,
             notes,
+            profiles: filter.chosen.clone(),
+            kept_by_safety: filter.kept_by_safety.clone(),
+            removed_paths,
         });
         Ok(out)
     }
@@ -534,6 +568,19 @@ impl Copier<'_> {
         file.write_all(bytes)?;
         file.flush()?;
         self.put_new_blob(desc, file, None)
+    }
+}
+
+/// Sizes and file counts of the source image.
+fn source_side(layers: &[Descriptor], indexes: &[Arc<LayerIndex>]) -> Side {
+    Side {
+        layers: layers.len(),
+        compressed_bytes: layers.iter().map(|l| l.size).sum(),
+        uncompressed_bytes: indexes.iter().map(|i| i.uncompressed_size).sum(),
+        files: indexes
+            .iter()
+            .map(|i| i.entries.iter().filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout()).count() as u64)
+            .sum(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command line: arguments (clap), logging, error printing and exit
 //! codes. Subcommands live one per file.
 
+mod profiles;
 mod run;
 
 use std::process::ExitCode;
@@ -44,7 +45,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// List the built-in strip profiles, or show one.
+    Profiles(profiles::ProfilesArgs),
+}
 
 /// Options every command shares.
 #[derive(Args, Debug, Clone)]
@@ -104,7 +108,7 @@ pub fn main() -> ExitCode {
     init_tracing(&cli.global);
     let result = match cli.command {
         None => run::run(cli.run, &cli.global),
-        Some(c) => match c {},
+        Some(Command::Profiles(a)) => profiles::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

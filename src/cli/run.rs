@@ -14,7 +14,7 @@ use crate::image::{Descriptor, Platform};
 use crate::progress::{BlobOutcome, Reporter};
 use crate::reference::ImageRef;
 use crate::rewrite::{Format, KeepBase, RewriteOptions, SquashMode};
-use crate::transform::filter::KeepAll;
+use crate::profile::ProfileSet;
 use crate::transport::{open_dest, open_source};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,22 @@ pub struct RunArgs {
     #[arg(long = "no-hardlink-dedup")]
     pub no_hardlink_dedup: bool,
 
+    /// Keep paths matching GLOB whatever the profiles say (repeatable), e.g. '**/__pycache__/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub keep: Vec<String>,
+
+    /// Also remove paths matching GLOB (repeatable), e.g. '/opt/app/fixtures/**'.
+    #[arg(long, value_name = "GLOB")]
+    pub remove: Vec<String>,
+
+    /// Turn off the safety keeps (entrypoint, interpreters, shared libraries, licences, CA certificates, /etc).
+    #[arg(long = "no-safety-keeps")]
+    pub no_safety_keeps: bool,
+
+    /// Decide everything and print what would be removed; write nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+
     /// Platforms to keep from a multi-arch image: os/arch[/variant]. Repeatable or comma-separated.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
     pub platform: Vec<String>,
@@ -90,6 +106,8 @@ impl RunArgs {
     fn is_plain_copy(&self) -> bool {
         self.squash == Squash::None
             && self.profile == "none"
+            && self.remove.is_empty()
+            && !self.dry_run
             && self.compression.is_none()
             && self.level.is_none()
             && self.format.is_none()
@@ -113,7 +131,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         Some(rewrite_options(&args, &client)?)
     };
     let src = open_source(&source, &client)?;
-    let dst = open_dest(&output, &client)?;
+    let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
+        Box::new(crate::transport::Discard::new()?)
+    } else {
+        open_dest(&output, &client)?
+    };
     let printer = Printer::new(global.quiet);
     let opts = CopyOptions {
         platforms,
@@ -123,76 +145,107 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &printer)
         .with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
     if !global.quiet {
-        let s = &outcome.stats;
-        let mut err = std::io::stderr().lock();
-        let keeps_manifests = dst.capabilities().keeps_manifests;
-        if keeps_manifests {
-            let _ = writeln!(err, "wrote {} ({})", dst.name(), outcome.root.digest);
-        } else {
-            let config = outcome
-                .root
-                .config()?
-                .map(|c| c.digest.to_string())
-                .unwrap_or_default();
-            let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
-        }
-        for img in &outcome.images {
-            let platform = img
-                .platform
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let saved = 100.0
-                * (1.0
-                    - img.output.compressed_bytes as f64
-                        / img.source.compressed_bytes.max(1) as f64);
-            let _ = writeln!(
-                err,
-                "  {platform}: {} layers, {} -> {} layers, {} ({:.0}% smaller); uncompressed {} -> {}",
-                img.source.layers,
-                human_bytes(img.source.compressed_bytes),
-                img.output.layers,
-                human_bytes(img.output.compressed_bytes),
-                saved,
-                human_bytes(img.source.uncompressed_bytes),
-                human_bytes(img.output.uncompressed_bytes),
-            );
-            let removed = img.removed.total();
-            let _ = writeln!(
-                err,
-                "    files {} -> {}; shadowed {} ({}), removed {} ({}), hard-linked {} ({})",
-                img.source.files,
-                img.output.files,
-                img.shadowed.files,
-                human_bytes(img.shadowed.bytes),
-                removed.files,
-                human_bytes(removed.bytes),
-                img.hardlinked.files,
-                human_bytes(img.hardlinked.bytes),
-            );
-        }
-        if keeps_manifests
-            && outcome.images.is_empty()
-            && outcome.root.digest == outcome.source_digest
-        {
-            let _ = writeln!(err, "  same manifest digest as the source");
-        }
-        let _ = writeln!(
-            err,
-            "  {} blobs written ({}), {} already there, {} mounted; {} manifests; {:.1}s",
-            s.blobs_copied,
-            human_bytes(s.bytes_copied),
-            s.blobs_existing,
-            s.blobs_mounted,
-            s.manifests,
-            started.elapsed().as_secs_f64()
-        );
-        if outcome.platforms.len() > 1 {
-            let ps: Vec<String> = outcome.platforms.iter().map(ToString::to_string).collect();
-            let _ = writeln!(err, "  platforms: {}", ps.join(", "));
-        }
+        print_summary(&outcome, dst.as_ref(), started, args.dry_run, global.verbose > 0)?;
     }
     Ok(0)
+}
+
+fn print_summary(
+    outcome: &crate::copy::CopyOutcome,
+    dst: &dyn crate::transport::Dest,
+    started: Instant,
+    dry_run: bool,
+    verbose: bool,
+) -> Result<()> {
+    let s = &outcome.stats;
+    let mut err = std::io::stderr().lock();
+    let keeps_manifests = dst.capabilities().keeps_manifests;
+    if dry_run {
+        let _ = writeln!(err, "dry run: nothing was written");
+    } else if keeps_manifests {
+        let _ = writeln!(err, "wrote {} ({})", dst.name(), outcome.root.digest);
+    } else {
+        let config = outcome.root.config()?.map(|c| c.digest.to_string()).unwrap_or_default();
+        let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
+    }
+    for img in &outcome.images {
+        let platform = img.platform.as_ref().map(ToString::to_string).unwrap_or_default();
+        let profiles = if img.profiles.is_empty() { "none".to_string() } else { img.profiles.join(", ") };
+        let _ = writeln!(err, "  {platform} (profiles: {profiles})");
+        if !dry_run {
+            let saved = 100.0 * (1.0 - img.output.compressed_bytes as f64 / img.source.compressed_bytes.max(1) as f64);
+            let _ = writeln!(
+                err,
+                "    compressed {} -> {} ({saved:.0}% smaller); uncompressed {} -> {}; layers {} -> {}; files {} -> {}",
+                human_bytes(img.source.compressed_bytes),
+                human_bytes(img.output.compressed_bytes),
+                human_bytes(img.source.uncompressed_bytes),
+                human_bytes(img.output.uncompressed_bytes),
+                img.source.layers,
+                img.output.layers,
+                img.source.files,
+                img.output.files,
+            );
+        }
+        let removed = img.removed.total();
+        let verb = if dry_run { "would remove" } else { "removed" };
+        let _ = writeln!(
+            err,
+            "    {verb} {} files ({}); shadowed by later layers {} ({}); hard-linked {} ({})",
+            removed.files,
+            human_bytes(removed.bytes),
+            img.shadowed.files,
+            human_bytes(img.shadowed.bytes),
+            img.hardlinked.files,
+            human_bytes(img.hardlinked.bytes),
+        );
+        let mut cats: Vec<(&String, &crate::transform::filter::Count)> = img.removed.by_category.iter().collect();
+        cats.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0)));
+        for (cat, c) in cats {
+            let _ = writeln!(err, "      {cat:<24} {:>7} files {:>10}", c.files, human_bytes(c.bytes));
+        }
+        if !img.kept_by_safety.is_empty() {
+            let mut by_reason: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            for (_, r) in &img.kept_by_safety {
+                *by_reason.entry(r.as_str()).or_default() += 1;
+            }
+            let _ = writeln!(err, "    kept by safety: {} paths", img.kept_by_safety.len());
+            for (r, n) in by_reason.iter().take(12) {
+                let _ = writeln!(err, "      {n:>5}  {r}");
+            }
+            if verbose {
+                for (p, r) in &img.kept_by_safety {
+                    let _ = writeln!(err, "      keep {p}  ({r})");
+                }
+            }
+        }
+        if dry_run && verbose {
+            for (p, c) in &img.removed_paths {
+                let _ = writeln!(err, "      remove {p}  ({c})");
+            }
+        }
+    }
+    if dry_run {
+        return Ok(());
+    }
+    if keeps_manifests && outcome.images.is_empty() && outcome.root.digest == outcome.source_digest {
+        let _ = writeln!(err, "  same manifest digest as the source");
+    }
+    let _ = writeln!(
+        err,
+        "  {} blobs written ({}), {} already there, {} mounted; {} manifests; {:.1}s",
+        s.blobs_copied,
+        human_bytes(s.bytes_copied),
+        s.blobs_existing,
+        s.blobs_mounted,
+        s.manifests,
+        started.elapsed().as_secs_f64()
+    );
+    if outcome.platforms.len() > 1 {
+        let ps: Vec<String> = outcome.platforms.iter().map(ToString::to_string).collect();
+        let _ = writeln!(err, "  platforms: {}", ps.join(", "));
+    }
+    Ok(())
 }
 
 fn rewrite_options(
@@ -210,11 +263,10 @@ fn rewrite_options(
             KeepBase::Image(open_source(&r, client)?)
         }
     };
-    let profiles: Vec<&str> = args.profile.split(',').map(str::trim).collect();
-    for p in &profiles {
-        if !matches!(*p, "none" | "auto") {
-            return Err(UsageError(format!("unknown profile {p:?} (built-in: auto, none)")).into());
-        }
+    let profiles = ProfileSet::resolve(&args.profile, &args.keep, &args.remove, !args.no_safety_keeps)
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    if args.keep_base.is_some() && args.squash == Squash::None {
+        return Err(UsageError("--keep-base keeps layers below one squashed layer: it needs --squash all".into()).into());
     }
     let compression = args.compression.map(|c| match c {
         CompressionArg::Gzip => Compression::Gzip,
@@ -249,7 +301,7 @@ fn rewrite_options(
             SquashMode::None => "none",
         },
         args.keep_base.as_deref().unwrap_or("0"),
-        profiles.join(","),
+        profiles.fingerprint(),
         compression.map_or("source", |c| c.name()),
         args.level.map_or("default".to_string(), |l| l.to_string()),
         match format {
@@ -267,7 +319,8 @@ fn rewrite_options(
         format,
         hardlink_dedup: !args.no_hardlink_dedup,
         threads,
-        filter: Arc::new(KeepAll),
+        profiles,
+        dry_run: args.dry_run,
         settings,
         max_layer_bytes: args.max_layer_gib.saturating_mul(1 << 30),
     })

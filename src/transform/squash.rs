@@ -27,6 +27,7 @@ use anyhow::{Result, bail};
 use super::filter::{Count, FilterStats, PathFilter};
 use crate::layer::entry::{self, Entry, Kind};
 use crate::layer::read::LayerIndex;
+use crate::profile::tree::TreeView;
 
 /// One item of an output layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,46 +447,104 @@ fn is_under(path: &[u8], dir: &[u8]) -> bool {
     dir.is_empty() || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
 }
 
-/// Squashes `layers` (bottom first) into one output layer; the first
-/// `opts.base_layers` stay below it unchanged.
-pub fn squash(
-    layers: &[Arc<LayerIndex>],
-    opts: SquashOptions,
-    filter: &dyn PathFilter,
-) -> Result<(Plan, SquashStats)> {
+/// The layers applied in order: the tree extraction gives, with what each
+/// path came from. A [`TreeView`] for profile decisions, then squashed.
+pub struct Merged<'a> {
+    m: Merge<'a>,
+    base_nodes: BTreeMap<Box<[u8]>, Node>,
+}
+
+/// Applies `layers` (bottom first); the first `base_layers` are the kept
+/// base that stays below the output unchanged.
+pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_>> {
     let mut m = Merge {
         layers,
         nodes: BTreeMap::new(),
         reset: HashSet::new(),
         creators: Vec::new(),
         shadowed: Count::default(),
-        base: opts.base_layers,
+        base: base_layers,
     };
-    for li in 0..opts.base_layers {
+    for li in 0..base_layers {
         m.apply_layer(li)?;
     }
-    let base_nodes = if opts.base_layers > 0 {
-        m.nodes.clone()
-    } else {
-        BTreeMap::new()
-    };
+    let base_nodes = if base_layers > 0 { m.nodes.clone() } else { BTreeMap::new() };
     m.shadowed = Count::default();
-    for li in opts.base_layers..layers.len() {
+    for li in base_layers..layers.len() {
         m.apply_layer(li)?;
     }
-    let removed = m.filter(filter);
-    let mut hardlinked = Count::default();
-    let alias = m.dedup(opts.hardlink_dedup, &mut hardlinked);
-    let (plan, files) = m.plan(&alias, &base_nodes);
-    Ok((
-        plan,
-        SquashStats {
-            removed,
-            shadowed: m.shadowed,
-            hardlinked,
-            files,
-        },
-    ))
+    Ok(Merged { m, base_nodes })
+}
+
+impl Merged<'_> {
+    /// Plans the one output layer: filter, dedup, then entries (and, over a
+    /// kept base, whiteouts and opaque markers).
+    pub fn squash(mut self, hardlink_dedup: bool, filter: &dyn PathFilter) -> (Plan, SquashStats) {
+        let removed = self.m.filter(filter);
+        let mut hardlinked = Count::default();
+        let alias = self.m.dedup(hardlink_dedup, &mut hardlinked);
+        let (plan, files) = self.m.plan(&alias, &self.base_nodes);
+        (
+            plan,
+            SquashStats {
+                removed,
+                shadowed: self.m.shadowed,
+                hardlinked,
+                files,
+            },
+        )
+    }
+
+    fn node_entry(&self, path: &[u8]) -> Option<&Entry> {
+        let n = *self.m.nodes.get(path)?;
+        if n.inode != NO_INODE {
+            // Files and hard links: the entry that made the inode.
+            let (l, i) = self.m.creators[n.inode as usize];
+            return Some(&self.m.layers[l as usize].entries[i as usize]);
+        }
+        Some(self.m.entry(n))
+    }
+}
+
+impl TreeView for Merged<'_> {
+    fn kind(&self, path: &[u8]) -> Option<Kind> {
+        self.node_entry(path).map(|e| e.kind)
+    }
+
+    fn mode(&self, path: &[u8]) -> Option<u32> {
+        self.node_entry(path).map(|e| e.mode)
+    }
+
+    fn link_target(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.node_entry(path)
+            .filter(|e| e.kind == Kind::Symlink)
+            .and_then(|e| e.link.as_deref().map(<[u8]>::to_vec))
+    }
+
+    fn read(&self, path: &[u8], limit: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let n = *self.m.nodes.get(path)?;
+        if n.inode == NO_INODE {
+            return None;
+        }
+        let (l, i) = self.m.creators[n.inode as usize];
+        let layer = &self.m.layers[l as usize];
+        let e = &layer.entries[i as usize];
+        let len = (e.size as usize).min(limit);
+        let mut buf = vec![0u8; len];
+        layer.spool.read_exact_at(&mut buf, e.offset).ok()?;
+        Some(buf)
+    }
+
+    fn paths(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        Box::new(self.m.nodes.keys().map(|k| &k[..]))
+    }
+}
+
+/// Squashes `layers` (bottom first) into one output layer; the first
+/// `opts.base_layers` stay below it unchanged.
+pub fn squash(layers: &[Arc<LayerIndex>], opts: SquashOptions, filter: &dyn PathFilter) -> Result<(Plan, SquashStats)> {
+    Ok(merge(layers, opts.base_layers)?.squash(opts.hardlink_dedup, filter))
 }
 
 /// Rewrites each layer on its own (`--squash none`): whiteouts stay, entries

@@ -238,3 +238,43 @@ pub fn clean_archive_path(p: &str) -> String {
     }
     s.trim_end_matches('/').to_string()
 }
+
+/// A destination that keeps nothing (`--dry-run`): every blob counts as
+/// present, so nothing is read or written.
+pub struct Discard {
+    staging: tempfile::TempDir,
+}
+
+impl Discard {
+    pub fn new() -> Result<Discard> {
+        Ok(Discard {
+            staging: tempfile::Builder::new().prefix("slim-dry-").tempdir()?,
+        })
+    }
+}
+
+impl Dest for Discard {
+    fn name(&self) -> String {
+        "nowhere (dry run)".to_string()
+    }
+
+    fn has_blob(&self, _: &Descriptor) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn staging_dir(&self) -> &Path {
+        self.staging.path()
+    }
+
+    fn put_blob(&self, _: &Descriptor, _: Staged) -> Result<()> {
+        Ok(())
+    }
+
+    fn put_manifest(&self, _: &Manifest) -> Result<()> {
+        Ok(())
+    }
+
+    fn commit(&self, _: &Manifest) -> Result<()> {
+        Ok(())
+    }
+}
