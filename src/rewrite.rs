@@ -25,8 +25,8 @@ use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform};
 use crate::layer::encode::{self, Codec};
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
-use crate::progress::ProgressReader;
 use crate::profile::ProfileSet;
+use crate::progress::ProgressReader;
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
 use crate::transport::{Source, Staged, io_error, open_verified};
@@ -579,7 +579,12 @@ fn source_side(layers: &[Descriptor], indexes: &[Arc<LayerIndex>]) -> Side {
         uncompressed_bytes: indexes.iter().map(|i| i.uncompressed_size).sum(),
         files: indexes
             .iter()
-            .map(|i| i.entries.iter().filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout()).count() as u64)
+            .map(|i| {
+                i.entries
+                    .iter()
+                    .filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout())
+                    .count() as u64
+            })
             .sum(),
     }
 }

@@ -23,11 +23,17 @@ pub fn run(args: ProfilesArgs) -> Result<u8> {
             let all = profile::builtins();
             let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0);
             for p in &all {
-                let extends = if p.extends.is_empty() { String::new() } else { format!(" (extends {})", p.extends.join(", ")) };
+                let extends = if p.extends.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (extends {})", p.extends.join(", "))
+                };
                 println!("{:<width$}  {}{extends}", p.name, p.description);
             }
             println!();
-            println!("--profile auto (the default) picks base, the distro's profile from /etc/os-release,");
+            println!(
+                "--profile auto (the default) picks base, the distro's profile from /etc/os-release,"
+            );
             println!("and the runtimes it finds; --profile none strips nothing.");
         }
         Some(Action::Show { name }) => {

@@ -11,10 +11,10 @@ use super::{GlobalArgs, Squash, UsageError};
 use crate::copy::{CopyOptions, copy_image};
 use crate::image::media::Compression;
 use crate::image::{Descriptor, Platform};
+use crate::profile::ProfileSet;
 use crate::progress::{BlobOutcome, Reporter};
 use crate::reference::ImageRef;
 use crate::rewrite::{Format, KeepBase, RewriteOptions, SquashMode};
-use crate::profile::ProfileSet;
 use crate::transport::{open_dest, open_source};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,13 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &printer)
         .with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
     if !global.quiet {
-        print_summary(&outcome, dst.as_ref(), started, args.dry_run, global.verbose > 0)?;
+        print_summary(
+            &outcome,
+            dst.as_ref(),
+            started,
+            args.dry_run,
+            global.verbose > 0,
+        )?;
     }
     Ok(0)
 }
@@ -165,15 +171,30 @@ fn print_summary(
     } else if keeps_manifests {
         let _ = writeln!(err, "wrote {} ({})", dst.name(), outcome.root.digest);
     } else {
-        let config = outcome.root.config()?.map(|c| c.digest.to_string()).unwrap_or_default();
+        let config = outcome
+            .root
+            .config()?
+            .map(|c| c.digest.to_string())
+            .unwrap_or_default();
         let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
     }
     for img in &outcome.images {
-        let platform = img.platform.as_ref().map(ToString::to_string).unwrap_or_default();
-        let profiles = if img.profiles.is_empty() { "none".to_string() } else { img.profiles.join(", ") };
+        let platform = img
+            .platform
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let profiles = if img.profiles.is_empty() {
+            "none".to_string()
+        } else {
+            img.profiles.join(", ")
+        };
         let _ = writeln!(err, "  {platform} (profiles: {profiles})");
         if !dry_run {
-            let saved = 100.0 * (1.0 - img.output.compressed_bytes as f64 / img.source.compressed_bytes.max(1) as f64);
+            let saved = 100.0
+                * (1.0
+                    - img.output.compressed_bytes as f64
+                        / img.source.compressed_bytes.max(1) as f64);
             let _ = writeln!(
                 err,
                 "    compressed {} -> {} ({saved:.0}% smaller); uncompressed {} -> {}; layers {} -> {}; files {} -> {}",
@@ -199,17 +220,28 @@ fn print_summary(
             img.hardlinked.files,
             human_bytes(img.hardlinked.bytes),
         );
-        let mut cats: Vec<(&String, &crate::transform::filter::Count)> = img.removed.by_category.iter().collect();
+        let mut cats: Vec<(&String, &crate::transform::filter::Count)> =
+            img.removed.by_category.iter().collect();
         cats.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0)));
         for (cat, c) in cats {
-            let _ = writeln!(err, "      {cat:<24} {:>7} files {:>10}", c.files, human_bytes(c.bytes));
+            let _ = writeln!(
+                err,
+                "      {cat:<24} {:>7} files {:>10}",
+                c.files,
+                human_bytes(c.bytes)
+            );
         }
         if !img.kept_by_safety.is_empty() {
-            let mut by_reason: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+            let mut by_reason: std::collections::BTreeMap<&str, usize> =
+                std::collections::BTreeMap::new();
             for (_, r) in &img.kept_by_safety {
                 *by_reason.entry(r.as_str()).or_default() += 1;
             }
-            let _ = writeln!(err, "    kept by safety: {} paths", img.kept_by_safety.len());
+            let _ = writeln!(
+                err,
+                "    kept by safety: {} paths",
+                img.kept_by_safety.len()
+            );
             for (r, n) in by_reason.iter().take(12) {
                 let _ = writeln!(err, "      {n:>5}  {r}");
             }
@@ -228,7 +260,8 @@ fn print_summary(
     if dry_run {
         return Ok(());
     }
-    if keeps_manifests && outcome.images.is_empty() && outcome.root.digest == outcome.source_digest {
+    if keeps_manifests && outcome.images.is_empty() && outcome.root.digest == outcome.source_digest
+    {
         let _ = writeln!(err, "  same manifest digest as the source");
     }
     let _ = writeln!(
@@ -263,10 +296,18 @@ fn rewrite_options(
             KeepBase::Image(open_source(&r, client)?)
         }
     };
-    let profiles = ProfileSet::resolve(&args.profile, &args.keep, &args.remove, !args.no_safety_keeps)
-        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let profiles = ProfileSet::resolve(
+        &args.profile,
+        &args.keep,
+        &args.remove,
+        !args.no_safety_keeps,
+    )
+    .map_err(|e| UsageError(format!("{e:#}")))?;
     if args.keep_base.is_some() && args.squash == Squash::None {
-        return Err(UsageError("--keep-base keeps layers below one squashed layer: it needs --squash all".into()).into());
+        return Err(UsageError(
+            "--keep-base keeps layers below one squashed layer: it needs --squash all".into(),
+        )
+        .into());
     }
     let compression = args.compression.map(|c| match c {
         CompressionArg::Gzip => Compression::Gzip,

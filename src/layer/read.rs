@@ -107,9 +107,11 @@ pub fn index_layer(
             parser.join().expect("tar parser thread panicked"),
         )
     });
-    // The decoder's error is the cause when both fail (the parser then only
-    // saw the stream stop).
-    let compression = decoded?;
+    // When both fail, one stopped because the other did: report the cause.
+    let compression = match (decoded, &parsed) {
+        (Err(e), Err(_)) if is_broken_pipe(&e) => return parsed.map(|_| unreachable!()),
+        (d, _) => d?,
+    };
     let (entries, diff_id, uncompressed_size) = parsed?;
     if let Some(expected) = expected_diff_id
         && expected != &diff_id
@@ -124,6 +126,13 @@ pub fn index_layer(
         diff_id,
         uncompressed_size,
         compression,
+    })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
 }
 

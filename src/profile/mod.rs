@@ -121,7 +121,12 @@ impl Profile {
             extends: file.extends,
             detect_always: file.detect.always,
             detect_os: file.detect.os_release_ids,
-            detect_paths: file.detect.paths.iter().map(|g| normalize_glob(g)).collect(),
+            detect_paths: file
+                .detect
+                .paths
+                .iter()
+                .map(|g| normalize_glob(g))
+                .collect(),
             prune_dev_dependencies: file.prune_dev_dependencies,
             rules,
             origin: origin.to_string(),
@@ -155,7 +160,9 @@ fn glob_set<'a>(globs: impl IntoIterator<Item = &'a String>) -> GlobSet {
 pub fn builtins() -> Vec<Profile> {
     BUILTIN
         .iter()
-        .map(|(name, text)| Profile::parse(text, &format!("{name} (built-in)")).expect("built-in profiles parse"))
+        .map(|(name, text)| {
+            Profile::parse(text, &format!("{name} (built-in)")).expect("built-in profiles parse")
+        })
         .collect()
 }
 
@@ -166,12 +173,17 @@ pub fn load(spec: &str) -> Result<Profile> {
     }
     if spec.contains('/') || spec.ends_with(".toml") {
         let path = Path::new(spec);
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading profile {spec}"))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading profile {spec}"))?;
         return Ok(Profile::parse(&text, spec)?);
     }
     Err(ProfileError::Unknown {
         name: spec.to_string(),
-        known: BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+        known: BUILTIN
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
     .into())
 }
@@ -192,10 +204,20 @@ pub struct ProfileSet {
 impl ProfileSet {
     /// Parses `--profile a,b,./c.toml` (or `auto`, or `none`) with the
     /// `--keep`/`--remove` overrides.
-    pub fn resolve(spec: &str, keep: &[String], remove: &[String], safety: bool) -> Result<ProfileSet> {
-        let names: Vec<&str> = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    pub fn resolve(
+        spec: &str,
+        keep: &[String],
+        remove: &[String],
+        safety: bool,
+    ) -> Result<ProfileSet> {
+        let names: Vec<&str> = spec
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         for g in keep.iter().chain(remove) {
-            glob(&normalize_glob(g)).map_err(|reason| anyhow::anyhow!("bad glob {g:?} in --keep/--remove: {reason}"))?;
+            glob(&normalize_glob(g))
+                .map_err(|reason| anyhow::anyhow!("bad glob {g:?} in --keep/--remove: {reason}"))?;
         }
         let keep = keep.iter().map(|g| normalize_glob(g)).collect();
         let remove = remove.iter().map(|g| normalize_glob(g)).collect();
@@ -257,7 +279,11 @@ impl ProfileSet {
         let names = if self.auto {
             "auto".to_string()
         } else {
-            self.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(",")
+            self.profiles
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let d = Digest::sha256_of(text.as_bytes());
         format!("{names}@{}", &d.hex()[..12])
@@ -273,7 +299,10 @@ impl ProfileSet {
                 add_with_extends(p.clone(), &mut all, &mut Vec::new())?;
             }
             let names: HashSet<String> = all.iter().map(|p| p.name.clone()).collect();
-            self.profiles.iter().filter(|p| names.contains(&p.name)).collect()
+            self.profiles
+                .iter()
+                .filter(|p| names.contains(&p.name))
+                .collect()
         } else {
             self.profiles.iter().collect()
         };
@@ -334,7 +363,11 @@ fn add_with_extends(p: Profile, out: &mut Vec<Profile>, chain: &mut Vec<String>)
     }
     chain.push(p.name.clone());
     for parent in &p.extends {
-        add_with_extends(load(parent).with_context(|| format!("profile {} extends {parent}", p.name))?, out, chain)?;
+        add_with_extends(
+            load(parent).with_context(|| format!("profile {} extends {parent}", p.name))?,
+            out,
+            chain,
+        )?;
     }
     chain.pop();
     out.push(p);
@@ -350,7 +383,8 @@ pub fn detect<'a>(candidates: &'a [Profile], tree: &dyn TreeView) -> Vec<&'a Pro
         let by_os = p.detect_os.iter().any(|id| os.iter().any(|o| o == id));
         let by_path = !p.detect_paths.is_empty() && {
             let set = glob_set(&p.detect_paths);
-            tree.paths().any(|path| set.is_match(&*String::from_utf8_lossy(path)))
+            tree.paths()
+                .any(|path| set.is_match(&*String::from_utf8_lossy(path)))
         };
         if p.detect_always || by_os || by_path {
             picked.push(p);
@@ -412,7 +446,9 @@ impl CompiledFilter {
             }
             if let Some(cat) = self.rules.category(path) {
                 match self.safe.reason(path) {
-                    Some(reason) => saved.push((crate::layer::entry::display(path), reason.to_string())),
+                    Some(reason) => {
+                        saved.push((crate::layer::entry::display(path), reason.to_string()))
+                    }
                     None => {
                         decisions.insert(path.to_vec(), cat.to_string());
                     }
@@ -430,10 +466,15 @@ impl CompiledFilter {
                 if self.rules.keep.is_match(&*s) || self.safe.reason(dir).is_some() {
                     continue;
                 }
-                let Some((cat, _)) = self.rules.dirs.iter().find(|(_, set)| set.is_match(&*s)) else { continue };
+                let Some((cat, _)) = self.rules.dirs.iter().find(|(_, set)| set.is_match(&*s))
+                else {
+                    continue;
+                };
                 let all_gone = paths[i + 1..]
                     .iter()
-                    .take_while(|p| p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/')
+                    .take_while(|p| {
+                        p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
+                    })
                     .all(|p| tree.kind(p) == Some(Kind::Dir) || decisions.contains_key(*p));
                 if all_gone {
                     decisions.insert(dir.to_vec(), cat.clone());
@@ -480,7 +521,11 @@ mod tests {
         assert_eq!(names, sorted, "keep BUILTIN sorted");
         for p in builtins() {
             assert!(!p.description.is_empty(), "{} has a description", p.name);
-            assert!(BUILTIN.iter().any(|(n, _)| *n == p.name), "{}: file name and name agree", p.name);
+            assert!(
+                BUILTIN.iter().any(|(n, _)| *n == p.name),
+                "{}: file name and name agree",
+                p.name
+            );
             for parent in &p.extends {
                 assert!(load(parent).is_ok(), "{} extends unknown {parent}", p.name);
             }
@@ -489,7 +534,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_globs_are_named() {
-        let e = Profile::parse("name = \"x\"\ndescription = \"d\"\nremoev = []\n", "my.toml").unwrap_err();
+        let e = Profile::parse(
+            "name = \"x\"\ndescription = \"d\"\nremoev = []\n",
+            "my.toml",
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("my.toml") && msg.contains("remoev"), "{msg}");
         let e = Profile::parse(
@@ -498,7 +547,10 @@ mod tests {
         )
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("my.toml") && msg.contains("usr/[share") && msg.contains("rule 1"), "{msg}");
+        assert!(
+            msg.contains("my.toml") && msg.contains("usr/[share") && msg.contains("rule 1"),
+            "{msg}"
+        );
         let e = Profile::parse("name = \"x\"\ndescription = \"d\"\n[[rule]]\ncategory = \"c\"\nremove = [\"a\"]\nkeeps = []\n", "f.toml").unwrap_err();
         assert!(e.to_string().contains("keeps"), "{e}");
     }
@@ -509,7 +561,198 @@ mod tests {
         let names: Vec<&str> = set.profiles.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, vec!["base", "debian", "ubuntu", "python"]);
         assert!(ProfileSet::resolve("nosuch", &[], &[], true).is_err());
-        assert!(ProfileSet::resolve("none", &[], &[], true).unwrap().is_none());
+        assert!(
+            ProfileSet::resolve("none", &[], &[], true)
+                .unwrap()
+                .is_none()
+        );
         assert!(ProfileSet::resolve("auto,debian", &[], &[], true).is_err());
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::tree::testing::MemTree;
+    use super::*;
+
+    fn tree() -> MemTree {
+        MemTree::default()
+            .file("etc/os-release", 0o644, b"ID=debian\n")
+            .file("etc/apt/sources.list", 0o644, b"deb x")
+            .file("var/lib/apt/lists/deb_Packages", 0o644, b"x")
+            .file("var/cache/apt/archives/x.deb", 0o644, b"x")
+            .file("usr/share/doc/pkg/README", 0o644, b"x")
+            .file("usr/share/doc/pkg/copyright", 0o644, b"x")
+            .file("usr/share/man/man1/ls.1.gz", 0o644, b"x")
+            .dir("usr/share/man/man8")
+            .file("usr/share/locale/de/LC_MESSAGES/x.mo", 0o644, b"x")
+            .file("usr/share/locale/locale.alias", 0o644, b"x")
+            .file("usr/share/info/x.info.gz", 0o644, b"x")
+            .file("usr/lib/x86_64-linux-gnu/libz.a", 0o644, b"x")
+            .file("usr/include/stdio.h", 0o644, b"x")
+            .file("var/lib/dpkg/status", 0o644, b"x")
+            .file("var/lib/dpkg/status-old", 0o644, b"x")
+            .file("tmp/build.log", 0o644, b"x")
+            .file("var/log/apt/history.log", 0o644, b"x")
+            .file("root/.cache/pip/wheels/a.whl", 0o644, b"x")
+            .file("usr/bin/python3", 0o755, b"\x7fELF")
+            .file(
+                "usr/lib/python3/dist-packages/numpy/_core/tests/test_a.py",
+                0o644,
+                b"x",
+            )
+            .file(
+                "usr/lib/python3/dist-packages/numpy/testing/__init__.py",
+                0o644,
+                b"x",
+            )
+            .file(
+                "usr/lib/python3/dist-packages/numpy/__pycache__/x.cpython-311.pyc",
+                0o644,
+                b"x",
+            )
+            .file("usr/bin/node", 0o755, b"\x7fELF")
+            .file("app/node_modules/x/README.md", 0o644, b"x")
+            .file("app/node_modules/x/LICENSE.md", 0o644, b"x")
+            .file("app/node_modules/x/index.js", 0o644, b"x")
+            .file("app/node_modules/x/index.js.map", 0o644, b"x")
+            .file("app/node_modules/x/types.d.ts", 0o644, b"x")
+            .file("app/node_modules/x/src/a.ts", 0o644, b"x")
+            .file("app/node_modules/x/test/t.js", 0o644, b"x")
+            .file("root/.npm/_cacache/index/ab", 0o644, b"x")
+            .file("opt/fixtures/big.bin", 0o644, b"x")
+    }
+
+    fn compiled(spec: &str, keep: &[&str], remove: &[&str]) -> CompiledFilter {
+        let keep: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+        let remove: Vec<String> = remove.iter().map(|s| s.to_string()).collect();
+        let set = ProfileSet::resolve(spec, &keep, &remove, true).unwrap();
+        set.compile(&tree(), &serde_json::json!({})).unwrap()
+    }
+
+    fn verdict(f: &CompiledFilter, path: &str) -> Option<String> {
+        let t = tree();
+        let kind = t.kind(path.as_bytes()).expect("path in the test tree");
+        f.remove(path.as_bytes(), kind).map(str::to_string)
+    }
+
+    #[test]
+    fn each_category_removes_what_it_says_and_keeps_its_keeps() {
+        let f = compiled("debian,python,node", &[], &[]);
+        let cases: &[(&str, Option<&str>)] = &[
+            (
+                "var/lib/apt/lists/deb_Packages",
+                Some("package-manager-lists"),
+            ),
+            ("var/cache/apt/archives/x.deb", Some("package-cache")),
+            ("usr/share/doc/pkg/README", Some("docs")),
+            ("usr/share/doc/pkg/copyright", None),
+            ("usr/share/man/man1/ls.1.gz", Some("man")),
+            ("usr/share/man/man8", None),
+            ("usr/share/man/man1", None),
+            ("usr/share/locale/de/LC_MESSAGES/x.mo", Some("locale")),
+            ("usr/share/locale/locale.alias", None),
+            ("usr/share/info/x.info.gz", Some("info")),
+            ("usr/lib/x86_64-linux-gnu/libz.a", Some("static-libs")),
+            ("usr/include/stdio.h", Some("headers")),
+            ("var/lib/dpkg/status-old", Some("dpkg-leftovers")),
+            ("var/lib/dpkg/status", None),
+            ("etc/apt/sources.list", None),
+            ("tmp/build.log", Some("tmp")),
+            ("var/log/apt/history.log", Some("logs")),
+            ("root/.cache/pip/wheels/a.whl", Some("cache")),
+            (
+                "usr/lib/python3/dist-packages/numpy/_core/tests/test_a.py",
+                Some("tests"),
+            ),
+            (
+                "usr/lib/python3/dist-packages/numpy/_core/tests",
+                Some("tests"),
+            ),
+            (
+                "usr/lib/python3/dist-packages/numpy/testing/__init__.py",
+                None,
+            ),
+            (
+                "usr/lib/python3/dist-packages/numpy/__pycache__/x.cpython-311.pyc",
+                Some("bytecode"),
+            ),
+            (
+                "usr/lib/python3/dist-packages/numpy/__pycache__",
+                Some("bytecode"),
+            ),
+            ("app/node_modules/x/README.md", Some("docs")),
+            ("app/node_modules/x/LICENSE.md", None),
+            ("app/node_modules/x/index.js", None),
+            ("app/node_modules/x/index.js.map", Some("source-maps")),
+            ("app/node_modules/x/types.d.ts", None),
+            ("app/node_modules/x/src/a.ts", Some("typescript-sources")),
+            ("app/node_modules/x/test/t.js", Some("tests")),
+            ("root/.npm/_cacache/index/ab", Some("cache")),
+            ("root/.npm/_cacache", Some("cache")),
+            ("root/.npm", None),
+            ("tmp", None),
+            ("opt/fixtures/big.bin", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(verdict(&f, path).as_deref(), *want, "{path}");
+        }
+    }
+
+    #[test]
+    fn overrides_keep_and_remove() {
+        let f = compiled("python", &["**/__pycache__/**"], &["/opt/fixtures/**"]);
+        assert_eq!(
+            verdict(
+                &f,
+                "usr/lib/python3/dist-packages/numpy/__pycache__/x.cpython-311.pyc"
+            ),
+            None
+        );
+        assert_eq!(verdict(&f, "opt/fixtures/big.bin").as_deref(), Some("user"));
+        // Only what python (and base) say: Debian's rules are not in effect.
+        assert_eq!(verdict(&f, "usr/share/doc/pkg/README"), None);
+        assert_eq!(verdict(&f, "tmp/build.log").as_deref(), Some("tmp"));
+    }
+
+    #[test]
+    fn auto_detects_the_distro_and_runtimes() {
+        let f = compiled("auto", &[], &[]);
+        assert_eq!(f.chosen, vec!["base", "debian", "node", "python"]);
+        let alpine = MemTree::default()
+            .file("etc/os-release", 0o644, b"ID=alpine\n")
+            .file("bin/busybox", 0o755, b"x");
+        let set = ProfileSet::resolve("auto", &[], &[], true).unwrap();
+        assert_eq!(
+            set.compile(&alpine, &serde_json::json!({})).unwrap().chosen,
+            vec!["alpine", "base"]
+        );
+    }
+
+    #[test]
+    fn safety_saves_the_entrypoint_from_a_rule_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strip-bin.toml");
+        std::fs::write(
+            &path,
+            "name = \"strip-bin\"\ndescription = \"too eager\"\n[[rule]]\ncategory = \"binaries\"\nremove = [\"usr/bin/**\"]\n",
+        )
+        .unwrap();
+        let set = ProfileSet::resolve(path.to_str().unwrap(), &[], &[], true).unwrap();
+        let config = serde_json::json!({"config": {"Entrypoint": ["node"]}});
+        let f = set.compile(&tree(), &config).unwrap();
+        assert_eq!(f.remove(b"usr/bin/node", Kind::File), None);
+        assert_eq!(f.remove(b"usr/bin/python3", Kind::File), Some("binaries"));
+        assert!(
+            f.kept_by_safety
+                .iter()
+                .any(|(p, r)| p == "/usr/bin/node" && r.contains("entrypoint")),
+            "{:?}",
+            f.kept_by_safety
+        );
+        // Without safety keeps, the rule wins.
+        let set = ProfileSet::resolve(path.to_str().unwrap(), &[], &[], false).unwrap();
+        let f = set.compile(&tree(), &config).unwrap();
+        assert_eq!(f.remove(b"usr/bin/node", Kind::File), Some("binaries"));
     }
 }

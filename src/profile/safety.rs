@@ -32,7 +32,10 @@ impl SafetyKeeps {
             return Some(r);
         }
         let s = String::from_utf8_lossy(path);
-        self.statics.iter().find(|(set, _)| set.is_match(&*s)).map(|(_, r)| *r)
+        self.statics
+            .iter()
+            .find(|(set, _)| set.is_match(&*s))
+            .map(|(_, r)| *r)
     }
 
     fn keep(&mut self, path: &[u8], reason: String) {
@@ -56,21 +59,48 @@ impl SafetyKeeps {
 const STATIC: &[(&str, &[&str])] = &[
     (
         "licence or copyright file",
-        &["usr/share/doc/*/copyright", "**/LICENSE*", "**/LICENCE*", "**/COPYING*", "**/NOTICE*", "**/license", "**/license.*", "**/licence", "**/licence.*"],
+        &[
+            "usr/share/doc/*/copyright",
+            "**/LICENSE*",
+            "**/LICENCE*",
+            "**/COPYING*",
+            "**/NOTICE*",
+            "**/license",
+            "**/license.*",
+            "**/licence",
+            "**/licence.*",
+        ],
     ),
-    ("CA certificates", &["etc/ssl/**", "etc/pki/**", "usr/share/ca-certificates/**", "usr/local/share/ca-certificates/**"]),
+    (
+        "CA certificates",
+        &[
+            "etc/ssl/**",
+            "etc/pki/**",
+            "usr/share/ca-certificates/**",
+            "usr/local/share/ca-certificates/**",
+        ],
+    ),
     ("zoneinfo", &["usr/share/zoneinfo/**"]),
     ("/etc", &["etc/**"]),
 ];
 
 /// The keeps for one image. `would_remove` says what the profile rules
 /// alone would remove (to know which scripts and programs stay).
-pub fn compute(tree: &dyn TreeView, config: &Value, would_remove: &dyn Fn(&[u8]) -> bool) -> SafetyKeeps {
+pub fn compute(
+    tree: &dyn TreeView,
+    config: &Value,
+    would_remove: &dyn Fn(&[u8]) -> bool,
+) -> SafetyKeeps {
     let mut k = SafetyKeeps::default();
     for (reason, globs) in STATIC {
         let mut b = GlobSetBuilder::new();
         for g in *globs {
-            b.add(globset::GlobBuilder::new(g).literal_separator(true).build().expect("static globs"));
+            b.add(
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .expect("static globs"),
+            );
         }
         k.statics.push((b.build().expect("static globs"), reason));
     }
@@ -95,7 +125,11 @@ impl Env {
         let c = &config["config"];
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let env = strings(&c["Env"]);
@@ -112,9 +146,17 @@ impl Env {
         };
         Env {
             // Docker's default PATH when the image sets none.
-            path: split(var("PATH"), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            path: split(
+                var("PATH"),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ),
             ld_library_path: split(var("LD_LIBRARY_PATH"), ""),
-            workdir: c["WorkingDir"].as_str().unwrap_or("/").trim_start_matches('/').as_bytes().to_vec(),
+            workdir: c["WorkingDir"]
+                .as_str()
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .as_bytes()
+                .to_vec(),
             entrypoint: strings(&c["Entrypoint"]),
             cmd: strings(&c["Cmd"]),
         }
@@ -129,7 +171,8 @@ impl Env {
         self.path.iter().find_map(|dir| {
             let p = join(dir, name.as_bytes());
             let (real, _) = resolve(tree, &p)?;
-            (tree.kind(&real) == Some(Kind::File) && tree.mode(&real).unwrap_or(0) & 0o111 != 0).then_some(p)
+            (tree.kind(&real) == Some(Kind::File) && tree.mode(&real).unwrap_or(0) & 0o111 != 0)
+                .then_some(p)
         })
     }
 
@@ -153,8 +196,17 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 fn entrypoint(k: &mut SafetyKeeps, tree: &dyn TreeView, env: &Env) {
-    for (what, argv) in [("entrypoint", &env.entrypoint), ("cmd", &env.cmd)] {
-        let Some(first) = argv.first() else { continue };
+    // With an entrypoint, cmd is its arguments; without, cmd is the command.
+    let (what, argv): (&str, Vec<String>) = if env.entrypoint.is_empty() {
+        ("cmd", env.cmd.clone())
+    } else {
+        (
+            "entrypoint",
+            env.entrypoint.iter().chain(&env.cmd).cloned().collect(),
+        )
+    };
+    {
+        let Some(first) = argv.first() else { return };
         if let Some(p) = env.program(tree, first) {
             k.keep_resolved(tree, &p, &format!("{what} program {first}"));
         }
@@ -180,7 +232,10 @@ fn entrypoint(k: &mut SafetyKeeps, tree: &dyn TreeView, env: &Env) {
 }
 
 fn is_shell(p: &str) -> bool {
-    matches!(p.rsplit('/').next(), Some("sh" | "bash" | "dash" | "ash" | "zsh"))
+    matches!(
+        p.rsplit('/').next(),
+        Some("sh" | "bash" | "dash" | "ash" | "zsh")
+    )
 }
 
 /// The program a shell command line runs first (`FOO=1 exec app --x` -> `app`).
@@ -200,7 +255,12 @@ fn shebang(head: &[u8]) -> Option<(String, Option<String>)> {
     Some((interp, words.next().map(str::to_string)))
 }
 
-fn shebangs(k: &mut SafetyKeeps, tree: &dyn TreeView, env: &Env, would_remove: &dyn Fn(&[u8]) -> bool) {
+fn shebangs(
+    k: &mut SafetyKeeps,
+    tree: &dyn TreeView,
+    env: &Env,
+    would_remove: &dyn Fn(&[u8]) -> bool,
+) {
     let scripts: Vec<Vec<u8>> = tree
         .paths()
         .filter(|p| tree.kind(p) == Some(Kind::File) && tree.mode(p).unwrap_or(0) & 0o111 != 0)
@@ -208,8 +268,12 @@ fn shebangs(k: &mut SafetyKeeps, tree: &dyn TreeView, env: &Env, would_remove: &
         .map(<[u8]>::to_vec)
         .collect();
     for script in scripts {
-        let Some(head) = tree.read(&script, 256) else { continue };
-        let Some((interp, arg)) = shebang(&head) else { continue };
+        let Some(head) = tree.read(&script, 256) else {
+            continue;
+        };
+        let Some((interp, arg)) = shebang(&head) else {
+            continue;
+        };
         let shown = crate::layer::entry::display(&script);
         let reason = format!("interpreter of {shown}");
         k.keep_resolved(tree, interp.trim_start_matches('/').as_bytes(), &reason);
@@ -230,18 +294,38 @@ fn is_elf(tree: &dyn TreeView, p: &[u8]) -> bool {
     tree.kind(p) == Some(Kind::File) && tree.read(p, 4).is_some_and(|h| h == ELF_MAGIC)
 }
 
-fn elf_closure(k: &mut SafetyKeeps, tree: &dyn TreeView, env: &Env, would_remove: &dyn Fn(&[u8]) -> bool) {
+fn elf_closure(
+    k: &mut SafetyKeeps,
+    tree: &dyn TreeView,
+    env: &Env,
+    would_remove: &dyn Fn(&[u8]) -> bool,
+) {
     // Nothing to save unless the rules would remove some ELF file.
-    let elves: Vec<Vec<u8>> = tree.paths().filter(|p| is_elf(tree, p)).map(<[u8]>::to_vec).collect();
-    if !elves.iter().any(|p| would_remove(p) && k.reason(p).is_none()) {
+    let elves: Vec<Vec<u8>> = tree
+        .paths()
+        .filter(|p| is_elf(tree, p))
+        .map(<[u8]>::to_vec)
+        .collect();
+    if !elves
+        .iter()
+        .any(|p| would_remove(p) && k.reason(p).is_none())
+    {
         return;
     }
     let search = LibSearch::new(tree, env);
-    let mut queue: VecDeque<Vec<u8>> = elves.iter().filter(|p| !would_remove(p) || k.reason(p).is_some()).cloned().collect();
+    let mut queue: VecDeque<Vec<u8>> = elves
+        .iter()
+        .filter(|p| !would_remove(p) || k.reason(p).is_some())
+        .cloned()
+        .collect();
     let mut seen: HashSet<Vec<u8>> = queue.iter().cloned().collect();
     while let Some(path) = queue.pop_front() {
-        let Some(bytes) = tree.read(&path, MAX_ELF) else { continue };
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else { continue };
+        let Some(bytes) = tree.read(&path, MAX_ELF) else {
+            continue;
+        };
+        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+            continue;
+        };
         let shown = crate::layer::entry::display(&path);
         let origin = crate::layer::entry::split_parent(&path).0.to_vec();
         let mut needs: Vec<Vec<u8>> = Vec::new();
@@ -281,13 +365,20 @@ impl LibSearch {
             if !read.insert(f.clone()) {
                 continue;
             }
-            let Some((real, _)) = resolve(tree, &f) else { continue };
-            let Some(text) = tree.read(&real, 1 << 20) else { continue };
+            let Some((real, _)) = resolve(tree, &f) else {
+                continue;
+            };
+            let Some(text) = tree.read(&real, 1 << 20) else {
+                continue;
+            };
             for line in String::from_utf8_lossy(&text).lines() {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if let Some(pattern) = line.strip_prefix("include") {
                     let pattern = pattern.trim().trim_start_matches('/');
-                    if let Ok(g) = globset::GlobBuilder::new(pattern).literal_separator(true).build() {
+                    if let Ok(g) = globset::GlobBuilder::new(pattern)
+                        .literal_separator(true)
+                        .build()
+                    {
                         let m = g.compile_matcher();
                         let mut found: Vec<Vec<u8>> = tree
                             .paths()
@@ -298,7 +389,11 @@ impl LibSearch {
                         files.extend(found);
                     }
                 } else if !line.is_empty() {
-                    conf_dirs.extend(line.split([':', ',', ' ', '\t']).filter(|d| !d.is_empty()).map(|d| d.trim_start_matches('/').as_bytes().to_vec()));
+                    conf_dirs.extend(
+                        line.split([':', ',', ' ', '\t'])
+                            .filter(|d| !d.is_empty())
+                            .map(|d| d.trim_start_matches('/').as_bytes().to_vec()),
+                    );
                 }
             }
         }
@@ -312,13 +407,21 @@ impl LibSearch {
         }
     }
 
-    fn find(&self, tree: &dyn TreeView, name: &str, rpaths: &[&str], runpaths: &[&str], origin: &[u8]) -> Option<Vec<u8>> {
+    fn find(
+        &self,
+        tree: &dyn TreeView,
+        name: &str,
+        rpaths: &[&str],
+        runpaths: &[&str],
+        origin: &[u8],
+    ) -> Option<Vec<u8>> {
         let expand = |dirs: &[&str]| -> Vec<Vec<u8>> {
             dirs.iter()
                 .flat_map(|d| d.split(':'))
                 .map(|d| {
                     let o = String::from_utf8_lossy(origin);
-                    d.replace("$ORIGIN", &format!("/{o}")).replace("${ORIGIN}", &format!("/{o}"))
+                    d.replace("$ORIGIN", &format!("/{o}"))
+                        .replace("${ORIGIN}", &format!("/{o}"))
                 })
                 .map(|d| d.trim_start_matches('/').as_bytes().to_vec())
                 .collect()
@@ -345,14 +448,21 @@ pub fn dev_dependency_dirs(tree: &dyn TreeView) -> BTreeMap<Vec<u8>, String> {
     let mut out = BTreeMap::new();
     let locks: Vec<Vec<u8>> = tree
         .paths()
-        .filter(|p| p.ends_with(b"package-lock.json") && !p.windows(14).any(|w| w == b"/node_modules/"))
+        .filter(|p| {
+            p.ends_with(b"package-lock.json") && !p.windows(14).any(|w| w == b"/node_modules/")
+        })
         .filter(|p| p == b"package-lock.json" || p.ends_with(b"/package-lock.json"))
         .map(<[u8]>::to_vec)
         .collect();
     for lock in locks {
-        let Some(bytes) = tree.read(&lock, 64 << 20) else { continue };
+        let Some(bytes) = tree.read(&lock, 64 << 20) else {
+            continue;
+        };
         let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
-            tracing::warn!("{} is not JSON; its devDependencies stay", crate::layer::entry::display(&lock));
+            tracing::warn!(
+                "{} is not JSON; its devDependencies stay",
+                crate::layer::entry::display(&lock)
+            );
             continue;
         };
         let dir = crate::layer::entry::split_parent(&lock).0.to_vec();
@@ -372,7 +482,11 @@ pub fn dev_dependency_dirs(tree: &dyn TreeView) -> BTreeMap<Vec<u8>, String> {
             }
         } else if let Some(deps) = json["dependencies"].as_object() {
             // lockfileVersion 1: nested.
-            fn walk(deps: &serde_json::Map<String, Value>, prefix: &str, add: &mut dyn FnMut(&str)) {
+            fn walk(
+                deps: &serde_json::Map<String, Value>,
+                prefix: &str,
+                add: &mut dyn FnMut(&str),
+            ) {
                 for (name, dep) in deps {
                     let path = format!("{prefix}node_modules/{name}");
                     if dep["dev"].as_bool() == Some(true) {
@@ -408,21 +522,40 @@ mod tests {
             "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]}});
         let k = compute(&t, &config, &|_| true);
         assert!(k.reason(b"app/run.py").unwrap().contains("entrypoint"));
-        assert!(k.reason(b"usr/bin/python3.11").unwrap().contains("interpreter of /app/run.py"));
+        assert!(
+            k.reason(b"usr/bin/python3.11")
+                .unwrap()
+                .contains("interpreter of /app/run.py")
+        );
         assert!(k.reason(b"usr/bin/python3").is_some());
         assert!(k.reason(b"usr/bin/env").is_some());
-        assert!(k.reason(b"app/data.txt").unwrap().contains("cmd argument"));
+        assert!(
+            k.reason(b"app/data.txt")
+                .unwrap()
+                .contains("entrypoint argument")
+        );
         assert_eq!(k.reason(b"etc/passwd"), Some("/etc"));
-        assert_eq!(k.reason(b"usr/share/doc/x/copyright"), Some("licence or copyright file"));
+        assert_eq!(
+            k.reason(b"usr/share/doc/x/copyright"),
+            Some("licence or copyright file")
+        );
         assert_eq!(k.reason(b"usr/share/doc/x/README"), None);
     }
 
     #[test]
     fn shell_form_commands_keep_their_program() {
-        let t = MemTree::default().file("bin/sh", 0o755, b"\x7fELF").file("usr/local/bin/gunicorn", 0o755, b"#!/bin/sh\n");
+        let t = MemTree::default().file("bin/sh", 0o755, b"\x7fELF").file(
+            "usr/local/bin/gunicorn",
+            0o755,
+            b"#!/bin/sh\n",
+        );
         let config = serde_json::json!({"config": {"Cmd": ["/bin/sh", "-c", "FOO=1 exec gunicorn app:app"]}});
         let k = compute(&t, &config, &|_| false);
-        assert!(k.reason(b"usr/local/bin/gunicorn").unwrap().contains("cmd command gunicorn"));
+        assert!(
+            k.reason(b"usr/local/bin/gunicorn")
+                .unwrap()
+                .contains("cmd command gunicorn")
+        );
     }
 
     #[test]
@@ -439,7 +572,16 @@ mod tests {
             .dir("app/node_modules/express")
             .dir("app/node_modules/jest/node_modules/chalk");
         let dirs = dev_dependency_dirs(&t);
-        let keys: Vec<String> = dirs.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
-        assert_eq!(keys, vec!["app/node_modules/jest", "app/node_modules/jest/node_modules/chalk"]);
+        let keys: Vec<String> = dirs
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "app/node_modules/jest",
+                "app/node_modules/jest/node_modules/chalk"
+            ]
+        );
     }
 }

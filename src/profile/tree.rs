@@ -57,15 +57,20 @@ pub fn resolve(tree: &dyn TreeView, path: &[u8]) -> Option<(Vec<u8>, Vec<Vec<u8>
 }
 
 fn components(p: &[u8]) -> Vec<Vec<u8>> {
-    p.split(|b| *b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect()
+    p.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// ID and ID_LIKE of /etc/os-release (or /usr/lib/os-release).
 pub fn os_release_ids(tree: &dyn TreeView) -> Vec<String> {
-    let text = ["etc/os-release", "usr/lib/os-release"].iter().find_map(|p| {
-        let (real, _) = resolve(tree, p.as_bytes())?;
-        tree.read(&real, 64 << 10)
-    });
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| {
+            let (real, _) = resolve(tree, p.as_bytes())?;
+            tree.read(&real, 64 << 10)
+        });
     let Some(text) = text else { return Vec::new() };
     let mut ids = Vec::new();
     for line in String::from_utf8_lossy(&text).lines() {
@@ -93,17 +98,22 @@ pub mod testing {
     impl MemTree {
         pub fn file(mut self, p: &str, mode: u32, content: &[u8]) -> Self {
             self.parents(p);
-            self.nodes.insert(p.as_bytes().to_vec(), (Kind::File, mode, content.to_vec()));
+            self.nodes
+                .insert(p.as_bytes().to_vec(), (Kind::File, mode, content.to_vec()));
             self
         }
         pub fn link(mut self, p: &str, target: &str) -> Self {
             self.parents(p);
-            self.nodes.insert(p.as_bytes().to_vec(), (Kind::Symlink, 0o777, target.as_bytes().to_vec()));
+            self.nodes.insert(
+                p.as_bytes().to_vec(),
+                (Kind::Symlink, 0o777, target.as_bytes().to_vec()),
+            );
             self
         }
         pub fn dir(mut self, p: &str) -> Self {
             self.parents(p);
-            self.nodes.insert(p.as_bytes().to_vec(), (Kind::Dir, 0o755, Vec::new()));
+            self.nodes
+                .insert(p.as_bytes().to_vec(), (Kind::Dir, 0o755, Vec::new()));
             self
         }
         fn parents(&mut self, p: &str) {
@@ -124,7 +134,10 @@ pub mod testing {
             self.nodes.get(p).map(|n| n.1)
         }
         fn link_target(&self, p: &[u8]) -> Option<Vec<u8>> {
-            self.nodes.get(p).filter(|n| n.0 == Kind::Symlink).map(|n| n.2.clone())
+            self.nodes
+                .get(p)
+                .filter(|n| n.0 == Kind::Symlink)
+                .map(|n| n.2.clone())
         }
         fn read(&self, p: &[u8], limit: usize) -> Option<Vec<u8>> {
             self.nodes
@@ -150,13 +163,20 @@ mod tests {
             .link("usr/bin/python3", "python3.11")
             .file("usr/bin/python3.11", 0o755, b"\x7fELF")
             .link("etc/os-release", "../usr/lib/os-release")
-            .file("usr/lib/os-release", 0o644, b"ID=debian\nID_LIKE=\"ubuntu foo\"\n")
+            .file(
+                "usr/lib/os-release",
+                0o644,
+                b"ID=debian\nID_LIKE=\"ubuntu foo\"\n",
+            )
             .link("loop", "loop");
         let (p, links) = resolve(&t, b"bin/python3").unwrap();
         assert_eq!(p, b"usr/bin/python3.11");
         assert_eq!(links, vec![b"bin".to_vec(), b"usr/bin/python3".to_vec()]);
         assert_eq!(os_release_ids(&t), vec!["debian", "ubuntu", "foo"]);
         assert!(resolve(&t, b"loop/x").is_none());
-        assert_eq!(resolve(&t, b"/usr/../usr/bin/python3.11").unwrap().0, b"usr/bin/python3.11");
+        assert_eq!(
+            resolve(&t, b"/usr/../usr/bin/python3.11").unwrap().0,
+            b"usr/bin/python3.11"
+        );
     }
 }

@@ -468,7 +468,11 @@ pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_
     for li in 0..base_layers {
         m.apply_layer(li)?;
     }
-    let base_nodes = if base_layers > 0 { m.nodes.clone() } else { BTreeMap::new() };
+    let base_nodes = if base_layers > 0 {
+        m.nodes.clone()
+    } else {
+        BTreeMap::new()
+    };
     m.shadowed = Count::default();
     for li in base_layers..layers.len() {
         m.apply_layer(li)?;
@@ -543,7 +547,11 @@ impl TreeView for Merged<'_> {
 
 /// Squashes `layers` (bottom first) into one output layer; the first
 /// `opts.base_layers` stay below it unchanged.
-pub fn squash(layers: &[Arc<LayerIndex>], opts: SquashOptions, filter: &dyn PathFilter) -> Result<(Plan, SquashStats)> {
+pub fn squash(
+    layers: &[Arc<LayerIndex>],
+    opts: SquashOptions,
+    filter: &dyn PathFilter,
+) -> Result<(Plan, SquashStats)> {
     Ok(merge(layers, opts.base_layers)?.squash(opts.hardlink_dedup, filter))
 }
 

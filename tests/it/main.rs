@@ -4,5 +4,6 @@ mod copy;
 mod errors;
 mod harness;
 mod harness_tests;
+mod profiles;
 mod rewrite;
 mod squash_model;
