@@ -33,5 +33,6 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod rewrite;
+pub mod settings;
 pub mod transform;
 pub mod transport;

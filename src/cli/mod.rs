@@ -114,9 +114,11 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             print_error(&e);
-            let usage = e
-                .chain()
-                .any(|c| c.is::<UsageError>() || c.is::<crate::reference::ReferenceError>());
+            let usage = e.chain().any(|c| {
+                c.is::<UsageError>()
+                    || c.is::<crate::reference::ReferenceError>()
+                    || c.is::<crate::settings::SettingsError>()
+            });
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
         }
     }

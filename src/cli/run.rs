@@ -1,20 +1,18 @@
 //! `slim SOURCE -o DEST`: the main command.
 
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::{GlobalArgs, Squash, UsageError};
+use super::{GlobalArgs, Squash};
 use crate::copy::{CopyOptions, copy_image};
-use crate::image::media::Compression;
-use crate::image::{Descriptor, Platform};
-use crate::profile::ProfileSet;
+use crate::image::Descriptor;
 use crate::progress::{BlobOutcome, Reporter};
 use crate::reference::ImageRef;
-use crate::rewrite::{Format, KeepBase, RewriteOptions, SquashMode};
+use crate::settings::Settings;
 use crate::transport::{open_dest, open_source};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,16 +100,39 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// A faithful copy: nothing about the layers is to change.
-    fn is_plain_copy(&self) -> bool {
-        self.squash == Squash::None
-            && self.profile == "none"
-            && self.remove.is_empty()
-            && !self.dry_run
-            && self.compression.is_none()
-            && self.level.is_none()
-            && self.format.is_none()
-            && self.keep_base.is_none()
+    /// The flags as settings.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            squash: Some(match self.squash {
+                Squash::All => "all".into(),
+                Squash::None => "none".into(),
+            }),
+            keep_base: self.keep_base.clone(),
+            profile: Some(self.profile.clone()),
+            keep: self.keep.clone(),
+            remove: self.remove.clone(),
+            safety_keeps: Some(!self.no_safety_keeps),
+            compression: self.compression.map(|c| {
+                match c {
+                    CompressionArg::Gzip => "gzip",
+                    CompressionArg::Zstd => "zstd",
+                    CompressionArg::None => "none",
+                }
+                .to_string()
+            }),
+            level: self.level,
+            format: self.format.map(|f| {
+                match f {
+                    FormatArg::Oci => "oci",
+                    FormatArg::Docker => "docker",
+                }
+                .to_string()
+            }),
+            hardlink_dedup: Some(!self.no_hardlink_dedup),
+            platforms: self.platform.clone(),
+            threads: self.threads,
+            max_layer_gib: Some(self.max_layer_gib),
+        }
     }
 }
 
@@ -119,17 +140,10 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let started = Instant::now();
     let source: ImageRef = args.source.as_deref().unwrap_or_default().parse()?;
     let output: ImageRef = args.output.as_deref().unwrap_or_default().parse()?;
-    let platforms = args
-        .platform
-        .iter()
-        .map(|p| Platform::parse(p).map_err(UsageError))
-        .collect::<Result<Vec<_>, _>>()?;
+    let settings = args.settings();
+    let platforms = settings.platforms()?;
     let client = global.client()?;
-    let rewrite = if args.is_plain_copy() {
-        None
-    } else {
-        Some(rewrite_options(&args, &client)?)
-    };
+    let rewrite = settings.rewrite(&client, args.dry_run)?;
     let src = open_source(&source, &client)?;
     let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
         Box::new(crate::transport::Discard::new()?)
@@ -279,92 +293,6 @@ fn print_summary(
         let _ = writeln!(err, "  platforms: {}", ps.join(", "));
     }
     Ok(())
-}
-
-fn rewrite_options(
-    args: &RunArgs,
-    client: &Arc<crate::registry::RegistryClient>,
-) -> Result<RewriteOptions> {
-    let keep_base = match args.keep_base.as_deref() {
-        None => KeepBase::None,
-        Some(s) if s.chars().all(|c| c.is_ascii_digit()) => KeepBase::Count(
-            s.parse()
-                .map_err(|_| UsageError(format!("--keep-base {s}: not a number")))?,
-        ),
-        Some(s) => {
-            let r: ImageRef = s.parse().with_context(|| format!("--keep-base {s}"))?;
-            KeepBase::Image(open_source(&r, client)?)
-        }
-    };
-    let profiles = ProfileSet::resolve(
-        &args.profile,
-        &args.keep,
-        &args.remove,
-        !args.no_safety_keeps,
-    )
-    .map_err(|e| UsageError(format!("{e:#}")))?;
-    if args.keep_base.is_some() && args.squash == Squash::None {
-        return Err(UsageError(
-            "--keep-base keeps layers below one squashed layer: it needs --squash all".into(),
-        )
-        .into());
-    }
-    let compression = args.compression.map(|c| match c {
-        CompressionArg::Gzip => Compression::Gzip,
-        CompressionArg::Zstd => Compression::Zstd,
-        CompressionArg::None => Compression::None,
-    });
-    if let (Some(l), Some(c)) = (args.level, compression) {
-        let ok = match c {
-            Compression::Gzip => (0..=9).contains(&l),
-            Compression::Zstd => (1..=22).contains(&l),
-            Compression::None => true,
-        };
-        if !ok {
-            return Err(UsageError(format!("--level {l} is out of range for {}", c.name())).into());
-        }
-    }
-    let format = args.format.map(|f| match f {
-        FormatArg::Oci => Format::Oci,
-        FormatArg::Docker => Format::Docker,
-    });
-    let squash = match args.squash {
-        Squash::All => SquashMode::All,
-        Squash::None => SquashMode::None,
-    };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let settings = format!(
-        "squash={} keep-base={} profile={} compression={} level={} format={} hardlink-dedup={}",
-        match squash {
-            SquashMode::All => "all",
-            SquashMode::None => "none",
-        },
-        args.keep_base.as_deref().unwrap_or("0"),
-        profiles.fingerprint(),
-        compression.map_or("source", |c| c.name()),
-        args.level.map_or("default".to_string(), |l| l.to_string()),
-        match format {
-            Some(Format::Oci) => "oci",
-            Some(Format::Docker) => "docker",
-            None => "source",
-        },
-        !args.no_hardlink_dedup,
-    );
-    Ok(RewriteOptions {
-        squash,
-        keep_base,
-        compression,
-        level: args.level,
-        format,
-        hardlink_dedup: !args.no_hardlink_dedup,
-        threads,
-        profiles,
-        dry_run: args.dry_run,
-        settings,
-        max_layer_bytes: args.max_layer_gib.saturating_mul(1 << 30),
-    })
 }
 
 pub fn human_bytes(n: u64) -> String {
