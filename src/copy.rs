@@ -465,6 +465,7 @@ impl Copier<'_> {
             }
             BlobOutcome::Existed => st.blobs_existing += 1,
             BlobOutcome::Mounted => st.blobs_mounted += 1,
+            BlobOutcome::Read => {}
         }
     }
 }

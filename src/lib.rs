@@ -18,6 +18,7 @@
 //! config     -> image/config.rs  diff_ids and history rewritten together
 //! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
 //! progress   -> progress.rs      events for the CLI to draw
+//! report     -> report.rs        JSON, table and Markdown of what a run did
 //! ```
 //!
 //! `cli/` parses arguments and prints; nothing below it writes to the
@@ -32,6 +33,7 @@ pub mod profile;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod report;
 pub mod rewrite;
 pub mod settings;
 pub mod transform;

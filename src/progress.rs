@@ -14,6 +14,8 @@ pub enum BlobOutcome {
     Existed,
     /// Mounted from another repository of the same registry.
     Mounted,
+    /// Read and decoded (a layer being slimmed).
+    Read,
 }
 
 pub trait Reporter: Send + Sync {
@@ -22,6 +24,12 @@ pub trait Reporter: Send + Sync {
     /// `bytes` more bytes of the blob were read.
     fn blob_progress(&self, _desc: &Descriptor, _bytes: u64) {}
     fn blob_done(&self, _desc: &Descriptor, _outcome: BlobOutcome) {}
+    /// slim starts writing a new layer of about `estimate` tar bytes.
+    fn layer_start(&self, _id: u64, _label: &str, _estimate: u64) {}
+    /// `bytes` more tar bytes of layer `id` were written.
+    fn layer_progress(&self, _id: u64, _bytes: u64) {}
+    /// Layer `id` is written (and pushed, where pushing streams).
+    fn layer_done(&self, _id: u64, _desc: &Descriptor) {}
     /// Something the user should know (a conversion, a skipped platform).
     fn note(&self, _message: &str) {}
 }

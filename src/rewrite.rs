@@ -274,14 +274,24 @@ impl Copier<'_> {
             let tee = stream
                 .as_mut()
                 .map(|s| &mut **s as &mut (dyn std::io::Write + Send));
+            let id = LAYER_IDS.fetch_add(1, Ordering::Relaxed) as u64;
+            let estimate = plan_bytes(plan, &indexes);
+            self.reporter.layer_start(id, "writing layer", estimate);
+            let reporter = self.reporter;
             let encoded = encode::encode(self.dst.staging_dir(), codec, tee, |w| {
-                write_plan(w, plan, &indexes)
+                let mut counted = CountingWriter {
+                    inner: w,
+                    id,
+                    reporter,
+                };
+                write_plan(&mut counted, plan, &indexes)
             })
             .with_context(|| format!("writing a layer for {}", self.dst.name()))?;
             tracing::info!(elapsed = ?t.elapsed(), bytes = encoded.uncompressed_size, "encoded");
             let desc = Descriptor::new(layer_type, encoded.digest.clone(), encoded.size);
             let stream = stream.filter(|_| encoded.tee_ok);
             self.put_new_blob(&desc, encoded.file, stream)?;
+            self.reporter.layer_done(id, &desc);
             removed.merge(&stats.removed);
             shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
             hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
@@ -497,8 +507,11 @@ impl Copier<'_> {
                             let reader = ProgressReader::new(reader, desc, self.reporter);
                             index_layer(reader, &what, Some(&diff_ids[*i]), &spool_dir, &idx_opts)
                         });
-                        if r.is_err() {
-                            failed.store(true, Ordering::SeqCst);
+                        match &r {
+                            Ok(_) => self
+                                .reporter
+                                .blob_done(desc, crate::progress::BlobOutcome::Read),
+                            Err(_) => failed.store(true, Ordering::SeqCst),
                         }
                         *results[k].lock().expect("result lock") = Some(r);
                     }
@@ -568,6 +581,45 @@ impl Copier<'_> {
         file.write_all(bytes)?;
         file.flush()?;
         self.put_new_blob(desc, file, None)
+    }
+}
+
+/// Numbers the new layers for progress reports.
+static LAYER_IDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Roughly the tar bytes a plan writes: contents plus a header per entry.
+fn plan_bytes(plan: &crate::transform::squash::Plan, layers: &[Arc<LayerIndex>]) -> u64 {
+    use crate::transform::squash::Item;
+    plan.items
+        .iter()
+        .map(|i| match i {
+            Item::Entry {
+                layer,
+                index,
+                link_to: None,
+                ..
+            } => 512 + layers[*layer as usize].entries[*index as usize].size,
+            _ => 512,
+        })
+        .sum()
+}
+
+/// Reports tar bytes as they are written.
+struct CountingWriter<'a> {
+    inner: &'a mut dyn std::io::Write,
+    id: u64,
+    reporter: &'a dyn crate::progress::Reporter,
+}
+
+impl std::io::Write for CountingWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.reporter.layer_progress(self.id, n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -2,6 +2,7 @@
 //! codes. Subcommands live one per file.
 
 mod profiles;
+mod progress;
 mod run;
 
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Exit codes, as documented in `--help` and the README.
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_THRESHOLD: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,7 +33,7 @@ Image references:
   oci-archive:PATH[:TAG]              a tar of an OCI image layout
   docker-archive:PATH[:NAME:TAG]      docker save / docker load format (PATH '-' = stdin/stdout)
 
-Exit codes: 0 success, 1 failure, 2 usage error."
+Exit codes: 0 success, 1 failure, 2 usage error, 3 a --fail-if-* threshold not met."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -1,17 +1,16 @@
 //! `slim SOURCE -o DEST`: the main command.
 
-use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::{GlobalArgs, Squash};
+use super::{GlobalArgs, Squash, UsageError};
 use crate::copy::{CopyOptions, copy_image};
-use crate::image::Descriptor;
-use crate::progress::{BlobOutcome, Reporter};
 use crate::reference::ImageRef;
+use crate::report::{Report, human};
 use crate::settings::Settings;
 use crate::transport::{open_dest, open_source};
 
@@ -82,6 +81,18 @@ pub struct RunArgs {
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 
+    /// Write a JSON report to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Exit 3 unless the compressed image got at least PCT percent smaller.
+    #[arg(long = "fail-if-savings-below", value_name = "PCT", value_parser = parse_percent)]
+    pub fail_if_savings_below: Option<f64>,
+
+    /// Exit 3 if the compressed output is larger than the source.
+    #[arg(long = "fail-if-larger")]
+    pub fail_if_larger: bool,
+
     /// Platforms to keep from a multi-arch image: os/arch[/variant]. Repeatable or comma-separated.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
     pub platform: Vec<String>,
@@ -97,6 +108,14 @@ pub struct RunArgs {
     /// Refuse layers that decompress to more than this many GiB.
     #[arg(long = "max-layer-size", value_name = "GIB", default_value_t = 64)]
     pub max_layer_gib: u64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("{s:?} is not a percentage between 0 and 100"))
 }
 
 impl RunArgs {
@@ -140,6 +159,13 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let started = Instant::now();
     let source: ImageRef = args.source.as_deref().unwrap_or_default().parse()?;
     let output: ImageRef = args.output.as_deref().unwrap_or_default().parse()?;
+    let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
+    if report_to_stdout && matches!(output, ImageRef::DockerArchive { path: None, .. }) {
+        return Err(UsageError(
+            "--report - and docker-archive:- both want stdout; write the report to a file".into(),
+        )
+        .into());
+    }
     let settings = args.settings();
     let platforms = settings.platforms()?;
     let client = global.client()?;
@@ -150,28 +176,84 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     } else {
         open_dest(&output, &client)?
     };
-    let printer = Printer::new(global.quiet);
+    let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
         platforms,
         jobs: args.jobs.max(1),
         rewrite,
     };
-    let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &printer)
-        .with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
+    let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &terminal);
+    terminal.finish();
+    let outcome =
+        outcome.with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
+
+    let keeps_manifests = dst.capabilities().keeps_manifests;
+    let output_digest = (keeps_manifests && !args.dry_run).then(|| outcome.root.digest.to_string());
+    let report = Report::new(
+        &src.name(),
+        &dst.name(),
+        &outcome,
+        output_digest,
+        started.elapsed().as_secs_f64(),
+        args.dry_run,
+    );
     if !global.quiet {
         print_summary(
             &outcome,
+            &report,
             dst.as_ref(),
             started,
             args.dry_run,
             global.verbose > 0,
         )?;
     }
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        if report_to_stdout {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing the report to {}", path.display()))?;
+        }
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .with_context(|| {
+                format!(
+                    "opening GITHUB_STEP_SUMMARY ({})",
+                    Path::new(&summary).display()
+                )
+            })?;
+        f.write_all(report.markdown().as_bytes())?;
+    }
+    // CI gates: checked on what was written.
+    let savings = report.savings_percent();
+    if let Some(min) = args.fail_if_savings_below
+        && savings < min
+    {
+        eprintln!(
+            "error: the image got {savings:.1}% smaller, less than the {min}% --fail-if-savings-below asks for"
+        );
+        return Ok(super::EXIT_THRESHOLD);
+    }
+    if args.fail_if_larger && report.output.compressed_bytes > report.source.compressed_bytes {
+        eprintln!(
+            "error: the output ({} compressed) is larger than the source ({}) and --fail-if-larger is set",
+            human(report.output.compressed_bytes),
+            human(report.source.compressed_bytes)
+        );
+        return Ok(super::EXIT_THRESHOLD);
+    }
     Ok(0)
 }
 
 fn print_summary(
     outcome: &crate::copy::CopyOutcome,
+    report: &Report,
     dst: &dyn crate::transport::Dest,
     started: Instant,
     dry_run: bool,
@@ -192,6 +274,9 @@ fn print_summary(
             .unwrap_or_default();
         let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
     }
+    if !outcome.images.is_empty() && !dry_run {
+        let _ = write!(err, "{}", report.table());
+    }
     for img in &outcome.images {
         let platform = img
             .platform
@@ -203,36 +288,27 @@ fn print_summary(
         } else {
             img.profiles.join(", ")
         };
-        let _ = writeln!(err, "  {platform} (profiles: {profiles})");
-        if !dry_run {
-            let saved = 100.0
-                * (1.0
-                    - img.output.compressed_bytes as f64
-                        / img.source.compressed_bytes.max(1) as f64);
+        if outcome.images.len() > 1 {
             let _ = writeln!(
                 err,
-                "    compressed {} -> {} ({saved:.0}% smaller); uncompressed {} -> {}; layers {} -> {}; files {} -> {}",
-                human_bytes(img.source.compressed_bytes),
-                human_bytes(img.output.compressed_bytes),
-                human_bytes(img.source.uncompressed_bytes),
-                human_bytes(img.output.uncompressed_bytes),
-                img.source.layers,
-                img.output.layers,
-                img.source.files,
-                img.output.files,
+                "  {platform}: {} -> {} compressed (profiles: {profiles})",
+                human(img.source.compressed_bytes),
+                human(img.output.compressed_bytes)
             );
+        } else {
+            let _ = writeln!(err, "  {platform}, profiles: {profiles}");
         }
         let removed = img.removed.total();
         let verb = if dry_run { "would remove" } else { "removed" };
         let _ = writeln!(
             err,
-            "    {verb} {} files ({}); shadowed by later layers {} ({}); hard-linked {} ({})",
+            "  {verb} {} files ({}); shadowed by later layers {} ({}); hard-linked {} ({})",
             removed.files,
-            human_bytes(removed.bytes),
+            human(removed.bytes),
             img.shadowed.files,
-            human_bytes(img.shadowed.bytes),
+            human(img.shadowed.bytes),
             img.hardlinked.files,
-            human_bytes(img.hardlinked.bytes),
+            human(img.hardlinked.bytes),
         );
         let mut cats: Vec<(&String, &crate::transform::filter::Count)> =
             img.removed.by_category.iter().collect();
@@ -240,9 +316,9 @@ fn print_summary(
         for (cat, c) in cats {
             let _ = writeln!(
                 err,
-                "      {cat:<24} {:>7} files {:>10}",
+                "    {cat:<24} {:>7} files {:>10}",
                 c.files,
-                human_bytes(c.bytes)
+                human(c.bytes)
             );
         }
         if !img.kept_by_safety.is_empty() {
@@ -251,23 +327,19 @@ fn print_summary(
             for (_, r) in &img.kept_by_safety {
                 *by_reason.entry(r.as_str()).or_default() += 1;
             }
-            let _ = writeln!(
-                err,
-                "    kept by safety: {} paths",
-                img.kept_by_safety.len()
-            );
+            let _ = writeln!(err, "  kept by safety: {} paths", img.kept_by_safety.len());
             for (r, n) in by_reason.iter().take(12) {
-                let _ = writeln!(err, "      {n:>5}  {r}");
+                let _ = writeln!(err, "    {n:>5}  {r}");
             }
             if verbose {
                 for (p, r) in &img.kept_by_safety {
-                    let _ = writeln!(err, "      keep {p}  ({r})");
+                    let _ = writeln!(err, "    keep {p}  ({r})");
                 }
             }
         }
         if dry_run && verbose {
             for (p, c) in &img.removed_paths {
-                let _ = writeln!(err, "      remove {p}  ({c})");
+                let _ = writeln!(err, "    remove {p}  ({c})");
             }
         }
     }
@@ -282,7 +354,7 @@ fn print_summary(
         err,
         "  {} blobs written ({}), {} already there, {} mounted; {} manifests; {:.1}s",
         s.blobs_copied,
-        human_bytes(s.bytes_copied),
+        human(s.bytes_copied),
         s.blobs_existing,
         s.blobs_mounted,
         s.manifests,
@@ -295,56 +367,7 @@ fn print_summary(
     Ok(())
 }
 
+/// Bytes for people.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Plain-line progress on stderr (bars come with the terminal UI).
-struct Printer {
-    quiet: bool,
-    tty: bool,
-    lock: Mutex<()>,
-}
-
-impl Printer {
-    fn new(quiet: bool) -> Printer {
-        Printer {
-            quiet,
-            tty: std::io::stderr().is_terminal(),
-            lock: Mutex::new(()),
-        }
-    }
-}
-
-impl Reporter for Printer {
-    fn blob_done(&self, desc: &Descriptor, outcome: BlobOutcome) {
-        if self.quiet || !self.tty {
-            return;
-        }
-        let _g = self.lock.lock();
-        let what = match outcome {
-            BlobOutcome::Copied => "copied",
-            BlobOutcome::Existed => "exists",
-            BlobOutcome::Mounted => "mounted",
-        };
-        eprintln!("  {} {what} ({})", desc.short(), human_bytes(desc.size));
-    }
-
-    fn note(&self, message: &str) {
-        if !self.quiet {
-            let _g = self.lock.lock();
-            eprintln!("note: {message}");
-        }
-    }
+    human(n)
 }
