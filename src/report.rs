@@ -290,7 +290,7 @@ impl Report {
         if !self.removed.by_category.is_empty() {
             let _ = writeln!(m, "| removed | files | bytes |\n|---|---:|---:|");
             let mut cats: Vec<_> = self.removed.by_category.iter().collect();
-            cats.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes));
+            cats.sort_by_key(|c| std::cmp::Reverse(c.1.bytes));
             for (k, c) in cats {
                 let _ = writeln!(m, "| {k} | {} | {} |", c.files, human(c.bytes));
             }
