@@ -114,6 +114,23 @@ pub struct ImageReport {
     pub kept_by_safety: Vec<(String, String)>,
     /// With `--dry-run`: every removed path and its category.
     pub removed_paths: Vec<(String, String)>,
+    /// The source's layers, bottom first.
+    pub layers: Vec<LayerStat>,
+}
+
+/// One source layer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerStat {
+    pub digest: String,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    /// Non-directory entries (whiteouts not counted).
+    pub files: u64,
+    /// Bytes of regular file contents.
+    pub file_bytes: u64,
+    pub whiteouts: u64,
+    /// The history entry that made it.
+    pub created_by: String,
 }
 
 impl Copier<'_> {
@@ -257,6 +274,7 @@ impl Copier<'_> {
                 profiles: filter.chosen.clone(),
                 kept_by_safety: filter.kept_by_safety.clone(),
                 removed_paths,
+                layers: layer_stats(&layers, &indexes, &config_json),
             });
             return Ok(m.clone());
         }
@@ -409,6 +427,7 @@ impl Copier<'_> {
             profiles: filter.chosen.clone(),
             kept_by_safety: filter.kept_by_safety.clone(),
             removed_paths,
+            layers: layer_stats(&layers, &indexes, &config_json),
         });
         Ok(out)
     }
@@ -624,6 +643,45 @@ impl std::io::Write for CountingWriter<'_> {
 }
 
 /// Sizes and file counts of the source image.
+fn layer_stats(
+    layers: &[Descriptor],
+    indexes: &[Arc<LayerIndex>],
+    config: &Value,
+) -> Vec<LayerStat> {
+    let history: Vec<String> = config["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| !e["empty_layer"].as_bool().unwrap_or(false))
+                .map(|e| e["created_by"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    layers
+        .iter()
+        .zip(indexes)
+        .enumerate()
+        .map(|(i, (d, ix))| LayerStat {
+            digest: d.digest.to_string(),
+            compressed_bytes: d.size,
+            uncompressed_bytes: ix.uncompressed_size,
+            files: ix
+                .entries
+                .iter()
+                .filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout())
+                .count() as u64,
+            file_bytes: ix
+                .entries
+                .iter()
+                .filter(|e| e.kind == crate::layer::entry::Kind::File)
+                .map(|e| e.size)
+                .sum(),
+            whiteouts: ix.entries.iter().filter(|e| e.kind.is_whiteout()).count() as u64,
+            created_by: history.get(i).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
 fn source_side(layers: &[Descriptor], indexes: &[Arc<LayerIndex>]) -> Side {
     Side {
         layers: layers.len(),

@@ -1,6 +1,7 @@
 //! The command line: arguments (clap), logging, error printing and exit
 //! codes. Subcommands live one per file.
 
+mod analyze;
 mod profiles;
 mod progress;
 mod run;
@@ -48,6 +49,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Where an image's bytes go and what slimming would save; writes nothing.
+    Analyze(analyze::AnalyzeArgs),
     /// List the built-in strip profiles, or show one.
     Profiles(profiles::ProfilesArgs),
 }
@@ -111,6 +114,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => run::run(cli.run, &cli.global),
         Some(Command::Profiles(a)) => profiles::run(a),
+        Some(Command::Analyze(a)) => analyze::run(a, &cli.global),
     };
     match result {
         Ok(code) => ExitCode::from(code),
