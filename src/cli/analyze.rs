@@ -144,8 +144,8 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
         )?;
         writeln!(
             out,
-            "  {:>3} {:>10} {:>10} {:>7}  {}",
-            "#", "compressed", "tar", "files", "created by"
+            "  {:>3} {:>10} {:>10} {:>7}  created by",
+            "#", "compressed", "tar", "files"
         )?;
         for (i, l) in img.layers.iter().enumerate() {
             let by: String = l.created_by.chars().take(70).collect();
