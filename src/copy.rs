@@ -331,18 +331,7 @@ impl Copier<'_> {
             .entry("annotations")
             .or_insert(Value::Object(Default::default()));
         if let Some(ann) = ann.as_object_mut() {
-            ann.insert(
-                crate::rewrite::ANNOTATION_SOURCE_DIGEST.into(),
-                Value::String(source.to_string()),
-            );
-            ann.insert(
-                crate::rewrite::ANNOTATION_SETTINGS.into(),
-                Value::String(rw.settings.clone()),
-            );
-            ann.insert(
-                crate::rewrite::ANNOTATION_SETTINGS_DIGEST.into(),
-                Value::String(rw.settings_digest().to_string()),
-            );
+            crate::rewrite::record_provenance(ann, source, rw);
         }
         Ok(Manifest::from_json(
             &format!("index of {}", self.src.name()),

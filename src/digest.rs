@@ -52,7 +52,8 @@ pub enum DigestError {
     )]
     Unsupported { algorithm: String, value: String },
     #[error(
-        "{what}: digest mismatch: expected {expected}, content hashes to {found} (the source is corrupt or was tampered with)"
+        "{what}: digest mismatch: {}content hashes to {found} (the source is corrupt or was tampered with)",
+        expected_unless_named(.what, .expected)
     )]
     Mismatch {
         what: String,
@@ -65,6 +66,15 @@ pub enum DigestError {
         expected: u64,
         found: u64,
     },
+}
+
+/// `expected D, ` unless `what` names D already (`blob D from …`).
+fn expected_unless_named(what: &str, expected: &Digest) -> String {
+    if what.contains(&expected.to_string()) {
+        String::new()
+    } else {
+        format!("expected {expected}, ")
+    }
 }
 
 impl Digest {

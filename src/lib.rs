@@ -19,11 +19,13 @@
 //! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
 //! progress   -> progress.rs      events for the CLI to draw
 //! report     -> report.rs        JSON, table and Markdown of what a run did
+//! many       -> batch/           job files, work lists, shards, idempotency checks, a pool of images
 //! ```
 //!
 //! `cli/` parses arguments and prints; nothing below it writes to the
 //! terminal.
 
+pub mod batch;
 pub mod cli;
 pub mod copy;
 pub mod digest;

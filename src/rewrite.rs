@@ -249,36 +249,70 @@ impl Copier<'_> {
             compressed_bytes: layers[..keep].iter().map(|l| l.size).sum(),
             ..Side::default()
         };
-        let layer_type = media::layer_type(compression, docker);
+        for (_, stats) in &plans {
+            removed.merge(&stats.removed);
+            shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
+            hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
+            output.layers += 1;
+            output.files += stats.files;
+        }
+        let out = if opts.dry_run {
+            m.clone()
+        } else {
+            self.write_image(m, opts, &plans, &indexes, WriteImage {
+                config_desc: &config_desc,
+                config_json: &config_json,
+                codec,
+                docker,
+                keep,
+                source_layers: &layers,
+                diff_ids: &diff_ids,
+                output: &mut output,
+            })?
+        };
+        self.record_image(ImageReport {
+            platform: Some(platform),
+            source_digest: m.digest.clone(),
+            output_digest: out.digest.clone(),
+            source: source_side(&layers, &indexes),
+            output,
+            removed,
+            shadowed,
+            hardlinked,
+            compression,
+            notes,
+            profiles: filter.chosen.clone(),
+            kept_by_safety: filter.kept_by_safety.clone(),
+            removed_paths,
+            layers: layer_stats(&layers, &indexes, &config_json),
+        });
+        Ok(out)
+    }
+
+    /// Encodes and writes the planned layers, then the config and the
+    /// manifest (returned; the caller puts it).
+    fn write_image(
+        &self,
+        m: &Manifest,
+        opts: &RewriteOptions,
+        plans: &[(crate::transform::squash::Plan, crate::transform::squash::SquashStats)],
+        indexes: &[Arc<LayerIndex>],
+        w: WriteImage<'_>,
+    ) -> Result<Manifest> {
+        let WriteImage {
+            config_desc,
+            config_json,
+            codec,
+            docker,
+            keep,
+            source_layers: layers,
+            diff_ids,
+            output,
+        } = w;
+        let layer_type = media::layer_type(codec.compression, docker);
         let mut new_layers: Vec<Descriptor> = layers[..keep].to_vec();
         let mut new_diff_ids: Vec<Digest> = diff_ids[..keep].to_vec();
-        if opts.dry_run {
-            for (_, stats) in &plans {
-                removed.merge(&stats.removed);
-                shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
-                hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
-                output.layers += 1;
-                output.files += stats.files;
-            }
-            self.record_image(ImageReport {
-                platform: Some(platform),
-                source_digest: m.digest.clone(),
-                output_digest: m.digest.clone(),
-                source: source_side(&layers, &indexes),
-                output,
-                removed,
-                shadowed,
-                hardlinked,
-                compression,
-                notes,
-                profiles: filter.chosen.clone(),
-                kept_by_safety: filter.kept_by_safety.clone(),
-                removed_paths,
-                layers: layer_stats(&layers, &indexes, &config_json),
-            });
-            return Ok(m.clone());
-        }
-        for (plan, stats) in &plans {
+        for (plan, _) in plans {
             // Push while compressing where the destination can take a
             // stream (a registry); the spooled file is the fallback.
             let mut stream = match self.dst.stream_blob() {
@@ -293,7 +327,7 @@ impl Copier<'_> {
                 .as_mut()
                 .map(|s| &mut **s as &mut (dyn std::io::Write + Send));
             let id = LAYER_IDS.fetch_add(1, Ordering::Relaxed) as u64;
-            let estimate = plan_bytes(plan, &indexes);
+            let estimate = plan_bytes(plan, indexes);
             self.reporter.layer_start(id, "writing layer", estimate);
             let reporter = self.reporter;
             let encoded = encode::encode(self.dst.staging_dir(), codec, tee, |w| {
@@ -302,7 +336,7 @@ impl Copier<'_> {
                     id,
                     reporter,
                 };
-                write_plan(&mut counted, plan, &indexes)
+                write_plan(&mut counted, plan, indexes)
             })
             .with_context(|| format!("writing a layer for {}", self.dst.name()))?;
             tracing::info!(elapsed = ?t.elapsed(), bytes = encoded.uncompressed_size, "encoded");
@@ -310,13 +344,8 @@ impl Copier<'_> {
             let stream = stream.filter(|_| encoded.tee_ok);
             self.put_new_blob(&desc, encoded.file, stream)?;
             self.reporter.layer_done(id, &desc);
-            removed.merge(&stats.removed);
-            shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
-            hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
-            output.layers += 1;
             output.compressed_bytes += encoded.size;
             output.uncompressed_bytes += encoded.uncompressed_size;
-            output.files += stats.files;
             new_layers.push(desc);
             new_diff_ids.push(encoded.diff_id);
         }
@@ -333,7 +362,7 @@ impl Copier<'_> {
                 description: &description,
             },
         };
-        let mut new_config = config::rewrite(&config_json, &change);
+        let mut new_config = config::rewrite(config_json, &change);
         if docker {
             let labels = new_config
                 .pointer_mut("/config")
@@ -343,19 +372,7 @@ impl Copier<'_> {
                 if !labels.is_object() {
                     *labels = Value::Object(Default::default());
                 }
-                let labels = labels.as_object_mut().expect("object");
-                labels.insert(
-                    ANNOTATION_SOURCE_DIGEST.into(),
-                    Value::String(m.digest.to_string()),
-                );
-                labels.insert(
-                    ANNOTATION_SETTINGS.into(),
-                    Value::String(opts.settings.clone()),
-                );
-                labels.insert(
-                    ANNOTATION_SETTINGS_DIGEST.into(),
-                    Value::String(opts.settings_digest().to_string()),
-                );
+                record_provenance(labels.as_object_mut().expect("object"), &m.digest, opts);
             }
         }
         let config_bytes = serde_json::to_vec(&new_config)?;
@@ -396,40 +413,10 @@ impl Copier<'_> {
                 .entry("annotations")
                 .or_insert(Value::Object(Default::default()));
             if let Some(ann) = ann.as_object_mut() {
-                ann.insert(
-                    ANNOTATION_SOURCE_DIGEST.into(),
-                    Value::String(m.digest.to_string()),
-                );
-                ann.insert(
-                    ANNOTATION_SETTINGS.into(),
-                    Value::String(opts.settings.clone()),
-                );
-                ann.insert(
-                    ANNOTATION_SETTINGS_DIGEST.into(),
-                    Value::String(opts.settings_digest().to_string()),
-                );
+                record_provenance(ann, &m.digest, opts);
             }
         }
-        let out = Manifest::from_json(&format!("slim manifest for {}", m.digest), &json)?;
-
-        let source = source_side(&layers, &indexes);
-        self.record_image(ImageReport {
-            platform: Some(platform),
-            source_digest: m.digest.clone(),
-            output_digest: out.digest.clone(),
-            source,
-            output,
-            removed,
-            shadowed,
-            hardlinked,
-            compression,
-            notes,
-            profiles: filter.chosen.clone(),
-            kept_by_safety: filter.kept_by_safety.clone(),
-            removed_paths,
-            layers: layer_stats(&layers, &indexes, &config_json),
-        });
-        Ok(out)
+        Ok(Manifest::from_json(&format!("slim manifest for {}", m.digest), &json)?)
     }
 
     fn describe(&self, opts: &RewriteOptions, keep: usize, total: usize) -> String {
@@ -601,6 +588,26 @@ impl Copier<'_> {
         file.flush()?;
         self.put_new_blob(desc, file, None)
     }
+}
+
+/// What [`Copier::write_image`] needs besides the plans.
+struct WriteImage<'a> {
+    config_desc: &'a Descriptor,
+    config_json: &'a Value,
+    codec: Codec,
+    docker: bool,
+    keep: usize,
+    source_layers: &'a [Descriptor],
+    diff_ids: &'a [Digest],
+    output: &'a mut Side,
+}
+
+/// Records where an image came from and how it was slimmed (manifest or
+/// index annotations; config labels for Docker images).
+pub fn record_provenance(map: &mut serde_json::Map<String, Value>, source: &Digest, opts: &RewriteOptions) {
+    map.insert(ANNOTATION_SOURCE_DIGEST.into(), Value::String(source.to_string()));
+    map.insert(ANNOTATION_SETTINGS.into(), Value::String(opts.settings.clone()));
+    map.insert(ANNOTATION_SETTINGS_DIGEST.into(), Value::String(opts.settings_digest().to_string()));
 }
 
 /// Numbers the new layers for progress reports.

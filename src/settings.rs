@@ -223,14 +223,25 @@ impl Settings {
             (None, Some(c)) => Codec::default_level(c).to_string(),
             (None, None) => "default".to_string(),
         };
-        format!(
+        let mut text = format!(
             "squash={} keep-base={} profile={} compression={compression} level={level} format={} hardlink-dedup={}",
             self.squash.as_deref().unwrap_or("all"),
             self.keep_base.as_deref().unwrap_or("0"),
             profiles.fingerprint(),
             self.format.as_deref().unwrap_or("source"),
             self.hardlink_dedup.unwrap_or(true),
-        )
+        );
+        // The platforms kept change the index written. Only named when set,
+        // so outputs made before this was recorded keep their description.
+        if let Ok(ps) = self.platforms()
+            && !ps.is_empty()
+        {
+            let mut names: Vec<String> = ps.iter().map(ToString::to_string).collect();
+            names.sort();
+            names.dedup();
+            text.push_str(&format!(" platforms={}", names.join(",")));
+        }
+        text
     }
 }
 
@@ -283,5 +294,11 @@ mod tests {
         };
         assert_ne!(base.describe(&p), zstd.describe(&p));
         assert_eq!(base.describe(&p), Settings::default().describe(&p));
+        let amd64 = Settings {
+            platforms: vec!["linux/amd64".into()],
+            ..Settings::default()
+        };
+        assert_ne!(base.describe(&p), amd64.describe(&p));
+        assert!(!base.describe(&p).contains("platforms"));
     }
 }

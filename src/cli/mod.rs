@@ -2,6 +2,7 @@
 //! codes. Subcommands live one per file.
 
 mod analyze;
+mod batch;
 mod profiles;
 mod progress;
 mod run;
@@ -53,6 +54,15 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// List the built-in strip profiles, or show one.
     Profiles(profiles::ProfilesArgs),
+    /// Slim many images, registry to registry, from a job file (idempotent, shardable).
+    Batch(batch::BatchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Manpage,
 }
 
 /// Options every command shares.
@@ -114,7 +124,16 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => run::run(cli.run, &cli.global),
         Some(Command::Profiles(a)) => profiles::run(a),
+        Some(Command::Batch(a)) => batch::run(a, &cli.global),
         Some(Command::Analyze(a)) => analyze::run(a, &cli.global),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "slim", &mut std::io::stdout());
+            Ok(0)
+        }
+        Some(Command::Manpage) => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|_| 0)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -139,8 +158,10 @@ fn init_tracing(g: &GlobalArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("slim={default},warn")));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()

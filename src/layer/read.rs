@@ -80,18 +80,34 @@ pub fn index_layer(
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // The verifying reader under the decoder failed: that
+                    // is the error, not the compression.
+                    Err(e) if crate::digest::digest_error_in(&e).is_some() => {
+                        return Err(crate::transport::io_error(e));
+                    }
                     Err(e) => {
-                        return Err(crate::transport::io_error(e))
-                            .with_context(|| format!("{what}: corrupt {} stream", compression.name()));
+                        drop(dec);
+                        // A blob that does not match its digest mostly fails
+                        // to decode before its end; read the rest so that the
+                        // verifying reader can say so, and report that.
+                        if let Err(d) = io::copy(&mut raw, &mut io::sink())
+                            && crate::digest::digest_error_in(&d).is_some()
+                        {
+                            return Err(crate::transport::io_error(d));
+                        }
+                        return Err(crate::transport::io_error(e)).with_context(|| {
+                            format!(
+                                "{what}: corrupt {} stream, though the blob matches its digest: the image was stored damaged (build and push it again)",
+                                compression.name()
+                            )
+                        });
                     }
                 };
                 w.write_all(&buf[..n])
                     .with_context(|| format!("{what}: the tar reader stopped"))?;
                 written += n as u64;
                 if written > max {
-                    bail!(
-                        "{what}: decompresses to more than {max} bytes; refusing it as a likely decompression bomb"
-                    );
+                    return Err(too_big(what, max));
                 }
             }
             drop(dec);
@@ -129,6 +145,35 @@ pub fn index_layer(
     })
 }
 
+/// The decompression-bomb refusal, naming the flag that sets the bound.
+fn too_big(what: &str, max: u64) -> anyhow::Error {
+    let bound = if max >= 1 << 30 && max % (1 << 30) == 0 {
+        format!("{} GiB", max >> 30)
+    } else {
+        format!("{max} bytes")
+    };
+    anyhow::anyhow!(
+        "{what}: decompresses to more than {bound} (--max-layer-size); refusing it as a likely decompression bomb (raise --max-layer-size, in GiB, if the layer really is that big)"
+    )
+}
+
+/// A tar error as one line: the tar crate ends some messages with the raw
+/// path bytes of the bad header ("… when getting cksum for <bytes>"), newlines
+/// and all, which are garbage when the header is.
+fn tar_error_text(e: &io::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(i) = text.find(" when getting ")
+        && let Some(j) = text[i..].find(" for ")
+    {
+        text.truncate(i + j);
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<io::Error>()
@@ -145,21 +190,40 @@ fn parse_entries(
     let mut archive = tar::Archive::new(HashingReader::new(reader, Algorithm::Sha256));
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
-    let mut out = Vec::new();
+    let mut out: Vec<Entry> = Vec::new();
     let mut buf = vec![0u8; 256 << 10];
     {
         let entries = archive
             .entries()
             .with_context(|| format!("{what}: not a tar stream"))?;
+        // Header sizes declared so far: a layer whose headers promise more
+        // than the bound is refused before its contents are inflated.
+        let mut declared = 0u64;
         for e in entries {
-            let mut e = e.with_context(|| format!("{what}: malformed tar entry"))?;
+            let mut e = e.map_err(|err| {
+                let place = match out.last() {
+                    Some(last) => format!("after entry {}", entry::display(&last.path)),
+                    None => "at the start of the layer".to_string(),
+                };
+                anyhow::anyhow!(
+                    "{what}: malformed tar header {place} ({}); the layer is not a valid tar stream",
+                    tar_error_text(&err)
+                )
+            })?;
+            declared = declared
+                .saturating_add(512)
+                .saturating_add(e.header().entry_size().unwrap_or(0));
+            if declared > opts.max_uncompressed {
+                return Err(too_big(what, opts.max_uncompressed));
+            }
             let ty = e.header().entry_type();
             if ty.is_pax_global_extensions() {
                 tracing::warn!("{what}: ignoring a global PAX header");
                 continue;
             }
             let raw_path = e.path_bytes().into_owned();
-            let path = entry::normalize(&raw_path).with_context(|| what.to_string())?;
+            let path =
+                entry::normalize(&raw_path).map_err(|err| anyhow::anyhow!("{what}: {err}"))?;
             let shown = entry::display(&path);
             let ctx = || format!("{what}: entry {shown}");
             let h = e.header();
@@ -202,7 +266,10 @@ fn parse_entries(
                             let target = link_raw.clone().with_context(|| {
                                 format!("{}: hard link without a target", ctx())
                             })?;
-                            Some(entry::normalize(&target).with_context(ctx)?)
+                            Some(
+                                entry::normalize(&target)
+                                    .with_context(|| format!("{}: hard link target", ctx()))?,
+                            )
                         }
                         _ => None,
                     };

@@ -79,11 +79,26 @@ pub enum ProfileError {
     Cycle { name: String, chain: String },
 }
 
+/// `line L, column C: MESSAGE`: toml's own rendering quotes the line with a
+/// caret under it, which does not fit on one line.
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl Profile {
     pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
         let file: schema::ProfileFile = toml::from_str(text).map_err(|e| ProfileError::Parse {
             origin: origin.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: toml_error_line(text, &e),
         })?;
         let rules: Vec<Rule> = file
             .rules

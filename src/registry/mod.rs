@@ -59,13 +59,16 @@ impl Default for ClientOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(
-        "{what}: {detail} (does it exist? try `skopeo list-tags docker://{host}/{repository}`)"
+        "{what}: {detail} (does it exist? try `skopeo list-tags {skopeo_flags}docker://{host}/{repository}`)"
     )]
     NotFound {
         what: String,
         host: String,
         repository: String,
         detail: String,
+        /// What skopeo needs to reach the host as slim does
+        /// (`--tls-verify=false ` for plain-HTTP and insecure hosts).
+        skopeo_flags: &'static str,
     },
     #[error("{what}: {host} refused the credentials{detail} ({hint})")]
     Unauthorized {
@@ -98,6 +101,16 @@ pub enum RegistryError {
         host: String,
         #[source]
         source: reqwest::Error,
+    },
+    /// The host's certificate failed verification. Not retried; the
+    /// reqwest error is logged, its innermost cause is `reason`.
+    #[error(
+        "{what}: the TLS certificate of {host} is not trusted ({reason}); if a private CA signed it, pass --ca-cert CA.pem or set SSL_CERT_FILE, or skip verification for this host with --insecure-registry {host}"
+    )]
+    Certificate {
+        what: String,
+        host: String,
+        reason: String,
     },
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
@@ -270,11 +283,7 @@ impl RegistryClient {
                 Ok(_) => https,
                 Err(e) if e.is_connect() || e.is_request() => format!("http://{host}"),
                 Err(source) => {
-                    return Err(RegistryError::Transport {
-                        what: "probing the registry".into(),
-                        host: host.to_string(),
-                        source,
-                    });
+                    return Err(transport_error("probing the registry", host, source));
                 }
             }
         } else {
@@ -369,13 +378,7 @@ impl RegistryClient {
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
-                Err(source) => {
-                    return Err(RegistryError::Transport {
-                        what: what.to_string(),
-                        host: host.to_string(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(transport_error(what, host, source)),
             }
         }
     }
@@ -392,7 +395,7 @@ impl RegistryClient {
     fn unauthorized(&self, host: &str, what: &str, detail: String) -> RegistryError {
         let hint = match self.credential(host) {
             Ok(Some(found)) => format!(
-                "the credentials for {host} in {} were rejected; check them with `docker login {host}`",
+                "the ones in {}; check them with `docker login {host}`",
                 found.source.display()
             ),
             _ => format!(
@@ -555,11 +558,11 @@ impl RegistryClient {
                     attempt += 1;
                 }
                 Err(source) => {
-                    return Err(RegistryError::Transport {
-                        what: format!("{what} (token request to {realm})"),
-                        host: host.to_string(),
+                    return Err(transport_error(
+                        &format!("{what} (token request to {realm})"),
+                        host,
                         source,
-                    });
+                    ));
                 }
             }
         }
@@ -945,68 +948,62 @@ impl RegistryClient {
         registry: &str,
         repository: &str,
     ) -> Result<Vec<String>, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct Tags {
-            tags: Option<Vec<String>>,
-        }
-        let host = crate::reference::api_host(registry);
-        let what = format!("listing tags of {registry}/{repository}");
-        let mut out = Vec::new();
-        let mut next = Some(format!("/v2/{repository}/tags/list?n=1000"));
-        while let Some(path) = next.take() {
-            let resp = self.execute(
-                host,
-                &Scope::pull(repository),
-                &what,
-                self.opts.attempts,
-                &|c, base| {
-                    c.get(format!("{base}{path}"))
-                        .timeout(Duration::from_secs(60))
-                },
-            )?;
-            let resp = self.expect_ok(resp, host, repository, &what)?;
-            next = next_link(resp.headers());
-            let body = read_limited(resp, 64 << 20, &what)?;
-            let tags: Tags =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    what: what.clone(),
-                    reason: format!("unreadable tag list: {e}"),
-                })?;
-            out.extend(tags.tags.unwrap_or_default());
-        }
-        Ok(out)
+        self.paginated_list(
+            registry,
+            repository,
+            &Scope::pull(repository),
+            format!("/v2/{repository}/tags/list?n=1000"),
+            "tags",
+            &format!("listing tags of {registry}/{repository}"),
+        )
     }
 
     /// Repositories of a registry (`/v2/_catalog`, following pagination).
     pub fn catalog(&self, registry: &str) -> Result<Vec<String>, RegistryError> {
-        #[derive(serde::Deserialize)]
-        struct Catalog {
-            repositories: Option<Vec<String>>,
-        }
+        self.paginated_list(
+            registry,
+            "",
+            &Scope::catalog(),
+            "/v2/_catalog?n=1000".to_string(),
+            "repositories",
+            &format!("listing repositories of {registry}"),
+        )
+    }
+
+    /// A list the registry pages with `Link: <…>; rel="next"`: the string
+    /// array under `key` of every page.
+    fn paginated_list(
+        &self,
+        registry: &str,
+        repository: &str,
+        scope: &Scope,
+        first: String,
+        key: &str,
+        what: &str,
+    ) -> Result<Vec<String>, RegistryError> {
         let host = crate::reference::api_host(registry);
-        let what = format!("listing repositories of {registry}");
         let mut out = Vec::new();
-        let mut next = Some("/v2/_catalog?n=1000".to_string());
+        let mut next = Some(first);
         while let Some(path) = next.take() {
-            let resp = self.execute(
-                host,
-                &Scope::catalog(),
-                &what,
-                self.opts.attempts,
-                &|c, base| {
-                    c.get(format!("{base}{path}"))
-                        .timeout(Duration::from_secs(60))
-                },
-            )?;
-            let resp = self.expect_ok(resp, host, "", &what)?;
+            let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
+                c.get(format!("{base}{path}"))
+                    .timeout(Duration::from_secs(60))
+            })?;
+            let resp = self.expect_ok(resp, host, repository, what)?;
             next = next_link(resp.headers());
-            let body = read_limited(resp, 64 << 20, &what)?;
-            let cat: Catalog =
+            let body = read_limited(resp, 64 << 20, what)?;
+            let page: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    what: what.clone(),
-                    reason: format!("unreadable catalog: {e}"),
+                    what: what.to_string(),
+                    reason: format!("unreadable answer: {e}"),
                 })?;
-            out.extend(cat.repositories.unwrap_or_default());
+            out.extend(
+                page[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string)),
+            );
         }
         Ok(out)
     }
@@ -1024,10 +1021,13 @@ impl RegistryClient {
         }
         let detail = error_detail(resp);
         if status == StatusCode::NOT_FOUND {
+            // skopeo verifies TLS unless told otherwise, even on loopback.
+            let plain = is_loopback_host(host) || self.is_insecure(host);
             return Err(RegistryError::NotFound {
                 what: what.to_string(),
                 host: host.to_string(),
                 repository: repository.to_string(),
+                skopeo_flags: if plain { "--tls-verify=false " } else { "" },
                 detail: detail
                     .trim_start_matches(": ")
                     .to_string()
@@ -1255,7 +1255,45 @@ fn is_transient_status(s: StatusCode) -> bool {
 }
 
 fn is_transient_error(e: &reqwest::Error) -> bool {
-    e.is_timeout() || e.is_connect() || e.is_request() || e.is_body()
+    (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body())
+        && certificate_problem(e).is_none()
+}
+
+/// The verifier's complaint when `e` failed on the host's certificate
+/// (rustls: "invalid peer certificate: UnknownIssuer", "…: NotValidForName",
+/// "…: Expired"). reqwest reports it as a connect error, three causes deep,
+/// and does not expose the rustls type, so the chain's text is searched.
+fn certificate_problem(e: &reqwest::Error) -> Option<String> {
+    let mut found = None;
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if text.contains("certificate") {
+            found = Some(text);
+        }
+        cause = c.source();
+    }
+    found
+}
+
+/// A failed request as an error: a certificate problem says so and what to
+/// do about it; anything else is "cannot talk to the host".
+fn transport_error(what: &str, host: &str, source: reqwest::Error) -> RegistryError {
+    match certificate_problem(&source) {
+        Some(reason) => {
+            tracing::debug!(%host, error = ?source, "TLS certificate rejected");
+            RegistryError::Certificate {
+                what: what.to_string(),
+                host: host.to_string(),
+                reason,
+            }
+        }
+        None => RegistryError::Transport {
+            what: what.to_string(),
+            host: host.to_string(),
+            source,
+        },
+    }
 }
 
 fn is_retryable(e: &RegistryError) -> bool {

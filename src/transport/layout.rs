@@ -87,10 +87,8 @@ pub struct LayoutSource {
 impl LayoutSource {
     pub fn open_dir(path: &Path, tag: Option<String>) -> Result<LayoutSource> {
         if !path.is_dir() {
-            bail!(
-                "{}: no such directory (an OCI layout is a directory with index.json)",
-                path.display()
-            );
+            // The caller's context names the reference, path and all.
+            bail!("no such directory (an OCI layout is a directory with index.json)");
         }
         let s = LayoutSource {
             files: Files::Dir(path.to_path_buf()),
@@ -103,7 +101,7 @@ impl LayoutSource {
 
     pub fn open_archive(path: &Path, tag: Option<String>) -> Result<LayoutSource> {
         if !path.is_file() {
-            bail!("{}: no such file", path.display());
+            bail!("no such file");
         }
         let s = LayoutSource {
             files: Files::Tar(TarIndex::build(path)?),

@@ -11,7 +11,7 @@ use crate::harness::*;
 
 /// Assert a clean failure with exit `code`; returns the `error:` line.
 #[track_caller]
-fn assert_clean_failure(out: &Output, code: i32) -> String {
+pub fn assert_clean_failure(out: &Output, code: i32) -> String {
     out.assert_code(code);
     let stderr = out.stderr_str();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
@@ -636,4 +636,520 @@ fn platform_that_matches_nothing_lists_the_available_ones() {
     let line = assert_clean_failure(&out, 2);
     assert_mentions(&out, &line, &["\"bogus\""]);
     assert_absent(&layout);
+}
+
+// ---------------------------------------------------------------------------
+// Backtraces
+// ---------------------------------------------------------------------------
+
+/// A backtrace is for developers: printed when `RUST_BACKTRACE` asks for
+/// one (any value but `0`), never otherwise.
+#[test]
+fn a_backtrace_only_when_rust_backtrace_asks_for_one() {
+    let ctx = TestContext::new();
+    let src = oci_ref(&ctx.path("no-such-layout"), "v1");
+    let dst = oci_ref(&ctx.path("out"), "v1");
+    for (value, wanted) in [
+        (Some("1"), true),
+        (Some("full"), true),
+        (Some("0"), false),
+        (None, false),
+    ] {
+        let mut cmd = ctx.command();
+        cmd.env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
+        if let Some(v) = value {
+            cmd.env("RUST_BACKTRACE", v);
+        }
+        let out = Output::from_std(
+            format!("RUST_BACKTRACE={value:?} slim {src} -o {dst}"),
+            cmd.args([src.as_str(), "-o", &dst]).output().unwrap(),
+        );
+        if wanted {
+            out.assert_code(1);
+            let stderr = out.stderr_str();
+            let frames = stderr
+                .lines()
+                .filter(|l| {
+                    let l = l.trim_start();
+                    l.split_once(": ").is_some_and(|(n, _)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+                })
+                .count();
+            assert!(frames >= 3, "expected a backtrace:\n{out}");
+            assert!(stderr.starts_with("error: "), "{out}");
+        } else {
+            assert_clean_failure(&out, 1);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The exact messages: insta snapshots in tests/it/snapshots/
+// ---------------------------------------------------------------------------
+
+/// `slim ARGS` with nothing from the developer's environment that changes
+/// what it prints: no `RUST_LOG`, no backtrace, no extra CAs.
+fn slim_plain(ctx: &TestContext, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = ctx.command();
+    for var in [
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+        "RUST_LIB_BACKTRACE",
+        "SSL_CERT_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("running slim");
+    if let Some(bytes) = stdin {
+        use std::io::Write as _;
+        let _ = child.stdin.take().unwrap().write_all(bytes);
+    }
+    let out = child.wait_with_output().expect("waiting for slim");
+    Output::from_std(format!("slim {}", args.join(" ")), out)
+}
+
+/// Exit code and stderr with what differs between runs replaced (insta's
+/// own `filters` need a crate feature; these are the same regex
+/// replacements): the test's temp dir, the harness's runs dir (and the
+/// process id in names under it), the checkout, loopback ports and
+/// durations. Never digests: they are what
+/// most of these messages name, and every input here is deterministic.
+fn filtered(ctx: &TestContext, out: &Output) -> String {
+    let mut text = format!("exit: {}\n{}", out.code.unwrap_or(-1), out.stderr_str());
+    let literal = |text: String, from: &std::path::Path, to: &str| {
+        text.replace(&from.display().to_string(), to)
+    };
+    text = literal(text, ctx.root(), "[CTX]");
+    text = literal(text, &crate::harness::registry::runs_dir(), "[RUNS]");
+    text = text.replace(
+        &format!("multiarch-{}", std::process::id()),
+        "multiarch-[PID]",
+    );
+    text = literal(text, Path::new(env!("CARGO_MANIFEST_DIR")), "[CHECKOUT]");
+    for (pattern, to) in [
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+        (r"\b\d+(\.\d+)?(ns|µs|ms|s)\b", "[DURATION]"),
+    ] {
+        text = regex::Regex::new(pattern)
+            .unwrap()
+            .replace_all(&text, to)
+            .into_owned();
+    }
+    text
+}
+
+/// Assert a clean failure with exit `code`, then snapshot what it printed.
+#[track_caller]
+fn assert_message(name: &str, ctx: &TestContext, out: &Output, code: i32) {
+    assert_clean_failure(out, code);
+    insta::assert_snapshot!(name, filtered(ctx, out));
+}
+
+/// An OCI layout (tag `v1`) of one image with one layer: `blob` under
+/// `media_type`, the config naming `diff_id`. Returns the layer digest.
+fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) -> String {
+    use serde_json::json;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha256_digest(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let layer = put(blob);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": put(&config), "size": config.len()},
+        "layers": [{"mediaType": media_type, "digest": layer, "size": blob.len()}],
+    }))
+    .unwrap();
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": put(&manifest), "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    layer
+}
+
+const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A tar header for a regular file, fixed owner and time; `name` is written
+/// as raw bytes, so it may hold what the tar crate's builder refuses (`..`).
+fn file_header(name: &[u8], size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    h
+}
+
+/// A tar of `(path, content)` files.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        b.append(
+            &file_header(name.as_bytes(), content.len() as u64),
+            *content,
+        )
+        .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn hello_tar() -> Vec<u8> {
+    tar_of(&[("etc/hello", "hello\n".repeat(500).as_bytes())])
+}
+
+/// A valid gzip of one tar entry, `bomb`, of 1 GiB + 1 MiB of zeros: about
+/// 1 MiB compressed. Built from deflate blocks, not by compressing 1 GiB:
+/// each chunk ends with a full flush (byte-aligned, no back-references across
+/// it), so the compressed 1 MiB of zeros can be repeated, and the CRC of the
+/// whole is combined from the CRC of one chunk.
+fn gzip_bomb() -> Vec<u8> {
+    use flate2::{Compress, Compression, Crc, FlushCompress};
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 1025;
+    let deflate = |data: &[u8], flush: FlushCompress| {
+        let mut c = Compress::new(Compression::best(), false);
+        let mut out = Vec::with_capacity(64 << 10);
+        c.compress_vec(data, &mut out, flush).unwrap();
+        assert_eq!(c.total_in(), data.len() as u64, "output buffer too small");
+        out
+    };
+    let header = file_header(b"bomb", (CHUNK * CHUNKS) as u64);
+    let zeros = vec![0u8; CHUNK];
+    let end = [0u8; 1024]; // the end-of-archive marker
+    let block = deflate(&zeros, FlushCompress::Full);
+
+    let mut gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    gz.extend(deflate(header.as_bytes(), FlushCompress::Full));
+    for _ in 0..CHUNKS {
+        gz.extend_from_slice(&block);
+    }
+    gz.extend(deflate(&end, FlushCompress::Finish));
+    let mut crc = Crc::new();
+    crc.update(header.as_bytes());
+    let mut chunk_crc = Crc::new();
+    chunk_crc.update(&zeros);
+    for _ in 0..CHUNKS {
+        crc.combine(&chunk_crc);
+    }
+    let mut end_crc = Crc::new();
+    end_crc.update(&end);
+    crc.combine(&end_crc);
+    gz.extend(crc.sum().to_le_bytes());
+    gz.extend(crc.amount().to_le_bytes());
+    gz
+}
+
+#[test]
+fn message_malformed_reference() {
+    let ctx = TestContext::new();
+    let out = slim_plain(
+        &ctx,
+        &["UPPER:case:bad", "-o", &oci_ref(&ctx.path("out"), "v1")],
+        None,
+    );
+    assert_message("malformed_reference", &ctx, &out, 2);
+}
+
+#[test]
+fn message_unknown_transport() {
+    let ctx = TestContext::new();
+    let out = slim_plain(
+        &ctx,
+        &["dir:/some/dir", "-o", &oci_ref(&ctx.path("out"), "v1")],
+        None,
+    );
+    assert_message("unknown_transport", &ctx, &out, 2);
+}
+
+#[test]
+fn message_missing_tag_on_a_registry() {
+    let reg = Registry::shared();
+    let ctx = TestContext::new();
+    push_fixture(reg, "snap/notag:v1");
+    let out = slim_plain(
+        &ctx,
+        &[
+            &reg.reference("snap/notag:nope"),
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+        ],
+        None,
+    );
+    assert_message("missing_tag_on_a_registry", &ctx, &out, 1);
+    // The command it suggests works, and lists the tag that does exist.
+    let line = out.stderr_str();
+    let suggested = line
+        .split('`')
+        .nth(1)
+        .expect("a command in backquotes")
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(suggested[..2], ["skopeo", "list-tags"], "{out}");
+    let listed = Skopeo::anonymous().run(&suggested[1..]);
+    listed.assert_success();
+    assert!(listed.stdout_str().contains("\"v1\""), "{listed}");
+}
+
+#[test]
+fn message_missing_oci_layout_directory() {
+    let ctx = TestContext::new();
+    let out = slim_plain(
+        &ctx,
+        &[
+            &oci_ref(&ctx.path("no-such-layout"), "v1"),
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+        ],
+        None,
+    );
+    assert_message("missing_oci_layout_directory", &ctx, &out, 1);
+}
+
+#[test]
+fn message_tag_not_in_layout() {
+    let ctx = TestContext::new();
+    let out = slim_plain(
+        &ctx,
+        &[
+            &oci_ref(&fixture_layout(), "nope"),
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+        ],
+        None,
+    );
+    assert_message("tag_not_in_layout", &ctx, &out, 1);
+}
+
+#[test]
+fn message_wrong_credentials() {
+    let reg = Registry::shared_basic();
+    let ctx = TestContext::new();
+    ctx.write_docker_config(reg.addr(), USER, "wrong-password");
+    let out = slim_plain(
+        &ctx,
+        &[&fixture_ref(), "-o", &reg.reference("snap/creds:v1")],
+        None,
+    );
+    assert_message("wrong_credentials", &ctx, &out, 1);
+}
+
+#[test]
+fn message_digest_mismatch_in_a_layout() {
+    let ctx = TestContext::new();
+    let (bad, _) = corrupt_layout(&ctx);
+    let src = oci_ref(&bad, FIXTURE_TAG);
+    let dst = oci_ref(&ctx.path("out"), "v1");
+    // Slimming decodes the layer as it streams; the flipped byte breaks the
+    // gzip stream first, but the digest is what must be reported.
+    let out = slim_plain(&ctx, &[&src, "-o", &dst], None);
+    assert_message("digest_mismatch_in_a_layout", &ctx, &out, 1);
+    let out = slim_plain(
+        &ctx,
+        &[&src, "-o", &dst, "--squash", "none", "--profile", "none"],
+        None,
+    );
+    assert_message("digest_mismatch_in_a_layout_faithful_copy", &ctx, &out, 1);
+}
+
+#[test]
+fn message_truncated_gzip_layer() {
+    let ctx = TestContext::new();
+    let tar = hello_tar();
+    let gz = gzip(&tar);
+    // The layer's digest is that of the truncated bytes: only the gzip
+    // stream can tell.
+    let dir = ctx.path("truncated");
+    one_layer_layout(&dir, &gz[..gz.len() / 2], GZIP_LAYER, &sha256_digest(&tar));
+    let out = slim_plain(
+        &ctx,
+        &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
+        None,
+    );
+    assert_message("truncated_gzip_layer", &ctx, &out, 1);
+}
+
+#[test]
+fn message_malformed_tar() {
+    let ctx = TestContext::new();
+    let junk = "this is not a tar archive\n".repeat(100).into_bytes();
+    let dir = ctx.path("junk");
+    one_layer_layout(&dir, &gzip(&junk), GZIP_LAYER, &sha256_digest(&junk));
+    let out = slim_plain(
+        &ctx,
+        &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
+        None,
+    );
+    assert_message("malformed_tar", &ctx, &out, 1);
+}
+
+#[test]
+fn message_path_escaping_the_root() {
+    let ctx = TestContext::new();
+    let tar = tar_of(&[("etc/hello", b"hi\n"), ("../escape", b"out\n")]);
+    let dir = ctx.path("escape");
+    one_layer_layout(&dir, &gzip(&tar), GZIP_LAYER, &sha256_digest(&tar));
+    let out = slim_plain(
+        &ctx,
+        &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
+        None,
+    );
+    assert_message("path_escaping_the_root", &ctx, &out, 1);
+}
+
+/// `--max-layer-size` is in GiB; 1 is the smallest bound that is not "no
+/// layer at all", so the bomb inflates to just over 1 GiB. slim must refuse
+/// it without inflating it (this test would take minutes otherwise).
+#[test]
+fn message_decompression_bomb() {
+    let ctx = TestContext::new();
+    let bomb = gzip_bomb();
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    let dir = ctx.path("bomb");
+    // The diff_id is not the real one (hashing 1 GiB would slow the test);
+    // slim refuses the layer before it could compare.
+    let placeholder = sha256_digest(b"not the diff_id");
+    one_layer_layout(&dir, &bomb, GZIP_LAYER, &placeholder);
+    let started = std::time::Instant::now();
+    let out = slim_plain(
+        &ctx,
+        &[
+            &oci_ref(&dir, "v1"),
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+            "--max-layer-size",
+            "1",
+        ],
+        None,
+    );
+    assert_message("decompression_bomb", &ctx, &out, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_absent(&ctx.path("out"));
+}
+
+#[test]
+fn message_unknown_layer_media_type() {
+    let ctx = TestContext::new();
+    let tar = hello_tar();
+    let dir = ctx.path("unknown");
+    one_layer_layout(
+        &dir,
+        &gzip(&tar),
+        "application/vnd.example.layer.v1+tar",
+        &sha256_digest(&tar),
+    );
+    let out = slim_plain(
+        &ctx,
+        &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
+        None,
+    );
+    assert_message("unknown_layer_media_type", &ctx, &out, 1);
+}
+
+#[test]
+fn message_profile_with_an_unknown_key() {
+    let ctx = TestContext::new();
+    let profile = ctx.path("typo.toml");
+    std::fs::write(
+        &profile,
+        "name = \"t\"\ndescription = \"d\"\n[[rule]]\ncategory = \"docs\"\nremvoe = [\"usr/share/doc/**\"]\n",
+    )
+    .unwrap();
+    let out = slim_plain(
+        &ctx,
+        &[
+            &fixture_ref(),
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+            "--profile",
+            profile.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_message("profile_with_an_unknown_key", &ctx, &out, 2);
+}
+
+#[test]
+fn message_profile_with_a_bad_glob() {
+    let ctx = TestContext::new();
+    let profile = ctx.path("glob.toml");
+    std::fs::write(
+        &profile,
+        "name = \"t\"\ndescription = \"d\"\n[[rule]]\ncategory = \"docs\"\nremove = [\"usr/[share\"]\n",
+    )
+    .unwrap();
+    let out = slim_plain(
+        &ctx,
+        &[
+            &fixture_ref(),
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+            "--profile",
+            profile.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_message("profile_with_a_bad_glob", &ctx, &out, 2);
+}
+
+#[test]
+fn message_platform_matching_nothing() {
+    let ctx = TestContext::new();
+    let out = slim_plain(
+        &ctx,
+        &[
+            &multiarch_layout().reference,
+            "-o",
+            &oci_ref(&ctx.path("out"), "v1"),
+            "--platform",
+            "linux/s390x",
+        ],
+        None,
+    );
+    assert_message("platform_matching_nothing", &ctx, &out, 1);
+}
+
+#[test]
+fn message_report_and_docker_archive_both_on_stdout() {
+    let ctx = TestContext::new();
+    let out = slim_plain(
+        &ctx,
+        &[&fixture_ref(), "-o", "docker-archive:-", "--report", "-"],
+        None,
+    );
+    assert_message("report_and_docker_archive_both_on_stdout", &ctx, &out, 2);
 }

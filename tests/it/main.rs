@@ -1,5 +1,7 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
+mod batch;
+mod cli;
 mod copy;
 mod errors;
 mod harness;
@@ -7,3 +9,4 @@ mod harness_tests;
 mod profiles;
 mod rewrite;
 mod squash_model;
+mod tls;

@@ -9,7 +9,8 @@
 //! credentials are only ever passed explicitly (`--creds`, `--src-creds`,
 //! `--dest-creds`). Loopback registries are plain HTTP, so `docker://`
 //! references on `127.*`/`localhost` get `--tls-verify=false` (or the
-//! `--src-`/`--dest-` form for `copy`).
+//! `--src-`/`--dest-` form for `copy`); other registries are verified, with
+//! `--cert-dir` when the runner has one ([`Skopeo::with_cert_dir`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,11 +22,15 @@ use sha2::{Digest as _, Sha256};
 use super::context::Output;
 use super::registry::runs_dir;
 
-/// Runs skopeo, optionally with credentials for the registry side(s).
+/// Runs skopeo, optionally with credentials for the registry side(s) and a
+/// directory of CA certificates for TLS registries.
 #[derive(Clone, Debug, Default)]
 pub struct Skopeo {
     /// `USER:PASSWORD`.
     creds: Option<String>,
+    /// `--cert-dir` (or `--src-`/`--dest-cert-dir`) for non-loopback
+    /// `docker://` references.
+    cert_dir: Option<String>,
 }
 
 fn is_loopback_docker_ref(reference: &str) -> bool {
@@ -46,13 +51,29 @@ fn empty_docker_config() -> &'static Path {
 
 impl Skopeo {
     pub fn anonymous() -> Self {
-        Skopeo { creds: None }
+        Skopeo::default()
     }
 
     pub fn with_creds(user: &str, password: &str) -> Self {
         Skopeo {
             creds: Some(format!("{user}:{password}")),
+            ..Skopeo::default()
         }
+    }
+
+    /// Trust the CAs (`*.crt`) in `dir` for TLS registries; TLS stays
+    /// verified.
+    pub fn with_cert_dir(mut self, dir: &Path) -> Self {
+        self.cert_dir = Some(dir.display().to_string());
+        self
+    }
+
+    /// `--{prefix}cert-dir=DIR` when a CA dir is set and `reference` is a
+    /// registry reached over TLS.
+    fn cert_flag(&self, prefix: &str, reference: &str) -> Option<String> {
+        let dir = self.cert_dir.as_ref()?;
+        (reference.starts_with("docker://") && !is_loopback_docker_ref(reference))
+            .then(|| format!("--{prefix}cert-dir={dir}"))
     }
 
     /// Run `skopeo ARGS` as given (no flags added) and return what happened.
@@ -73,6 +94,7 @@ impl Skopeo {
             if is_loopback_docker_ref(reference) {
                 flags.push("--tls-verify=false".to_string());
             }
+            flags.extend(self.cert_flag("", reference));
             if let Some(c) = &self.creds {
                 flags.push(format!("--creds={c}"));
             }
@@ -129,6 +151,8 @@ impl Skopeo {
         if is_loopback_docker_ref(dst) {
             flags.push("--dest-tls-verify=false".to_string());
         }
+        flags.extend(self.cert_flag("src-", src));
+        flags.extend(self.cert_flag("dest-", dst));
         if let Some(c) = &self.creds {
             if src.starts_with("docker://") {
                 flags.push(format!("--src-creds={c}"));

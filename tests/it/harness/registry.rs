@@ -11,6 +11,12 @@
 //! dropped, so every registry is spawned through
 //! [`super::process::spawn_tethered`] and dies with the test binary.
 //!
+//! With [`RegistryConfig::tls`] the registry serves HTTPS (`http.tls`) on the
+//! machine's first non-loopback IPv4 address instead (slim and Docker use
+//! plain HTTP for loopback hosts, so TLS can only be tested elsewhere), with
+//! a CA and a server certificate for that IP made by the `openssl` CLI in the
+//! registry's directory; [`Registry::shared_tls`] is the shared one.
+//!
 //! Storage, config, htpasswd/certificates and the log live in one directory
 //! under `CARGO_TARGET_TMPDIR/slim-it/`; directories left by earlier test
 //! binaries that are no longer running are swept on the first start.
@@ -29,7 +35,7 @@
 //! counted twice).
 
 use std::fs::{self, File};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -74,6 +80,10 @@ pub struct RegistryConfig {
     pub extra_yaml: String,
     /// Extra environment for the registry process.
     pub env: Vec<(String, String)>,
+    /// Serve HTTPS on the first non-loopback IPv4 address, with a
+    /// certificate signed by a CA made for this registry
+    /// ([`Registry::ca_cert`]). Default false.
+    pub tls: bool,
 }
 
 impl Default for RegistryConfig {
@@ -84,6 +94,7 @@ impl Default for RegistryConfig {
             read_only: false,
             extra_yaml: String::new(),
             env: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -130,6 +141,11 @@ impl RegistryConfig {
         self
     }
 
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// The YAML text for a registry in `dir` listening on `addr`.
     fn render(&self, dir: &Path, addr: &str, issuer: Option<&TokenIssuer>) -> String {
         let q = |p: &Path| yaml_quote(&p.display().to_string());
@@ -156,6 +172,13 @@ impl RegistryConfig {
         ]
         .join("\n");
         y.push('\n');
+        if self.tls {
+            y.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                q(&dir.join(SERVER_CERT)),
+                q(&dir.join(SERVER_KEY))
+            ));
+        }
         match self.auth {
             RegistryAuth::Anonymous => {}
             RegistryAuth::Basic => {
@@ -227,6 +250,7 @@ pub struct Registry {
     addr: String,
     dir: PathBuf,
     auth: RegistryAuth,
+    tls: bool,
     child: Mutex<Child>,
     issuer: Option<TokenIssuer>,
     /// Owns `dir` for private registries; `None` for shared ones, whose
@@ -252,6 +276,13 @@ impl Registry {
     pub fn shared_token() -> &'static Registry {
         static R: OnceLock<Registry> = OnceLock::new();
         R.get_or_init(|| Registry::launch(RegistryConfig::token(), true))
+    }
+
+    /// The anonymous HTTPS registry shared by the binary, on the first
+    /// non-loopback IPv4 address (panics if there is none).
+    pub fn shared_tls() -> &'static Registry {
+        static R: OnceLock<Registry> = OnceLock::new();
+        R.get_or_init(|| Registry::launch(RegistryConfig::anonymous().tls(true), true))
     }
 
     /// A private registry with this config, killed on drop.
@@ -289,10 +320,17 @@ impl Registry {
             fs::write(dir.join("htpasswd"), format!("{USER}:{hash}\n")).expect("writing htpasswd");
         }
         let issuer = (config.auth == RegistryAuth::Token).then(|| TokenIssuer::start(&dir));
+        let ip = if config.tls {
+            let ip = non_loopback_ipv4();
+            make_tls_certificates(&dir, ip);
+            ip
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
 
         let mut last_log = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            let addr = format!("127.0.0.1:{}", free_port());
+            let addr = format!("{ip}:{}", free_port(ip));
             let config_path = dir.join("config.yml");
             fs::write(&config_path, config.render(&dir, &addr, issuer.as_ref()))
                 .expect("writing registry config.yml");
@@ -319,6 +357,7 @@ impl Registry {
                 addr,
                 dir: dir.clone(),
                 auth: config.auth,
+                tls: config.tls,
                 child: Mutex::new(child),
                 issuer: None,
                 _tempdir: None,
@@ -353,7 +392,8 @@ impl Registry {
         );
     }
 
-    /// Poll `GET /v2/` until any HTTP answer (401 counts: auth is on).
+    /// Poll `GET /v2/` until any HTTP answer (401 counts: auth is on; so
+    /// does the 400 a TLS registry gives a plain-HTTP request).
     /// `Err(log)` if the process exited; panics on timeout.
     fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -384,14 +424,26 @@ impl Registry {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` (`IP:PORT` for a TLS registry).
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://IP:PORT` for a TLS registry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA (PEM) that signed a TLS registry's certificate.
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.join(CA_CERT))
+    }
+
+    /// A directory holding only that CA as `ca.crt`, for skopeo's
+    /// `--cert-dir` (containers/image reads `*.crt` there as CAs).
+    pub fn cert_dir(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.dir.join(CERT_DIR))
     }
 
     /// `127.0.0.1:PORT/REPO_TAG` (e.g. `reference("demo:latest")`).
@@ -413,11 +465,16 @@ impl Registry {
         (self.auth != RegistryAuth::Anonymous).then_some((USER, PASSWORD))
     }
 
-    /// A skopeo runner with this registry's credentials, if any.
+    /// A skopeo runner with this registry's credentials, if any, trusting
+    /// its CA if it serves TLS.
     pub fn skopeo(&self) -> Skopeo {
-        match self.credentials() {
+        let skopeo = match self.credentials() {
             Some((u, p)) => Skopeo::with_creds(u, p),
             None => Skopeo::anonymous(),
+        };
+        match self.cert_dir() {
+            Some(dir) => skopeo.with_cert_dir(&dir),
+            None => skopeo,
         }
     }
 
@@ -537,13 +594,134 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// A port that was free a moment ago. The registry binds it itself, so there
-/// is a small race; [`Registry::start`] retries on "address already in use".
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A port on `ip` that was free a moment ago. The registry binds it itself,
+/// so there is a small race; [`Registry::start`] retries on "address already
+/// in use".
+fn free_port(ip: Ipv4Addr) -> u16 {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("binding {ip}:0: {e}"))
         .port()
+}
+
+/// Files of a TLS registry, in its directory.
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const SERVER_CERT: &str = "server.pem";
+const SERVER_KEY: &str = "server.key";
+const CERT_DIR: &str = "certs.d";
+
+/// The machine's first non-loopback IPv4 address that is up (getifaddrs
+/// order). Panics when there is none: a TLS test cannot run on loopback, and
+/// must not pass without running.
+pub fn non_loopback_ipv4() -> Ipv4Addr {
+    let mut found = None;
+    // SAFETY: getifaddrs fills a list that is only read here and released
+    // with freeifaddrs; each ifa_addr is checked for null and for AF_INET
+    // before it is read as a sockaddr_in.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            panic!(
+                "getifaddrs failed: {}; the TLS tests need this machine's non-loopback IPv4 address",
+                std::io::Error::last_os_error()
+            );
+        }
+        let mut cur = list;
+        while !cur.is_null() && found.is_none() {
+            let ifa = &*cur;
+            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+            if up
+                && !ifa.ifa_addr.is_null()
+                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+            {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_unspecified() {
+                    found = Some(ip);
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found.unwrap_or_else(|| {
+        panic!(
+            "this machine has no non-loopback IPv4 address; the TLS tests need one, because slim \
+             (like Docker) reaches loopback registries over plain HTTP"
+        )
+    })
+}
+
+/// Writes a CA (`ca.pem`, `ca.key`), a server certificate it signed for
+/// `ip` (`server.pem`, `server.key`; subjectAltName IP:ip) and `certs.d/ca.crt`
+/// into `dir`, with the `openssl` CLI. EC P-256 keys: quick to make.
+fn make_tls_certificates(dir: &Path, ip: Ipv4Addr) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl (is it installed?)");
+        assert!(
+            out.status.success(),
+            "openssl {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "7", "-subj", "/CN=slim test CA"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        CA_KEY,
+        "-out",
+        CA_CERT,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&ca);
+    let subject = format!("/CN={ip}");
+    let mut csr = vec!["req", "-new", "-subj", &subject];
+    csr.extend(ec);
+    csr.extend(["-keyout", SERVER_KEY, "-out", "server.csr"]);
+    openssl(&csr);
+    fs::write(
+        dir.join("server.ext"),
+        format!(
+            "subjectAltName=IP:{ip}\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .expect("writing server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "7",
+        "-in",
+        "server.csr",
+        "-CA",
+        CA_CERT,
+        "-CAkey",
+        CA_KEY,
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        SERVER_CERT,
+    ]);
+    fs::create_dir_all(dir.join(CERT_DIR)).expect("creating certs.d");
+    fs::copy(dir.join(CA_CERT), dir.join(CERT_DIR).join("ca.crt")).expect("copying ca.crt");
 }
 
 /// `CARGO_TARGET_TMPDIR/slim-it`, swept once per binary of directories left by
