@@ -285,8 +285,7 @@ impl Copier<'_> {
             let available: Vec<Platform> =
                 children.iter().filter_map(|d| d.platform.clone()).collect();
             bail!(
-                "{}: no platform matches {} (available: {})",
-                self.src.name(),
+                "no platform matches {} (available: {})",
                 list(&self.opts.platforms),
                 list(&available)
             );
@@ -366,8 +365,7 @@ impl Copier<'_> {
         let p = Platform::from_json(&json);
         if !self.opts.platforms.iter().any(|w| w.selects(&p)) {
             bail!(
-                "{} is a single-platform image for {p}, not {}",
-                self.src.name(),
+                "the image is a single-platform image for {p}, not {}",
                 list(&self.opts.platforms)
             );
         }
@@ -473,9 +471,9 @@ pub fn stage_blob(
     let mut reader = ProgressReader::new(reader, d, reporter);
     {
         let mut w = BufWriter::with_capacity(256 << 10, file.as_file_mut());
-        io::copy(&mut reader, &mut w)
-            .map_err(io_error)
-            .with_context(|| format!("copying blob {} from {}", d.digest, src.name()))?;
+        // Errors name the blob and the source already (the verifying reader
+        // and the transports say which).
+        io::copy(&mut reader, &mut w).map_err(io_error)?;
         w.flush()?;
     }
     Ok(Staged {

@@ -259,16 +259,22 @@ impl Copier<'_> {
         let out = if opts.dry_run {
             m.clone()
         } else {
-            self.write_image(m, opts, &plans, &indexes, WriteImage {
-                config_desc: &config_desc,
-                config_json: &config_json,
-                codec,
-                docker,
-                keep,
-                source_layers: &layers,
-                diff_ids: &diff_ids,
-                output: &mut output,
-            })?
+            self.write_image(
+                m,
+                opts,
+                &plans,
+                &indexes,
+                WriteImage {
+                    config_desc: &config_desc,
+                    config_json: &config_json,
+                    codec,
+                    docker,
+                    keep,
+                    source_layers: &layers,
+                    diff_ids: &diff_ids,
+                    output: &mut output,
+                },
+            )?
         };
         self.record_image(ImageReport {
             platform: Some(platform),
@@ -295,7 +301,10 @@ impl Copier<'_> {
         &self,
         m: &Manifest,
         opts: &RewriteOptions,
-        plans: &[(crate::transform::squash::Plan, crate::transform::squash::SquashStats)],
+        plans: &[(
+            crate::transform::squash::Plan,
+            crate::transform::squash::SquashStats,
+        )],
         indexes: &[Arc<LayerIndex>],
         w: WriteImage<'_>,
     ) -> Result<Manifest> {
@@ -416,7 +425,10 @@ impl Copier<'_> {
                 record_provenance(ann, &m.digest, opts);
             }
         }
-        Ok(Manifest::from_json(&format!("slim manifest for {}", m.digest), &json)?)
+        Ok(Manifest::from_json(
+            &format!("slim manifest for {}", m.digest),
+            &json,
+        )?)
     }
 
     fn describe(&self, opts: &RewriteOptions, keep: usize, total: usize) -> String {
@@ -507,7 +519,7 @@ impl Copier<'_> {
                         let Some((i, desc)) = unique.get(k) else {
                             return;
                         };
-                        let what = format!("layer {} ({}/{})", desc.digest, i + 1, layers.len());
+                        let what = format!("layer {}/{}", i + 1, layers.len());
                         self.reporter.blob_start(desc, "reading");
                         let r = open_verified(self.src, desc).and_then(|reader| {
                             let reader = ProgressReader::new(reader, desc, self.reporter);
@@ -604,10 +616,23 @@ struct WriteImage<'a> {
 
 /// Records where an image came from and how it was slimmed (manifest or
 /// index annotations; config labels for Docker images).
-pub fn record_provenance(map: &mut serde_json::Map<String, Value>, source: &Digest, opts: &RewriteOptions) {
-    map.insert(ANNOTATION_SOURCE_DIGEST.into(), Value::String(source.to_string()));
-    map.insert(ANNOTATION_SETTINGS.into(), Value::String(opts.settings.clone()));
-    map.insert(ANNOTATION_SETTINGS_DIGEST.into(), Value::String(opts.settings_digest().to_string()));
+pub fn record_provenance(
+    map: &mut serde_json::Map<String, Value>,
+    source: &Digest,
+    opts: &RewriteOptions,
+) {
+    map.insert(
+        ANNOTATION_SOURCE_DIGEST.into(),
+        Value::String(source.to_string()),
+    );
+    map.insert(
+        ANNOTATION_SETTINGS.into(),
+        Value::String(opts.settings.clone()),
+    );
+    map.insert(
+        ANNOTATION_SETTINGS_DIGEST.into(),
+        Value::String(opts.settings_digest().to_string()),
+    );
 }
 
 /// Numbers the new layers for progress reports.

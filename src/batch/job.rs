@@ -419,6 +419,20 @@ destination = "mirror.example.com/{repository}:{tag}-slim"
         assert!(matches!(e, JobFileError::Empty { .. }));
     }
 
+    /// The job file shipped in deploy/kubernetes stays valid.
+    #[test]
+    fn the_kubernetes_example_parses() {
+        let yaml = include_str!("../../deploy/kubernetes/configmap.yaml");
+        let (_, block) = yaml.split_once("jobs.toml: |\n").unwrap();
+        let text: String = block
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let job = parse(&text).unwrap();
+        assert_eq!((job.images.len(), job.repositories.len()), (1, 1));
+    }
+
     #[test]
     fn templates() {
         let t = Template::parse("{registry}/slim/{repository}:{tag}").unwrap();

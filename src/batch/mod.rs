@@ -37,6 +37,7 @@ use crate::image::{Descriptor, Manifest};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryClient;
 use crate::rewrite::RewriteOptions;
+use crate::settings::Settings;
 use crate::transport::registry::RegistrySource;
 use crate::transport::{BlobStream, Capabilities, Dest, Staged, open_dest};
 
@@ -147,11 +148,13 @@ fn chain(e: &anyhow::Error) -> String {
     ErrorChain(e.as_ref()).to_string()
 }
 
-/// An item after the check.
+/// An item after the check. Its rewrite options (compiled profiles) are
+/// made again when its turn comes, so that a long list holds only digests.
 struct Planned {
     item: WorkItem,
     source_digest: Digest,
-    rewrite: Option<RewriteOptions>,
+    /// `None`: a faithful copy.
+    settings_digest: Option<Digest>,
     decision: Decision,
 }
 
@@ -206,6 +209,7 @@ pub fn run(
         done: AtomicUsize::new(0),
         saved: Mutex::new(0),
         threads_per_image: cpus().div_ceil(jobs).max(1),
+        digests: Mutex::new(Vec::new()),
     };
     let mut results: Vec<Option<ImageResult>> = vec![None; list.items.len()];
     for c in &list.conflicts {
@@ -232,9 +236,9 @@ pub fn run(
     for (i, p) in planned.into_iter().enumerate() {
         let Some(p) = p else { continue };
         let key = p
-            .rewrite
+            .settings_digest
             .as_ref()
-            .map(|rw| (p.source_digest.clone(), rw.settings_digest()));
+            .map(|d| (p.source_digest.clone(), d.clone()));
         match key.as_ref().and_then(|k| groups.get(k)) {
             Some(&t) => tasks[t].followers.push((i, p)),
             None => {
@@ -312,6 +316,8 @@ struct Runner<'a> {
     done: AtomicUsize,
     saved: Mutex<i64>,
     threads_per_image: usize,
+    /// Settings digests already computed (a job has few distinct settings).
+    digests: Mutex<Vec<(Settings, Option<Digest>)>>,
 }
 
 fn blank(item: &WorkItem) -> ImageResult {
@@ -402,15 +408,43 @@ impl Runner<'_> {
             .collect()
     }
 
-    fn check(&self, item: &WorkItem) -> Result<Planned> {
+    /// The item's settings, with compression threads sized to the pool.
+    fn settings(&self, item: &WorkItem) -> Settings {
         let mut settings = item.settings.clone();
         if settings.threads.is_none() {
             settings.threads = Some(self.threads_per_image);
         }
-        let rewrite = settings
+        settings
+    }
+
+    fn rewrite(&self, item: &WorkItem) -> Result<Option<RewriteOptions>> {
+        self.settings(item)
             .rewrite(self.client, false)
-            .with_context(|| format!("settings of {}", item.entry))?;
-        let platforms = settings.platforms()?;
+            .with_context(|| format!("settings of {}", item.entry))
+    }
+
+    /// What the output records as its settings digest (`None`: a copy).
+    fn settings_digest(&self, item: &WorkItem) -> Result<Option<Digest>> {
+        if let Some((_, d)) = self
+            .digests
+            .lock()
+            .expect("digests lock")
+            .iter()
+            .find(|(s, _)| s == &item.settings)
+        {
+            return Ok(d.clone());
+        }
+        let d = self.rewrite(item)?.map(|rw| rw.settings_digest());
+        self.digests
+            .lock()
+            .expect("digests lock")
+            .push((item.settings.clone(), d.clone()));
+        Ok(d)
+    }
+
+    fn check(&self, item: &WorkItem) -> Result<Planned> {
+        let settings_digest = self.settings_digest(item)?;
+        let platforms = item.settings.platforms()?;
         let source_digest = check::source_digest(self.client, &item.source)
             .with_context(|| format!("checking the source {}", item.source))?;
         let decision = check::decide(
@@ -418,10 +452,7 @@ impl Runner<'_> {
             &item.source,
             &source_digest,
             &item.destination,
-            rewrite
-                .as_ref()
-                .map(RewriteOptions::settings_digest)
-                .as_ref(),
+            settings_digest.as_ref(),
             &platforms,
         )
         .with_context(|| format!("checking the destination {}", item.destination))?;
@@ -435,7 +466,7 @@ impl Runner<'_> {
         Ok(Planned {
             item: item.clone(),
             source_digest,
-            rewrite,
+            settings_digest,
             decision,
         })
     }
@@ -471,7 +502,9 @@ impl Runner<'_> {
         };
         let platforms = p.item.settings.platforms().unwrap_or_default();
         let replaces = matches!(p.decision, Decision::Slim { replaces: true, .. });
-        let outcome = self.copy(&p.item, &source, platforms, p.rewrite, replaces);
+        let outcome = self
+            .rewrite(&p.item)
+            .and_then(|rw| self.copy(&p.item, &source, platforms, rw, replaces));
         match outcome {
             Ok(o) => {
                 r.status = Status::Slimmed;

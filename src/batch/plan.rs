@@ -221,14 +221,21 @@ impl WorkList {
         for item in candidates {
             let key = item.destination.to_string();
             match claimed.get(&key) {
-                Some(&i) if kept[i].source == item.source => {}
-                Some(&i) => list.conflicts.push(LeftOut {
-                    reason: format!(
-                        "{} is already the destination of {} ({}); give this source another destination",
-                        item.destination, kept[i].source, kept[i].entry
-                    ),
-                    item,
-                }),
+                Some(&i) if kept[i].source == item.source && kept[i].settings == item.settings => {}
+                Some(&i) => {
+                    let other = if kept[i].source == item.source {
+                        " with other settings"
+                    } else {
+                        ""
+                    };
+                    list.conflicts.push(LeftOut {
+                        reason: format!(
+                            "{} is already the destination of {} ({}){other}; give this entry another destination",
+                            item.destination, kept[i].source, kept[i].entry
+                        ),
+                        item,
+                    })
+                }
                 None => {
                     claimed.insert(key, kept.len());
                     kept.push(item);
@@ -272,13 +279,16 @@ fn list_tags(client: &RegistryClient, wanted: &[(String, String)], threads: usiz
                     let Some((registry, repo)) = wanted.get(i) else {
                         return;
                     };
-                    let r = client
-                        .list_tags(registry, repo)
-                        .map(|mut t| {
+                    let r = match client.list_tags(registry, repo) {
+                        Ok(mut t) => {
                             t.sort();
-                            t
-                        })
-                        .map_err(|e| format!("{}", crate::batch::ErrorChain(&e)));
+                            Ok(t)
+                        }
+                        // Distribution answers 404 for a repository whose
+                        // tags were all deleted (it stays in the catalog).
+                        Err(crate::registry::RegistryError::NotFound { .. }) => Ok(Vec::new()),
+                        Err(e) => Err(format!("{}", crate::batch::ErrorChain(&e))),
+                    };
                     out.lock()
                         .expect("tag lists lock")
                         .insert((registry.clone(), repo.clone()), r);
@@ -353,6 +363,10 @@ destination = "r.example.com/a:1-slim"
 [[images]]
 source = "r.example.com/a:1-slim"
 destination = "r.example.com/a:1-slim-slim"
+[[images]]
+source = "r.example.com/a:1"
+destination = "r.example.com/a:1-slim"
+compression = "zstd"
 "#,
         )
         .unwrap();
@@ -367,8 +381,9 @@ destination = "r.example.com/a:1-slim-slim"
             show(&list.items),
             ["r.example.com/a:1 -> r.example.com/a:1-slim"]
         );
-        assert_eq!(list.conflicts.len(), 1);
+        assert_eq!(list.conflicts.len(), 2);
         assert!(list.conflicts[0].reason.contains("r.example.com/a:1 ("));
+        assert!(list.conflicts[1].reason.contains("with other settings"));
         assert_eq!(list.excluded.len(), 1);
         assert_eq!(
             list.excluded[0].item.source.to_string(),

@@ -127,7 +127,12 @@ pub fn main() -> ExitCode {
         Some(Command::Batch(a)) => batch::run(a, &cli.global),
         Some(Command::Analyze(a)) => analyze::run(a, &cli.global),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "slim", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "slim",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
         Some(Command::Manpage) => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
@@ -156,9 +161,13 @@ fn init_tracing(g: &GlobalArgs) {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("slim={default},warn")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "slim={default},rustls_platform_verifier=off,warn"
+        ))
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

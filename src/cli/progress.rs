@@ -34,7 +34,7 @@ impl Terminal {
         }
     }
 
-    fn bar(&self, len: Option<u64>, label: String) -> Option<ProgressBar> {
+    fn bar(&self, len: Option<u64>, prefix: &str, label: String) -> Option<ProgressBar> {
         let multi = self.bars.as_ref()?;
         let bar = match len {
             Some(n) => ProgressBar::new(n).with_style(
@@ -46,6 +46,7 @@ impl Terminal {
                 ProgressStyle::with_template("{prefix:>8} {msg:<28} {spinner} {bytes:>10} {binary_bytes_per_sec:>12}").expect("valid template"),
             ),
         };
+        bar.set_prefix(prefix.to_string());
         bar.set_message(label);
         let bar = multi.add(bar);
         bar.enable_steady_tick(Duration::from_millis(250));
@@ -62,8 +63,7 @@ impl Terminal {
 
 impl Reporter for Terminal {
     fn blob_start(&self, desc: &Descriptor, label: &str) {
-        if let Some(bar) = self.bar(Some(desc.size), desc.short()) {
-            bar.set_prefix(label.to_string());
+        if let Some(bar) = self.bar(Some(desc.size), label, desc.short()) {
             self.blobs
                 .lock()
                 .expect("bars")
@@ -111,8 +111,7 @@ impl Reporter for Terminal {
     }
 
     fn layer_start(&self, id: u64, label: &str, estimate: u64) {
-        if let Some(bar) = self.bar(Some(estimate), label.to_string()) {
-            bar.set_prefix("writing");
+        if let Some(bar) = self.bar(Some(estimate), "writing", label.to_string()) {
             self.layers.lock().expect("bars").insert(id, bar);
         }
     }

@@ -147,7 +147,7 @@ pub fn index_layer(
 
 /// The decompression-bomb refusal, naming the flag that sets the bound.
 fn too_big(what: &str, max: u64) -> anyhow::Error {
-    let bound = if max >= 1 << 30 && max % (1 << 30) == 0 {
+    let bound = if max >= 1 << 30 && max.is_multiple_of(1 << 30) {
         format!("{} GiB", max >> 30)
     } else {
         format!("{max} bytes")
@@ -346,4 +346,88 @@ fn carried_pax<R: Read>(e: &mut tar::Entry<'_, R>) -> io::Result<Option<Box<[Pax
         out.push((key.into(), ext.value_bytes().into()));
     }
     Ok((!out.is_empty()).then(|| out.into_boxed_slice()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn header(name: &str, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        h
+    }
+
+    fn index(blob: &[u8], max: u64) -> Result<LayerIndex> {
+        let opts = IndexOptions {
+            hash_contents: false,
+            max_uncompressed: max,
+        };
+        index_layer(
+            io::Cursor::new(blob),
+            "layer L",
+            None,
+            &std::env::temp_dir(),
+            &opts,
+        )
+    }
+
+    /// The bound holds on the bytes the decoder produces, whatever the tar
+    /// headers say: here a tiny archive followed by 2 MiB of zero padding.
+    #[test]
+    fn a_layer_inflating_past_the_bound_is_refused() {
+        let mut tar = header("a", 3).as_bytes().to_vec();
+        tar.extend(b"abc");
+        tar.resize(2 << 20, 0);
+        if let Err(e) = index(&gzip(&tar), 4 << 20) {
+            panic!("within the bound: {e:#}");
+        }
+        let err = format!("{:#}", index(&gzip(&tar), 1 << 20).err().unwrap());
+        assert!(
+            err.contains("layer L: decompresses to more than 1048576 bytes"),
+            "{err}"
+        );
+    }
+
+    /// Regression: a bomb was inflated (and spooled) up to the bound before
+    /// being refused; headers that declare more than the bound are refused
+    /// at once. The content is absent here, so only the header can tell.
+    #[test]
+    fn a_header_declaring_more_than_the_bound_is_refused_before_its_content() {
+        let tar = header("big", 2 << 20).as_bytes().to_vec();
+        let err = format!("{:#}", index(&gzip(&tar), 1 << 20).err().unwrap());
+        assert!(
+            err.contains("decompresses to more than 1048576 bytes"),
+            "{err}"
+        );
+        // Within the bound the same layer is an ordinary truncated tar.
+        let err = format!("{:#}", index(&gzip(&tar), 4 << 20).err().unwrap());
+        assert!(!err.contains("decompresses to more"), "{err}");
+    }
+
+    #[test]
+    fn a_garbage_tar_header_is_reported_on_one_line() {
+        let junk = "not a tar\n".repeat(100);
+        let err = format!(
+            "{:#}",
+            index(&gzip(junk.as_bytes()), 1 << 30).err().unwrap()
+        );
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            err.contains("layer L: malformed tar header at the start of the layer"),
+            "{err}"
+        );
+    }
 }

@@ -736,3 +736,32 @@ fn harness_registry_allows_deletes() {
     assert_eq!(gone.status, 404);
     assert_eq!(reg.count_requests("DELETE", &target), 1);
 }
+
+/// The TLS registry listens on a non-loopback address with a certificate
+/// for that IP that only its own CA vouches for: skopeo verifying with the
+/// system roots refuses it, with `--cert-dir` it works (so the TLS tests'
+/// refusals are about trust, not a broken server).
+#[test]
+fn harness_tls_registry_is_trusted_through_its_ca_only() {
+    let reg = Registry::shared_tls();
+    let ip: std::net::Ipv4Addr = reg.addr().rsplit_once(':').unwrap().0.parse().unwrap();
+    assert!(!ip.is_loopback(), "{ip}");
+    assert!(reg.url().starts_with("https://"), "{}", reg.url());
+    let ca = std::fs::read_to_string(reg.ca_cert().unwrap()).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+
+    let repo = unique_name("harness/tls");
+    let digest = push_fixture(reg, &format!("{repo}:v1"));
+    assert_eq!(digest, fixture_image().manifest_digest);
+    let target = reg.docker_ref(&format!("{repo}:v1"));
+
+    let verified_by_system = Skopeo::anonymous().run(&["inspect", "--raw", &target]);
+    verified_by_system.assert_failure();
+    assert!(
+        verified_by_system
+            .stderr_str()
+            .contains("certificate signed by unknown authority"),
+        "{verified_by_system}"
+    );
+    assert_eq!(reg.skopeo().manifest_digest(&target), digest);
+}

@@ -6,7 +6,9 @@
 //!   and `Output` (stdout, stderr, exit code, assertions).
 //! - [`registry`] — the real Distribution registry (`docker-registry` 2.8) on a
 //!   free loopback port: anonymous, htpasswd or token auth; shared or private;
-//!   access-log parsing to count requests.
+//!   or HTTPS on the first non-loopback IPv4 address with a CA made for it
+//!   (`RegistryConfig::tls`, `Registry::shared_tls`); access-log parsing to
+//!   count requests.
 //! - [`token`] — the Docker token issuer for the token-auth registry (JWT RS256
 //!   signed with `openssl`), counting the tokens it issues.
 //! - [`judges`] — skopeo and umoci wrappers (`inspect`, `copy`, `unpack`).
