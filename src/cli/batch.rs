@@ -273,7 +273,7 @@ impl BatchProgress for Printer {
             Status::Planned => "would slim",
             s => s.as_str(),
         };
-        let saved = if self.dry_run || r.status == Status::Skipped {
+        let saved = if self.dry_run || r.status != Status::Slimmed {
             String::new()
         } else {
             format!("; {} saved", signed_bytes(saved))
