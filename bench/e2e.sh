@@ -104,5 +104,27 @@ for img in debian:base python-app:latest node-app:latest; do
   esac
 done
 
+# --- the CI step and analyze (issue: a tool people like to use) ----------------
+"$SLIM" -q "$REG/corpus/debian:base" -o "$REG/e2e-$run/debian:report" --report "$WORK/report.json"
+for k in source.reference source.digest source.layers source.compressed_bytes source.uncompressed_bytes source.files \
+         output.digest output.compressed_bytes removed.files removed.by_category kept_by_safety platforms duration_seconds; do
+  if jq -e ".$k != null" "$WORK/report.json" >/dev/null; then :; else fail "report lacks $k"; fi
+done
+check_eq "report output digest is the pushed digest" "sha256:$(digest "docker://$REG/e2e-$run/debian:report")" "$(jq -r .output.digest "$WORK/report.json")"
+skopeo copy -q --src-tls-verify=false "docker://$REG/corpus/debian:base" "docker-archive:$WORK/debian-in.tar:debian:base" >/dev/null
+"$SLIM" -q docker-archive:- -o docker-archive:- < "$WORK/debian-in.tar" > "$WORK/debian-out.tar"
+if skopeo inspect "docker-archive:$WORK/debian-out.tar" >/dev/null && [ "$(stat -c %s "$WORK/debian-out.tar")" -lt "$(stat -c %s "$WORK/debian-in.tar")" ]; then
+  pass "docker-archive:- to docker-archive:- over pipes: skopeo reads it, $(stat -c %s "$WORK/debian-out.tar") < $(stat -c %s "$WORK/debian-in.tar") bytes"
+else fail "docker-archive pipe"; fi
+"$SLIM" -q "$REG/corpus/debian:base" -o "$REG/e2e-$run/debian:gate" --fail-if-savings-below 95; rc=$?
+check_eq "--fail-if-savings-below 95 on debian:base exits 3" "$rc" "3"
+wasted=$("$SLIM" -q analyze "$REG/corpus/python-app:latest" --json | jq '.images[0].wasted.bytes')
+if [ "$wasted" -gt 0 ]; then pass "analyze python-app reports $wasted wasted bytes"; else fail "analyze reports no waste"; fi
+for bad in "UPPER:case:x" "dir:/tmp/x" "$REG/corpus/python-app:nosuchtag" "oci:/nonexistent/dir:x"; do
+  out=$("$SLIM" "$bad" -o "oci:$WORK/never:x" 2>&1); rc=$?
+  lines=$(grep -c '^error:' <<<"$out")
+  if [ "$lines" = 1 ] && { [ $rc = 1 ] || [ $rc = 2 ]; }; then pass "$bad: one error line, exit $rc"; else fail "$bad: exit $rc: $out"; fi
+done
+
 echo "work dir: $WORK"
 exit $failed

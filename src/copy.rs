@@ -203,8 +203,17 @@ impl Copier<'_> {
 
     /// Copies a manifest and everything below it; returns it as written.
     fn transfer(&self, m: Manifest, is_root: bool) -> Result<Manifest> {
+        self.transfer_as(m, is_root, false)
+    }
+
+    /// `carry`: copy as it is, never slimmed (attestations and other
+    /// manifests that are not a platform's image).
+    fn transfer_as(&self, m: Manifest, is_root: bool, carry: bool) -> Result<Manifest> {
         let out = if m.is_index() {
             self.transfer_index(m)?
+        } else if carry {
+            self.copy_blobs(&m.blobs()?)?;
+            self.to_dest_types(m)?
         } else {
             self.transfer_image(m)?
         };
@@ -261,7 +270,11 @@ impl Copier<'_> {
                         .expect("platforms lock")
                         .push(p.clone());
                 }
-                let out = self.transfer(child, false)?;
+                // Attestations describe the image they were made for; they
+                // are carried over as they are, not slimmed.
+                let carry =
+                    is_attestation(d) || d.platform.as_ref().is_some_and(|p| p.os == "unknown");
+                let out = self.transfer_as(child, false, carry)?;
                 (
                     out.media_type.clone(),
                     out.digest.clone(),

@@ -323,8 +323,20 @@ impl Copier<'_> {
         let mut new_diff_ids: Vec<Digest> = diff_ids[..keep].to_vec();
         for (plan, _) in plans {
             // Push while compressing where the destination can take a
-            // stream (a registry); the spooled file is the fallback.
-            let mut stream = match self.dst.stream_blob() {
+            // stream (a registry): the upload follows the blob file as it
+            // grows. The finished file is the fallback.
+            let file =
+                tempfile::NamedTempFile::new_in(self.dst.staging_dir()).with_context(|| {
+                    format!(
+                        "creating a temp file in {}",
+                        self.dst.staging_dir().display()
+                    )
+                })?;
+            let growing = Arc::new(encode::Growing::default());
+            let stream = match self
+                .dst
+                .stream_blob(Box::new(growing.reader(file.reopen()?)))
+            {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "no streamed upload; uploading after compression");
@@ -332,26 +344,31 @@ impl Copier<'_> {
                 }
             };
             let t = std::time::Instant::now();
-            let tee = stream
-                .as_mut()
-                .map(|s| &mut **s as &mut (dyn std::io::Write + Send));
             let id = LAYER_IDS.fetch_add(1, Ordering::Relaxed) as u64;
             let estimate = plan_bytes(plan, indexes);
             self.reporter.layer_start(id, "writing layer", estimate);
             let reporter = self.reporter;
-            let encoded = encode::encode(self.dst.staging_dir(), codec, tee, |w| {
+            let encoded = encode::encode(file, codec, Some(&growing), |w| {
                 let mut counted = CountingWriter {
                     inner: w,
                     id,
                     reporter,
                 };
                 write_plan(&mut counted, plan, indexes)
-            })
-            .with_context(|| format!("writing a layer for {}", self.dst.name()))?;
+            });
+            let encoded = match encoded {
+                Ok(e) => e,
+                Err(e) => {
+                    if let Some(s) = stream {
+                        s.abort();
+                    }
+                    return Err(e)
+                        .with_context(|| format!("writing a layer for {}", self.dst.name()));
+                }
+            };
             tracing::info!(elapsed = ?t.elapsed(), bytes = encoded.uncompressed_size, "encoded");
             let desc = Descriptor::new(layer_type, encoded.digest.clone(), encoded.size);
-            let stream = stream.filter(|_| encoded.tee_ok);
-            self.put_new_blob(&desc, encoded.file, stream)?;
+            self.put_new_blob(&desc, encoded.file, stream.map(|s| (s, growing)))?;
             self.reporter.layer_done(id, &desc);
             output.compressed_bytes += encoded.size;
             output.uncompressed_bytes += encoded.uncompressed_size;
@@ -563,17 +580,19 @@ impl Copier<'_> {
         &self,
         desc: &Descriptor,
         file: tempfile::NamedTempFile,
-        stream: Option<Box<dyn crate::transport::BlobStream>>,
+        stream: Option<(Box<dyn crate::transport::BlobStream>, Arc<encode::Growing>)>,
     ) -> Result<()> {
         if !self.mark_done(&desc.digest) || self.dst.has_blob(desc)? {
-            if let Some(s) = stream {
+            if let Some((s, growing)) = stream {
+                // Stop reading the file; the session is cancelled.
+                growing.cancel();
                 s.abort();
             }
             self.count_blob(desc, crate::progress::BlobOutcome::Existed);
             return Ok(());
         }
         self.count_blob(desc, crate::progress::BlobOutcome::Copied);
-        if let Some(s) = stream {
+        if let Some((s, _)) = stream {
             match s.commit(desc) {
                 Ok(()) => return Ok(()),
                 Err(e) => {

@@ -604,7 +604,10 @@ impl Dest for NoStream {
     fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
         self.0.put_blob(desc, blob)
     }
-    fn stream_blob(&self) -> Result<Option<Box<dyn BlobStream>>> {
+    fn stream_blob(
+        &self,
+        _data: Box<dyn std::io::Read + Send>,
+    ) -> Result<Option<Box<dyn BlobStream>>> {
         Ok(None)
     }
     fn put_manifest(&self, m: &Manifest) -> Result<()> {

@@ -4,7 +4,8 @@
 //! Threads: the tar writer runs on its own thread and hashes the tar; the
 //! compressor runs on the calling thread and hands blocks to workers (zstd's
 //! own workers, or [`ParGzWriter`]'s); the blob is hashed as it is written.
-//! A bounded [`pipe`](super::pipe) joins the two sides.
+//! A bounded [`pipe`](super::pipe) joins the two sides. An upload can follow
+//! the blob file as it grows ([`Growing`]) without slowing the compressor.
 //!
 //! Determinism: the same tar gives the same blob for any thread count.
 //! zstd's multi-threaded mode is reproducible for any worker count >= 1, so
@@ -16,7 +17,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -57,25 +57,21 @@ pub struct Encoded {
     pub size: u64,
     pub diff_id: Digest,
     pub uncompressed_size: u64,
-    /// The tee given to [`encode`] received every byte.
-    pub tee_ok: bool,
 }
 
 /// Runs `produce` (which writes a tar stream) on its own thread and
-/// compresses its output into a temp file in `dir`, and also into `tee` if
-/// given (an upload under way). A failing tee is dropped, not fatal:
-/// `Encoded::tee_ok` says whether it got every byte.
+/// compresses its output into `file`. With `growing`, every byte that
+/// reaches the file is announced there, so an upload can read the blob
+/// while it is being written, without ever holding the compressor back.
 pub fn encode<F>(
-    dir: &Path,
+    mut file: NamedTempFile,
     codec: Codec,
-    tee: Option<&mut (dyn Write + Send)>,
+    growing: Option<&Growing>,
     produce: F,
 ) -> Result<Encoded>
 where
     F: FnOnce(&mut dyn Write) -> Result<()> + Send,
 {
-    let mut file = NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     let (writer, mut reader) = pipe::pipe(8);
     let (tar_side, blob_side) = std::thread::scope(|s| {
         let producer = s.spawn(move || -> Result<(Digest, u64)> {
@@ -85,17 +81,19 @@ where
             writer.finish().context("the compressor stopped")?;
             Ok((diff_id, size))
         });
-        let blob = (|| -> Result<(Digest, u64, bool)> {
-            let tee = Tee {
-                primary: BufWriter::with_capacity(1 << 20, file.as_file_mut()),
-                secondary: tee,
-                failed: false,
+        let blob = (|| -> Result<(Digest, u64)> {
+            let announce = Announce {
+                inner: file.as_file_mut(),
+                growing,
             };
-            let sink = HashingWriter::new(tee, Algorithm::Sha256);
+            let sink = HashingWriter::new(
+                BufWriter::with_capacity(1 << 20, announce),
+                Algorithm::Sha256,
+            );
             let sink = compress(&mut reader, sink, codec)?;
-            let (digest, size, mut tee) = sink.finish();
-            tee.primary.flush()?;
-            Ok((digest, size, tee.secondary.is_some() && !tee.failed))
+            let (digest, size, mut buf) = sink.finish();
+            buf.flush()?;
+            Ok((digest, size))
         })();
         if blob.is_err() {
             // Unblock the producer: it fails on its next write.
@@ -103,40 +101,118 @@ where
         }
         (producer.join().expect("tar writer thread panicked"), blob)
     });
-    let (diff_id, uncompressed_size) = tar_side?;
-    let (digest, size, tee_ok) = blob_side?;
-    Ok(Encoded {
-        file,
-        digest,
-        size,
-        diff_id,
-        uncompressed_size,
-        tee_ok,
-    })
+    let result = match (tar_side, blob_side) {
+        (Ok((diff_id, uncompressed_size)), Ok((digest, size))) => Ok(Encoded {
+            file,
+            digest,
+            size,
+            diff_id,
+            uncompressed_size,
+        }),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if let Some(g) = growing {
+        g.end(result.is_ok());
+    }
+    result
 }
 
-/// Writes to `primary`, and to `secondary` until that fails.
-struct Tee<'a, W: Write> {
-    primary: W,
-    secondary: Option<&'a mut (dyn Write + Send)>,
-    failed: bool,
+/// A file being written, as seen by a reader of it: how many bytes are in
+/// it so far, and whether the writer finished (or failed).
+#[derive(Default)]
+pub struct Growing {
+    state: std::sync::Mutex<(u64, Option<bool>)>,
+    changed: std::sync::Condvar,
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
-impl<W: Write> Write for Tee<'_, W> {
+impl Growing {
+    /// Makes readers fail from now on (the upload is not wanted).
+    pub fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    fn grew(&self, n: u64) {
+        self.state.lock().expect("growing lock").0 += n;
+        self.changed.notify_all();
+    }
+
+    fn end(&self, ok: bool) {
+        self.state.lock().expect("growing lock").1 = Some(ok);
+        self.changed.notify_all();
+    }
+
+    /// Reads `file` (another handle on the growing file) up to what has
+    /// been written, waiting for more; ends when the writer ends.
+    pub fn reader(self: &std::sync::Arc<Self>, file: std::fs::File) -> GrowingReader {
+        GrowingReader {
+            file,
+            growing: self.clone(),
+            pos: 0,
+        }
+    }
+}
+
+/// Counts bytes into [`Growing`] as they reach the file.
+struct Announce<'a, W: Write> {
+    inner: W,
+    growing: Option<&'a Growing>,
+}
+
+impl<W: Write> Write for Announce<'_, W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.primary.write(data)?;
-        if let Some(s) = self.secondary.as_mut()
-            && !self.failed
-            && let Err(e) = s.write_all(&data[..n])
-        {
-            tracing::debug!(error = %e, "the streamed upload stopped; the blob will be uploaded from its file");
-            self.failed = true;
+        let n = self.inner.write(data)?;
+        if let Some(g) = self.growing {
+            g.grew(n as u64);
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.primary.flush()
+        self.inner.flush()
+    }
+}
+
+/// A reader of a file another thread is writing (see [`Growing`]).
+pub struct GrowingReader {
+    file: std::fs::File,
+    growing: std::sync::Arc<Growing>,
+    pos: u64,
+}
+
+impl Read for GrowingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let cancelled = || {
+            self.growing
+                .cancelled
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        loop {
+            let (written, end) = {
+                let mut st = self.growing.state.lock().expect("growing lock");
+                while st.0 == self.pos && st.1.is_none() && !cancelled() {
+                    st = self.growing.changed.wait(st).expect("growing lock");
+                }
+                *st
+            };
+            if cancelled() {
+                return Err(io::Error::other("upload cancelled"));
+            }
+            if written > self.pos {
+                let want = buf.len().min((written - self.pos) as usize);
+                let n = self.file.read_at(&mut buf[..want], self.pos)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            return match end {
+                Some(true) => Ok(0),
+                Some(false) => Err(io::Error::other("the blob being uploaded was not finished")),
+                None => continue,
+            };
+        }
     }
 }
 

@@ -830,12 +830,13 @@ impl RegistryClient {
     }
 
     /// Opens an upload session and starts one streaming PATCH whose body is
-    /// whatever is written to the returned upload, so a blob can go out
-    /// while it is still being made. [`StreamingUpload::finish`] commits it
-    /// under its digest (which the registry checks).
+    /// read from `body` (a blob still being written, read as it grows).
+    /// [`StreamingUpload::finish`] commits it under its digest (which the
+    /// registry checks).
     pub fn stream_upload(
         self: &Arc<Self>,
         r: &RegistryRef,
+        body: Box<dyn Read + Send>,
     ) -> Result<StreamingUpload, RegistryError> {
         let host = r.api_host().to_string();
         let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
@@ -859,14 +860,13 @@ impl RegistryClient {
                 reason: format!("{host} opened an upload session without a Location"),
             })?;
         let url = resolve_location(&self.base(&host)?, &location);
-        let (writer, reader) = crate::layer::pipe::pipe(16);
         let client = self.clone();
         let thread_url = url.clone();
         let thread_host = host.clone();
         let thread = std::thread::spawn(move || -> Result<String, RegistryError> {
             // One-shot body: a retry cannot replay it (the caller falls back
-            // to uploading the spooled file).
-            let body = Mutex::new(Some(reqwest::blocking::Body::new(reader)));
+            // to uploading the finished file).
+            let body = Mutex::new(Some(reqwest::blocking::Body::new(body)));
             let resp = client.execute(&thread_host, &scope, &what, 1, &|c, _| {
                 let body = body
                     .lock()
@@ -891,7 +891,6 @@ impl RegistryClient {
             client: self.clone(),
             r: r.clone(),
             url,
-            writer: Some(writer),
             thread: Some(thread),
         })
     }
@@ -1065,41 +1064,21 @@ fn registry_name_for(host: &str) -> String {
     }
 }
 
-/// A blob upload fed while the blob is being written.
+/// A blob upload that reads the blob while it is being written.
 pub struct StreamingUpload {
     client: Arc<RegistryClient>,
     r: RegistryRef,
     url: String,
-    writer: Option<crate::layer::pipe::PipeWriter>,
     thread: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
 }
 
-impl std::io::Write for StreamingUpload {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        match self.writer.as_mut() {
-            Some(w) => w.write(data),
-            None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "upload closed")),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl StreamingUpload {
-    /// Ends the stream and commits the blob under `digest`.
+    /// Waits for the body to end and commits the blob under `digest`.
     pub fn finish(mut self, digest: &Digest) -> Result<(), RegistryError> {
         let what = format!(
             "pushing blob {digest} to {}/{}",
             self.r.registry, self.r.repository
         );
-        if let Some(w) = self.writer.take() {
-            w.finish().map_err(|source| RegistryError::Io {
-                what: what.clone(),
-                source,
-            })?;
-        }
         let location =
             self.thread
                 .take()
@@ -1133,9 +1112,9 @@ impl StreamingUpload {
         Ok(())
     }
 
-    /// Drops the stream and cancels the session.
+    /// Waits for the request to stop (the caller made its body fail) and
+    /// cancels the session.
     pub fn abort(mut self) {
-        self.writer.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -1153,7 +1132,6 @@ impl StreamingUpload {
 
 impl Drop for StreamingUpload {
     fn drop(&mut self) {
-        self.writer.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

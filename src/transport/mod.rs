@@ -90,9 +90,13 @@ pub trait Dest: Send + Sync {
     fn staging_dir(&self) -> &Path;
     /// Stores a verified blob.
     fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()>;
-    /// Starts sending a blob slim is still writing (`None`: not supported
-    /// here; the blob goes through [`Dest::put_blob`] once written).
-    fn stream_blob(&self) -> Result<Option<Box<dyn BlobStream>>> {
+    /// Starts sending a blob slim is still writing, read from `data` as it
+    /// grows (`None`: not supported here; the blob goes through
+    /// [`Dest::put_blob`] once written).
+    fn stream_blob(
+        &self,
+        _data: Box<dyn std::io::Read + Send>,
+    ) -> Result<Option<Box<dyn BlobStream>>> {
         Ok(None)
     }
     /// Stores a child manifest (by digest; not named).
@@ -103,9 +107,9 @@ pub trait Dest: Send + Sync {
     fn abort(&self) {}
 }
 
-/// A blob upload fed while the blob is written; committed under its digest
-/// at the end, or abandoned.
-pub trait BlobStream: std::io::Write + Send {
+/// A blob upload under way while the blob is written; committed under its
+/// digest at the end, or abandoned.
+pub trait BlobStream: Send {
     fn commit(self: Box<Self>, desc: &Descriptor) -> Result<()>;
     fn abort(self: Box<Self>);
 }

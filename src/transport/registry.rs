@@ -149,8 +149,18 @@ impl Dest for RegistryDest {
         Ok(())
     }
 
-    fn stream_blob(&self) -> Result<Option<Box<dyn super::BlobStream>>> {
-        Ok(Some(Box::new(self.client.stream_upload(&self.r)?)))
+    /// Streams new layers while they are compressed, except to a registry
+    /// on this machine: there the upload is no network wait to hide, only
+    /// the registry's own hashing and writing competing with compression
+    /// for the same CPUs (measured slower on two cores).
+    fn stream_blob(
+        &self,
+        data: Box<dyn Read + Send>,
+    ) -> Result<Option<Box<dyn super::BlobStream>>> {
+        if crate::reference::is_loopback_host(self.r.api_host()) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(self.client.stream_upload(&self.r, data)?)))
     }
 
     fn put_manifest(&self, m: &Manifest) -> Result<()> {

@@ -352,3 +352,135 @@ fn slims_own_image_has_nothing_left_to_strip() {
     let r = out.stdout_json();
     assert_eq!(r["removed"]["files"], 0, "{r:#}");
 }
+
+/// A credential helper on PATH, as `docker login` with a store sets up.
+fn credential_helper(ctx: &TestContext, name: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = ctx.path("helpers");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nread server\n[ \"$1\" = get ] || exit 1\necho \"{{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"{USER}\\\",\\\"Secret\\\":\\\"{PASSWORD}\\\"}}\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn credentials_come_from_cred_helpers_and_creds_store() {
+    let registry = Registry::shared_basic();
+    for (i, config) in [
+        json!({"credHelpers": {registry.addr(): "slimtest"}}),
+        json!({"credsStore": "slimtest"}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ctx = TestContext::new();
+        let path = credential_helper(&ctx, "slimtest");
+        ctx.write_docker_config_json(config);
+        let dst = registry.reference(&format!("{}:x", unique_name(&format!("helper{i}"))));
+        let out = ctx.slim_with(
+            &[
+                &fixture_ref(),
+                "-o",
+                &dst,
+                "--squash",
+                "none",
+                "--profile",
+                "none",
+            ],
+            &[("PATH", &path)],
+            None,
+        );
+        out.assert_success();
+        assert_eq!(
+            registry
+                .skopeo()
+                .manifest_digest(&format!("docker://{dst}")),
+            fixture_image().manifest_digest
+        );
+    }
+}
+
+#[test]
+fn attestations_in_an_index_are_carried_over_not_slimmed() {
+    let ctx = TestContext::new();
+    let layout = ctx.path("att");
+    // The fixture's blobs, plus an attestation manifest for its amd64 image.
+    crate::rewrite::copy_dir(&fixture_layout(), &layout);
+    let blobs = layout.join("blobs/sha256");
+    let put = |bytes: &[u8]| {
+        let d = sha256_digest(bytes);
+        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+        d
+    };
+    let fixture = fixture_image();
+    let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document"}"#;
+    let statement_digest = put(statement);
+    let att_config = serde_json::to_vec(&json!({"architecture": "unknown", "os": "unknown", "config": {}, "rootfs": {"type": "layers", "diff_ids": [statement_digest]}})).unwrap();
+    let att_config_digest = put(&att_config);
+    let att = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": att_config_digest, "size": att_config.len()},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": statement_digest, "size": statement.len(),
+                    "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"}}]
+    }))
+    .unwrap();
+    let att_digest = put(&att);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": fixture.manifest_digest, "size": fixture.manifest_bytes.len(),
+             "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": att_digest, "size": att.len(),
+             "platform": {"architecture": "unknown", "os": "unknown"},
+             "annotations": {"vnd.docker.reference.digest": fixture.manifest_digest, "vnd.docker.reference.type": "attestation-manifest"}}
+        ]
+    }))
+    .unwrap();
+    let index_digest = put(&index);
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": index_digest, "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "att"}}]})).unwrap(),
+    )
+    .unwrap();
+
+    let out = ctx.path("out");
+    run(&ctx, &[&oci_ref(&layout, "att"), "-o", &oci_ref(&out, "s")]).assert_success();
+    let idx = skopeo_inspect_raw(&oci_ref(&out, "s"));
+    let entries = idx["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{idx:#}");
+    let att_entry = entries
+        .iter()
+        .find(|e| e["platform"]["os"] == "unknown")
+        .expect("attestation kept");
+    assert_eq!(
+        att_entry["digest"].as_str().unwrap(),
+        att_digest,
+        "the attestation is byte-identical"
+    );
+    assert!(
+        out.join("blobs/sha256")
+            .join(&statement_digest[7..])
+            .exists(),
+        "its blobs are copied"
+    );
+    let image_entry = entries
+        .iter()
+        .find(|e| e["platform"]["os"] == "linux")
+        .unwrap();
+    assert_ne!(
+        image_entry["digest"].as_str().unwrap(),
+        fixture.manifest_digest,
+        "the image itself was slimmed"
+    );
+}

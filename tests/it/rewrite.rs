@@ -449,7 +449,7 @@ fn a_layer_repeated_in_the_stack_is_written_once() {
     assert_same_tree(fixture_tree(), &tree_of(&ctx.umoci_unpack(&out, "r")));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

@@ -166,3 +166,74 @@ fn insecure_registry_for_another_host_keeps_verification() {
         assert!(!layout.exists(), "{} was created", layout.display());
     }
 }
+
+/// A registry that is not on this machine's loopback gets new layers
+/// streamed while they are compressed (the upload follows the growing
+/// blob file); what lands must be exactly the image, and a rerun uploads
+/// nothing.
+#[test]
+fn slimmed_layers_stream_to_a_remote_registry_intact() {
+    let reg = Registry::shared_tls();
+    let ctx = TestContext::new();
+    let ca = reg.ca_cert().unwrap();
+    let ca = ca.to_str().unwrap();
+    let target = reg.reference(&format!("{}:slim", unique_name("tls/stream")));
+    for compression in ["gzip", "zstd"] {
+        let mark = reg.log_mark();
+        let out = slim_tls(
+            &ctx,
+            &[
+                &fixture_ref(),
+                "-o",
+                &target,
+                "--ca-cert",
+                ca,
+                "--profile",
+                "none",
+                "--no-hardlink-dedup",
+                "--compression",
+                compression,
+                "-v",
+            ],
+            &[],
+        );
+        out.assert_success();
+        assert!(
+            reg.count_requests_since(mark, "PATCH", "/blobs/uploads/") >= 1,
+            "the new layer went up as a streamed PATCH"
+        );
+        let skopeo = reg.skopeo();
+        let m = skopeo.inspect_raw(&format!("docker://{target}"));
+        assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+        // Read back through skopeo (converting zstd to gzip for umoci).
+        let layout = ctx.path(&unique_name("streamed"));
+        skopeo.copy(
+            &format!("docker://{target}"),
+            &format!("oci:{}:img", layout.display()),
+            &["--dest-compress", "--dest-compress-format", "gzip"],
+        );
+        assert_same_tree(
+            crate::copy::fixture_tree(),
+            &tree_of(&ctx.umoci_unpack(&layout, "img")),
+        );
+    }
+    // The same again: the layer is there, nothing is uploaded.
+    let again = slim_tls(
+        &ctx,
+        &[
+            &fixture_ref(),
+            "-o",
+            &target,
+            "--ca-cert",
+            ca,
+            "--profile",
+            "none",
+            "--no-hardlink-dedup",
+            "--compression",
+            "zstd",
+        ],
+        &[],
+    );
+    again.assert_success();
+    assert!(again.stderr_str().contains("0 blobs written"), "{again}");
+}
