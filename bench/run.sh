@@ -39,6 +39,17 @@ measure() {
   echo "$name $best_s $best_kb"
 }
 
+# A second, empty registry: copies to it cannot mount, every blob moves.
+REG2=${REGISTRY2:-127.0.0.1:5102}
+if ! curl -fs "http://$REG2/v2/" >/dev/null; then
+  mkdir -p "$WORK/reg2"
+  printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\nlog:\n  accesslog:\n    disabled: true\n  level: error\n' "$WORK/reg2/data" "$REG2" > "$WORK/reg2/config.yml"
+  docker-registry serve "$WORK/reg2/config.yml" >"$WORK/reg2/log" 2>&1 &
+  REG2_PID=$!
+  trap 'kill $REG2_PID 2>/dev/null' EXIT
+  for _ in $(seq 50); do curl -fs "http://$REG2/v2/" >/dev/null && break; sleep 0.2; done
+fi
+
 printf '| image | what | wall s | peak RSS MB | vs floor |\n|---|---|---|---|---|\n'
 for img in "$@"; do
   src="$REG/corpus/$img:latest"
@@ -54,8 +65,9 @@ for img in "$@"; do
   rows+=("$(measure "slim squash zstd" "$SLIM" -q "$src" -o "$REG/bench/$img-$run_id:zstd" --squash all --profile none --compression zstd)")
   rows+=("$(measure "slim squash gzip" "$SLIM" -q "$src" -o "$REG/bench/$img-$run_id:gzip" --squash all --profile none --compression gzip)")
   rows+=("$(measure "skopeo copy zstd" skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --dest-compress-format zstd "docker://$src" "docker://$REG/bench/$img-$run_id-skopeo:zstd")")
-  rows+=("$(measure "slim copy (faithful)" "$SLIM" -q "$src" -o "$REG/bench/$img-$run_id-copy:latest" --squash none --profile none)")
-  rows+=("$(measure "skopeo copy (faithful)" skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$src" "docker://$REG/bench/$img-$run_id-skopeo-copy:latest")")
+  # Faithful copies to another registry (no mounts: every blob moves).
+  rows+=("$(measure "slim copy to another registry" bash -c '"$0" -q "$1" -o "$2/copy/$3-$(date +%s%N):latest" --squash none --profile none' "$SLIM" "$src" "$REG2" "$img")")
+  rows+=("$(measure "skopeo copy to another registry" bash -c 'skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$0" "docker://$1/skopeo/$2-$(date +%s%N):latest"' "$src" "$REG2" "$img")")
   floor_z=$(echo "${rows[0]}" | awk '{print $(NF-1)}')
   floor_g=$(echo "${rows[1]}" | awk '{print $(NF-1)}')
   for r in "${rows[@]}"; do

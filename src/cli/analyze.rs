@@ -5,7 +5,7 @@
 //! of file bytes that are not wasted); and what the profiles would remove,
 //! by category.
 
-use std::io::Write;
+use std::fmt::Write;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -129,10 +129,10 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
         images: outcome.images.iter().map(analysis).collect(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        super::out(&(serde_json::to_string_pretty(&result)? + "\n"))?;
         return Ok(0);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     writeln!(out, "{} ({})", result.reference, result.digest)?;
     for img in &result.images {
         writeln!(
@@ -193,5 +193,6 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
             writeln!(out, "  {} paths kept by safety rules", img.kept_by_safety)?;
         }
     }
+    super::out(&out)?;
     Ok(0)
 }

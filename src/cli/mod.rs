@@ -21,7 +21,6 @@ pub const EXIT_THRESHOLD: u8 = 3;
     name = "slim",
     version,
     about = "Make container images small: squash, strip and recompress, no Docker engine needed",
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = "Examples:
   slim myapp:latest -o myapp:slim
@@ -104,6 +103,16 @@ pub enum Squash {
     All,
     /// Each layer rewritten on its own.
     None,
+}
+
+/// Prints to stdout; a reader that went away (`slim profiles | head`) ends
+/// the output quietly instead of panicking.
+pub fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// An error that is the user's to fix in the command line (exit 2).

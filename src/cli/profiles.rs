@@ -22,23 +22,22 @@ pub fn run(args: ProfilesArgs) -> Result<u8> {
         None => {
             let all = profile::builtins();
             let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            let mut text = String::new();
             for p in &all {
                 let extends = if p.extends.is_empty() {
                     String::new()
                 } else {
                     format!(" (extends {})", p.extends.join(", "))
                 };
-                println!("{:<width$}  {}{extends}", p.name, p.description);
+                text.push_str(&format!("{:<width$}  {}{extends}\n", p.name, p.description));
             }
-            println!();
-            println!(
-                "--profile auto (the default) picks base, the distro's profile from /etc/os-release,"
-            );
-            println!("and the runtimes it finds; --profile none strips nothing.");
+            text.push_str("\n--profile auto (the default) picks base, the distro's profile from /etc/os-release,\n");
+            text.push_str("and the runtimes it finds; --profile none strips nothing.\n");
+            super::out(&text)?;
         }
         Some(Action::Show { name }) => {
             let p = profile::load(&name)?;
-            print!("{}", p.text);
+            super::out(&p.text)?;
         }
     }
     Ok(0)

@@ -210,7 +210,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         if report_to_stdout {
-            println!("{json}");
+            super::out(&(json + "\n"))?;
         } else {
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("writing the report to {}", path.display()))?;
