@@ -788,26 +788,7 @@ impl RegistryClient {
         what: &str,
     ) -> Result<(), RegistryError> {
         let host = r.api_host();
-        let path = format!("/v2/{}/blobs/uploads/", r.repository);
-        let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
-        })?;
-        if resp.status() != StatusCode::ACCEPTED {
-            self.expect_ok(resp, host, &r.repository, what)?;
-            return Err(RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
-            });
-        }
-        let location =
-            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} opened an upload session without a Location"),
-            })?;
-        let base = self.base(host)?;
-        let mut url = resolve_location(&base, &location);
+        let mut url = self.open_upload(r, scope, what)?;
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={digest}"));
         // Generous: a minute plus one second per 4 MiB.
@@ -829,6 +810,35 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// POSTs to open an upload session; returns its absolute URL.
+    fn open_upload(
+        &self,
+        r: &RegistryRef,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<String, RegistryError> {
+        let host = r.api_host();
+        let path = format!("/v2/{}/blobs/uploads/", r.repository);
+        let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
+            c.post(format!("{base}{path}"))
+                .header(header::CONTENT_LENGTH, "0")
+                .timeout(Duration::from_secs(60))
+        })?;
+        if resp.status() != StatusCode::ACCEPTED {
+            self.expect_ok(resp, host, &r.repository, what)?;
+            return Err(RegistryError::Protocol {
+                what: what.to_string(),
+                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
+            });
+        }
+        let location =
+            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
+                what: what.to_string(),
+                reason: format!("{host} opened an upload session without a Location"),
+            })?;
+        Ok(resolve_location(&self.base(host)?, &location))
+    }
+
     /// Opens an upload session and starts one streaming PATCH whose body is
     /// read from `body` (a blob still being written, read as it grows).
     /// [`StreamingUpload::finish`] commits it under its digest (which the
@@ -841,25 +851,7 @@ impl RegistryClient {
         let host = r.api_host().to_string();
         let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
         let scope = Scope::push(&r.repository);
-        let path = format!("/v2/{}/blobs/uploads/", r.repository);
-        let resp = self.execute(&host, &scope, &what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
-        })?;
-        if resp.status() != StatusCode::ACCEPTED {
-            self.expect_ok(resp, &host, &r.repository, &what)?;
-            return Err(RegistryError::Protocol {
-                what,
-                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
-            });
-        }
-        let location =
-            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-                what: what.clone(),
-                reason: format!("{host} opened an upload session without a Location"),
-            })?;
-        let url = resolve_location(&self.base(&host)?, &location);
+        let url = self.open_upload(r, &scope, &what)?;
         let client = self.clone();
         let thread_url = url.clone();
         let thread_host = host.clone();
