@@ -36,6 +36,9 @@ use crate::transport::{Source, Staged, io_error, open_verified};
 pub const ANNOTATION_SOURCE_DIGEST: &str = "dev.slim.source.digest";
 pub const ANNOTATION_SETTINGS: &str = "dev.slim.settings";
 pub const ANNOTATION_SETTINGS_DIGEST: &str = "dev.slim.settings.digest";
+/// OCI's pre-defined base-image annotations.
+pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SquashMode {
@@ -175,7 +178,7 @@ impl Copier<'_> {
                 );
             }
         }
-        let keep = self.keep_count(opts, &layers, &diff_ids, &platform)?;
+        let (keep, base) = self.keep_count(opts, &layers, &diff_ids, &platform)?;
         let mut notes = Vec::new();
 
         let source_kind = layers[keep..]
@@ -270,6 +273,7 @@ impl Copier<'_> {
                     codec,
                     docker,
                     keep,
+                    base,
                     source_layers: &layers,
                     diff_ids: &diff_ids,
                     output: &mut output,
@@ -314,6 +318,7 @@ impl Copier<'_> {
             codec,
             docker,
             keep,
+            base,
             source_layers: layers,
             diff_ids,
             output,
@@ -440,6 +445,7 @@ impl Copier<'_> {
                 .or_insert(Value::Object(Default::default()));
             if let Some(ann) = ann.as_object_mut() {
                 record_provenance(ann, &m.digest, opts);
+                record_base(ann, keep, base);
             }
         }
         Ok(Manifest::from_json(
@@ -466,7 +472,8 @@ impl Copier<'_> {
         layers: &[Descriptor],
         diff_ids: &[Digest],
         platform: &Platform,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<(String, Digest)>)> {
+        let mut base_image = None;
         let keep = match &opts.keep_base {
             KeepBase::None => 0,
             KeepBase::Count(n) => {
@@ -479,7 +486,7 @@ impl Copier<'_> {
                 *n
             }
             KeepBase::Image(base) => {
-                let base_ids = base_diff_ids(base.as_ref(), platform)?;
+                let (base_digest, base_ids) = base_diff_ids(base.as_ref(), platform)?;
                 if base_ids.len() > diff_ids.len() || diff_ids[..base_ids.len()] != base_ids[..] {
                     bail!(
                         "the image is not built on {}: its first layers differ from the base's ({} layers)",
@@ -487,13 +494,14 @@ impl Copier<'_> {
                         base_ids.len()
                     );
                 }
+                base_image = Some((base.name(), base_digest));
                 base_ids.len()
             }
         };
         if keep == layers.len() && opts.squash == SquashMode::All {
             bail!("--keep-base keeps all {keep} layers: nothing left to squash");
         }
-        Ok(keep)
+        Ok((keep, base_image))
     }
 
     /// Decodes and indexes layers, two at a time; a layer repeated in the
@@ -628,6 +636,9 @@ struct WriteImage<'a> {
     codec: Codec,
     docker: bool,
     keep: usize,
+    /// The `--keep-base REF` image (name, manifest digest) the output
+    /// shares its first layers with.
+    base: Option<(String, Digest)>,
     source_layers: &'a [Descriptor],
     diff_ids: &'a [Digest],
     output: &'a mut Side,
@@ -652,6 +663,31 @@ pub fn record_provenance(
         ANNOTATION_SETTINGS_DIGEST.into(),
         Value::String(opts.settings_digest().to_string()),
     );
+}
+
+/// The OCI base-image annotations: they claim the image shares its first
+/// layers with the base, so they name the `--keep-base REF` image, stay as
+/// the source had them when `--keep-base N` keeps layers, and go when no
+/// source layer is kept (a claim the output no longer makes true).
+fn record_base(
+    map: &mut serde_json::Map<String, Value>,
+    keep: usize,
+    base: Option<(String, Digest)>,
+) {
+    match base {
+        Some((name, digest)) => {
+            map.insert(ANNOTATION_BASE_NAME.into(), Value::String(name));
+            map.insert(
+                ANNOTATION_BASE_DIGEST.into(),
+                Value::String(digest.to_string()),
+            );
+        }
+        None if keep == 0 => {
+            map.remove(ANNOTATION_BASE_NAME);
+            map.remove(ANNOTATION_BASE_DIGEST);
+        }
+        None => {}
+    }
 }
 
 /// Numbers the new layers for progress reports.
@@ -764,8 +800,9 @@ fn read_config(src: &dyn Source, desc: &Descriptor) -> Result<Value> {
         .with_context(|| format!("config {} of {} is not JSON", desc.digest, src.name()))
 }
 
-/// The diff_ids of a base image, for the platform being slimmed.
-fn base_diff_ids(base: &dyn Source, platform: &Platform) -> Result<Vec<Digest>> {
+/// The manifest digest and diff_ids of a base image, for the platform being
+/// slimmed.
+fn base_diff_ids(base: &dyn Source, platform: &Platform) -> Result<(Digest, Vec<Digest>)> {
     let mut m = base.root()?;
     if m.is_index() {
         let child = m
@@ -794,4 +831,5 @@ fn base_diff_ids(base: &dyn Source, platform: &Platform) -> Result<Vec<Digest>> 
         })
         .transpose()?
         .context("the base image config has no diff_ids")
+        .map(|ids| (m.digest.clone(), ids))
 }

@@ -284,6 +284,15 @@ fn keep_base_by_reference_matches_the_base_image_layers() {
         src.layer_digests[0]
     );
     assert_same_tree(fixture_tree(), &tree_of(&ctx.umoci_unpack(&out, "kb")));
+    // The output names the base it shares layers with (OCI's annotations).
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.base.digest"],
+        m_digest.as_str()
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.base.name"],
+        oci_ref(&base, "only-base").as_str()
+    );
 
     // An image not built on that base is refused.
     let other = ctx.path("other");
@@ -295,6 +304,56 @@ fn keep_base_by_reference_matches_the_base_image_layers() {
     );
     fail.assert_failure();
     assert!(fail.stderr_str().contains("not built on"), "{fail}");
+}
+
+#[test]
+fn base_image_annotations_go_when_no_base_layer_is_kept() {
+    let ctx = TestContext::new();
+    // The fixture, its manifest claiming a base image (as BuildKit writes).
+    let src = ctx.path("src");
+    copy_dir(&fixture_layout(), &src);
+    let mut m = fixture_image().manifest.clone();
+    m["annotations"] = serde_json::json!({
+        "org.opencontainers.image.base.name": "docker.io/library/debian:bookworm",
+        "org.opencontainers.image.base.digest": format!("sha256:{}", "a".repeat(64)),
+        "org.opencontainers.image.title": "fixture",
+    });
+    let m_bytes = serde_json::to_vec(&m).unwrap();
+    let m_digest = sha256_digest(&m_bytes);
+    std::fs::write(src.join("blobs/sha256").join(&m_digest[7..]), &m_bytes).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": OCI_MANIFEST, "digest": m_digest, "size": m_bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "based"}}]});
+    std::fs::write(src.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+    // Squashed whole: no layer is shared with that base any more.
+    let out = ctx.path("out");
+    slim(&ctx, &oci_ref(&src, "based"), &oci_ref(&out, "all"), &[]).assert_success();
+    let a = &manifest(&out, "all")["annotations"];
+    assert!(a.get("org.opencontainers.image.base.name").is_none(), "{a}");
+    assert!(
+        a.get("org.opencontainers.image.base.digest").is_none(),
+        "{a}"
+    );
+    assert_eq!(
+        a["org.opencontainers.image.title"], "fixture",
+        "other annotations stay"
+    );
+    assert_eq!(a["dev.slim.source.digest"], m_digest.as_str());
+
+    // First layer kept: the claim still holds, so it stays as it was.
+    slim(
+        &ctx,
+        &oci_ref(&src, "based"),
+        &oci_ref(&out, "kept"),
+        &["--keep-base", "1"],
+    )
+    .assert_success();
+    let a = &manifest(&out, "kept")["annotations"];
+    assert_eq!(
+        a["org.opencontainers.image.base.name"],
+        "docker.io/library/debian:bookworm"
+    );
 }
 
 #[test]
