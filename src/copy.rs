@@ -12,8 +12,8 @@
 
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -22,7 +22,8 @@ use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest, Platform, convert, media};
 use crate::progress::{BlobOutcome, ProgressReader, Reporter};
 use crate::rewrite::{ImageReport, RewriteOptions};
-use crate::transport::{Dest, Source, Staged, io_error, open_verified};
+use crate::transport::growing::{Announce, Growing};
+use crate::transport::{Dest, Source, Staged, StreamKind, io_error, open_verified};
 
 /// How to copy.
 pub struct CopyOptions {
@@ -445,15 +446,57 @@ impl Copier<'_> {
             BlobOutcome::Mounted
         } else {
             self.reporter.blob_start(d, "copying");
-            let staged = stage_blob(self.src, d, self.dst, self.reporter)?;
-            self.dst
-                .put_blob(d, staged)
-                .with_context(|| format!("writing blob {} to {}", d.digest, self.dst.name()))?;
+            if let Some(staged) = self.stage_streaming(d)? {
+                self.dst
+                    .put_blob(d, staged)
+                    .with_context(|| format!("writing blob {} to {}", d.digest, self.dst.name()))?;
+            }
             BlobOutcome::Copied
         };
         self.count_blob(d, outcome);
         self.reporter.blob_done(d, outcome);
         Ok(())
+    }
+
+    /// Spools a blob from the source while the destination, where it can,
+    /// uploads it from the growing spool file. The upload is committed only
+    /// once the whole blob has been verified against its digest (and the
+    /// registry checks it again); on any failure the session is cancelled.
+    /// Returns the spooled blob when it still has to be stored.
+    fn stage_streaming(&self, d: &Descriptor) -> Result<Option<Staged>> {
+        let file = tempfile::NamedTempFile::new_in(self.dst.staging_dir()).with_context(|| {
+            format!(
+                "creating a temp file in {}",
+                self.dst.staging_dir().display()
+            )
+        })?;
+        let growing = Arc::new(Growing::default());
+        let stream = match self
+            .dst
+            .stream_blob(Box::new(growing.reader(file.reopen()?)), StreamKind::Copy)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "no streamed upload; uploading after the download");
+                None
+            }
+        };
+        let staged = stage_blob(self.src, d, file, self.reporter, Some(&growing));
+        match (staged, stream) {
+            (Err(e), Some(s)) => {
+                s.abort();
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+            (Ok(staged), None) => Ok(Some(staged)),
+            (Ok(staged), Some(s)) => match s.commit(d) {
+                Ok(()) => Ok(None),
+                Err(e) => {
+                    tracing::warn!(error = %e, blob = %d.digest, "the streamed upload failed; uploading the blob again");
+                    Ok(Some(staged))
+                }
+            },
+        }
     }
 
     pub(crate) fn count_blob(&self, d: &Descriptor, outcome: BlobOutcome) {
@@ -470,26 +513,30 @@ impl Copier<'_> {
     }
 }
 
-/// Spools a blob from the source into the destination's staging directory,
-/// verifying digest and size on the way.
-pub fn stage_blob(
+/// Spools a blob from the source into `file`, verifying digest and size on
+/// the way; `growing` (an upload following the file) is told how far the
+/// file is written, and that it is complete only once it is verified.
+fn stage_blob(
     src: &dyn Source,
     d: &Descriptor,
-    dst: &dyn Dest,
+    mut file: tempfile::NamedTempFile,
     reporter: &dyn Reporter,
+    growing: Option<&Growing>,
 ) -> Result<Staged> {
-    let mut file = tempfile::NamedTempFile::new_in(dst.staging_dir())
-        .with_context(|| format!("creating a temp file in {}", dst.staging_dir().display()))?;
-    let reader = open_verified(src, d)?;
-    let mut reader = ProgressReader::new(reader, d, reporter);
-    {
-        let mut w = BufWriter::with_capacity(256 << 10, file.as_file_mut());
+    let result = (|| -> Result<()> {
+        let reader = open_verified(src, d)?;
+        let mut reader = ProgressReader::new(reader, d, reporter);
+        let mut w = BufWriter::with_capacity(256 << 10, Announce::new(file.as_file_mut(), growing));
         // Errors name the blob and the source already (the verifying reader
         // and the transports say which).
         io::copy(&mut reader, &mut w).map_err(io_error)?;
         w.flush()?;
+        Ok(())
+    })();
+    if let Some(g) = growing {
+        g.end(result.is_ok());
     }
-    Ok(Staged {
+    result.map(|()| Staged {
         file,
         digest: d.digest.clone(),
         size: d.size,

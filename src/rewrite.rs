@@ -337,11 +337,11 @@ impl Copier<'_> {
                         self.dst.staging_dir().display()
                     )
                 })?;
-            let growing = Arc::new(encode::Growing::default());
-            let stream = match self
-                .dst
-                .stream_blob(Box::new(growing.reader(file.reopen()?)))
-            {
+            let growing = Arc::new(crate::transport::growing::Growing::default());
+            let stream = match self.dst.stream_blob(
+                Box::new(growing.reader(file.reopen()?)),
+                crate::transport::StreamKind::NewLayer,
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(error = %e, "no streamed upload; uploading after compression");
@@ -588,7 +588,10 @@ impl Copier<'_> {
         &self,
         desc: &Descriptor,
         file: tempfile::NamedTempFile,
-        stream: Option<(Box<dyn crate::transport::BlobStream>, Arc<encode::Growing>)>,
+        stream: Option<(
+            Box<dyn crate::transport::BlobStream>,
+            Arc<crate::transport::growing::Growing>,
+        )>,
     ) -> Result<()> {
         if !self.mark_done(&desc.digest) || self.dst.has_blob(desc)? {
             if let Some((s, growing)) = stream {

@@ -39,7 +39,7 @@ use crate::registry::RegistryClient;
 use crate::rewrite::RewriteOptions;
 use crate::settings::Settings;
 use crate::transport::registry::RegistrySource;
-use crate::transport::{BlobStream, Capabilities, Dest, Staged, open_dest};
+use crate::transport::{BlobStream, Capabilities, Dest, Staged, StreamKind, open_dest};
 
 pub use check::Decision;
 pub use job::{JobFile, JobFileError};
@@ -606,9 +606,14 @@ impl Dest for NoStream {
     }
     fn stream_blob(
         &self,
-        _data: Box<dyn std::io::Read + Send>,
+        data: Box<dyn std::io::Read + Send>,
+        kind: StreamKind,
     ) -> Result<Option<Box<dyn BlobStream>>> {
-        Ok(None)
+        match kind {
+            StreamKind::NewLayer => Ok(None),
+            // A copied blob's digest is known: it was asked for already.
+            StreamKind::Copy => self.0.stream_blob(data, kind),
+        }
     }
     fn put_manifest(&self, m: &Manifest) -> Result<()> {
         self.0.put_manifest(m)

@@ -27,6 +27,7 @@ use tempfile::NamedTempFile;
 use super::pipe;
 use crate::digest::{Algorithm, Digest, HashingWriter};
 use crate::image::media::Compression;
+use crate::transport::growing::{Announce, Growing};
 
 pub const GZIP_BLOCK: usize = 1 << 20;
 const DICT: usize = 32 << 10;
@@ -82,10 +83,7 @@ where
             Ok((diff_id, size))
         });
         let blob = (|| -> Result<(Digest, u64)> {
-            let announce = Announce {
-                inner: file.as_file_mut(),
-                growing,
-            };
+            let announce = Announce::new(file.as_file_mut(), growing);
             let sink = HashingWriter::new(
                 BufWriter::with_capacity(1 << 20, announce),
                 Algorithm::Sha256,
@@ -115,105 +113,6 @@ where
         g.end(result.is_ok());
     }
     result
-}
-
-/// A file being written, as seen by a reader of it: how many bytes are in
-/// it so far, and whether the writer finished (or failed).
-#[derive(Default)]
-pub struct Growing {
-    state: std::sync::Mutex<(u64, Option<bool>)>,
-    changed: std::sync::Condvar,
-    cancelled: std::sync::atomic::AtomicBool,
-}
-
-impl Growing {
-    /// Makes readers fail from now on (the upload is not wanted).
-    pub fn cancel(&self) {
-        self.cancelled
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_all();
-    }
-
-    fn grew(&self, n: u64) {
-        self.state.lock().expect("growing lock").0 += n;
-        self.changed.notify_all();
-    }
-
-    fn end(&self, ok: bool) {
-        self.state.lock().expect("growing lock").1 = Some(ok);
-        self.changed.notify_all();
-    }
-
-    /// Reads `file` (another handle on the growing file) up to what has
-    /// been written, waiting for more; ends when the writer ends.
-    pub fn reader(self: &std::sync::Arc<Self>, file: std::fs::File) -> GrowingReader {
-        GrowingReader {
-            file,
-            growing: self.clone(),
-            pos: 0,
-        }
-    }
-}
-
-/// Counts bytes into [`Growing`] as they reach the file.
-struct Announce<'a, W: Write> {
-    inner: W,
-    growing: Option<&'a Growing>,
-}
-
-impl<W: Write> Write for Announce<'_, W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(data)?;
-        if let Some(g) = self.growing {
-            g.grew(n as u64);
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A reader of a file another thread is writing (see [`Growing`]).
-pub struct GrowingReader {
-    file: std::fs::File,
-    growing: std::sync::Arc<Growing>,
-    pos: u64,
-}
-
-impl Read for GrowingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let cancelled = || {
-            self.growing
-                .cancelled
-                .load(std::sync::atomic::Ordering::SeqCst)
-        };
-        loop {
-            let (written, end) = {
-                let mut st = self.growing.state.lock().expect("growing lock");
-                while st.0 == self.pos && st.1.is_none() && !cancelled() {
-                    st = self.growing.changed.wait(st).expect("growing lock");
-                }
-                *st
-            };
-            if cancelled() {
-                return Err(io::Error::other("upload cancelled"));
-            }
-            if written > self.pos {
-                let want = buf.len().min((written - self.pos) as usize);
-                let n = self.file.read_at(&mut buf[..want], self.pos)?;
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            return match end {
-                Some(true) => Ok(0),
-                Some(false) => Err(io::Error::other("the blob being uploaded was not finished")),
-                None => continue,
-            };
-        }
-    }
 }
 
 fn compress<W: Write + Send>(input: &mut impl Read, out: W, codec: Codec) -> Result<W> {

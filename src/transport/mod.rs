@@ -15,6 +15,7 @@
 //! | `docker-archive:` | [`docker_archive::DockerArchiveSource`] | [`docker_archive::DockerArchiveDest`] |
 
 pub mod docker_archive;
+pub mod growing;
 pub mod layout;
 pub mod registry;
 pub mod tarindex;
@@ -91,11 +92,12 @@ pub trait Dest: Send + Sync {
     /// Stores a verified blob.
     fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()>;
     /// Starts sending a blob slim is still writing, read from `data` as it
-    /// grows (`None`: not supported here; the blob goes through
-    /// [`Dest::put_blob`] once written).
+    /// grows (`None`: not supported or not worth it here; the blob goes
+    /// through [`Dest::put_blob`] once written).
     fn stream_blob(
         &self,
         _data: Box<dyn std::io::Read + Send>,
+        _kind: StreamKind,
     ) -> Result<Option<Box<dyn BlobStream>>> {
         Ok(None)
     }
@@ -105,6 +107,17 @@ pub trait Dest: Send + Sync {
     fn commit(&self, root: &Manifest) -> Result<()>;
     /// Cleans up after a failed run (the name was never written).
     fn abort(&self) {}
+}
+
+/// What a streamed blob is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamKind {
+    /// A layer slim is compressing: its digest is known only at the end,
+    /// and compression competes for the CPUs.
+    NewLayer,
+    /// A blob copied as it is, while it is downloaded and verified: its
+    /// digest is known and the destination lacks it.
+    Copy,
 }
 
 /// A blob upload under way while the blob is written; committed under its

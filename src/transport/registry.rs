@@ -149,15 +149,18 @@ impl Dest for RegistryDest {
         Ok(())
     }
 
-    /// Streams new layers while they are compressed, except to a registry
-    /// on this machine: there the upload is no network wait to hide, only
-    /// the registry's own hashing and writing competing with compression
-    /// for the same CPUs (measured slower on two cores).
+    /// Streams blobs while they are written. New layers are not streamed
+    /// to a registry on this machine: there the upload is no network wait
+    /// to hide, only the registry's own hashing and writing competing with
+    /// compression for the same CPUs (measured slower on two cores).
     fn stream_blob(
         &self,
         data: Box<dyn Read + Send>,
+        kind: super::StreamKind,
     ) -> Result<Option<Box<dyn super::BlobStream>>> {
-        if crate::reference::is_loopback_host(self.r.api_host()) {
+        if kind == super::StreamKind::NewLayer
+            && crate::reference::is_loopback_host(self.r.api_host())
+        {
             return Ok(None);
         }
         Ok(Some(Box::new(self.client.stream_upload(&self.r, data)?)))

@@ -520,6 +520,28 @@ fn hostile_corrupt_blob_fails_with_its_digest() {
     assert_mentions(&out, &line, &[&h.reference("demo:latest")]);
     assert_mentions(&out, &out.stderr_str(), &[&layer, "digest mismatch"]);
     assert_tag_absent(reg, &repo, "v1");
+    // The copy streamed the blob to the registry while it downloaded it,
+    // but never committed it: the session was cancelled, and the
+    // repository does not hold the layer.
+    let requests = reg.requests();
+    let uploads = format!("/v2/{repo}/blobs/uploads/");
+    assert!(
+        requests
+            .iter()
+            .any(|e| e.method == "DELETE" && e.uri.starts_with(&uploads)),
+        "no upload session was cancelled"
+    );
+    assert!(
+        !requests.iter().any(|e| e.method == "PUT"
+            && e.uri.starts_with(&uploads)
+            && e.uri.contains(&format!("digest={layer}"))),
+        "the corrupt layer was committed"
+    );
+    let link = reg.storage_dir().join(format!(
+        "docker/registry/v2/repositories/{repo}/_layers/sha256/{}",
+        &layer["sha256:".len()..]
+    ));
+    assert!(!link.exists(), "{} exists", link.display());
 }
 
 #[test]
