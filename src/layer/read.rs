@@ -327,6 +327,8 @@ fn parse_entries(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())?;
     let (diff_id, size) = rest.finish();
+    // The index lives until the image is written: drop the growth slack.
+    out.shrink_to_fit();
     Ok((out, diff_id, size))
 }
 

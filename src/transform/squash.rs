@@ -348,13 +348,15 @@ impl<'a> Merge<'a> {
     fn plan(&self, alias: &[u32], base_nodes: &BTreeMap<Box<[u8]>, Node>) -> (Plan, u64) {
         let mut items = Vec::with_capacity(self.nodes.len());
         // Inodes some unchanged base path still names: link to that path.
-        let mut carriers: HashMap<u32, Box<[u8]>> = HashMap::new();
+        // Borrowed, not copied: one path per file would otherwise be held
+        // twice more while the plan is built.
+        let mut carriers: HashMap<u32, &[u8]> = HashMap::new();
         if self.base > 0 {
             for (path, node) in &self.nodes {
                 if node.inode != NO_INODE && !self.is_upper(*node) {
                     carriers
                         .entry(alias[node.inode as usize])
-                        .or_insert_with(|| path.clone());
+                        .or_insert(&path[..]);
                 }
             }
         }
@@ -372,9 +374,9 @@ impl<'a> Merge<'a> {
                 let ino = alias[node.inode as usize];
                 let (layer, index) = self.creators[ino as usize];
                 let link_to = match carriers.get(&ino) {
-                    Some(c) => Some(c.clone()),
+                    Some(c) => Some(Box::from(*c)),
                     None => {
-                        carriers.insert(ino, path.clone());
+                        carriers.insert(ino, &path[..]);
                         None
                     }
                 };
