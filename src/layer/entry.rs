@@ -45,7 +45,8 @@ pub type PaxRecord = (Box<str>, Box<[u8]>);
 pub struct Entry {
     /// Normalised: no leading `/` or `./`, no trailing `/`, no `.` or `..`
     /// components; the root directory is the empty path.
-    pub path: Box<[u8]>,
+    /// Shared with the squash's tree and plan, which name the same path.
+    pub path: std::sync::Arc<[u8]>,
     pub kind: Kind,
     /// Symlink target as written, or the normalised hard link target.
     pub link: Option<Box<[u8]>>,

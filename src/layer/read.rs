@@ -303,7 +303,7 @@ fn parse_entries(
                 content_hash = hasher.map(|h| h.finalize().into());
             }
             out.push(Entry {
-                path,
+                path: path.into(),
                 kind,
                 link,
                 mode,

@@ -35,29 +35,27 @@ pub enum Item {
     /// `layers[layer].entries[index]` written at `path` (its metadata and,
     /// for a file, its content), or as a hard link to `link_to`.
     Entry {
-        path: Box<[u8]>,
+        path: Arc<[u8]>,
         layer: u32,
         index: u32,
-        link_to: Option<Box<[u8]>>,
+        link_to: Option<Arc<[u8]>>,
     },
     /// Delete this path from the layers below.
-    Whiteout(Box<[u8]>),
+    Whiteout(Arc<[u8]>),
     /// Hide what the layers below have in this directory.
-    Opaque(Box<[u8]>),
+    Opaque(Arc<[u8]>),
 }
 
 impl Item {
     /// Sort key: paths in byte order, an opaque marker right after its
-    /// directory and before the directory's children.
-    fn key(&self) -> Vec<u8> {
-        match self {
-            Item::Entry { path, .. } | Item::Whiteout(path) => path.to_vec(),
-            Item::Opaque(dir) => {
-                let mut k = dir.to_vec();
-                k.push(0);
-                k
-            }
-        }
+    /// directory and before the directory's children (as if its path were
+    /// the directory's followed by a NUL byte).
+    fn key(&self) -> impl Iterator<Item = u8> + '_ {
+        let (path, suffix): (&[u8], &[u8]) = match self {
+            Item::Entry { path, .. } | Item::Whiteout(path) => (path, b""),
+            Item::Opaque(dir) => (dir, b"\0"),
+        };
+        path.iter().chain(suffix).copied()
     }
 }
 
@@ -90,7 +88,7 @@ pub struct SquashOptions {
 
 const NO_INODE: u32 = u32::MAX;
 
-type PathRange = (Bound<Box<[u8]>>, Bound<Box<[u8]>>);
+type PathRange = (Bound<Arc<[u8]>>, Bound<Arc<[u8]>>);
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -102,11 +100,11 @@ struct Node {
 
 struct Merge<'a> {
     layers: &'a [Arc<LayerIndex>],
-    nodes: BTreeMap<Box<[u8]>, Node>,
+    nodes: BTreeMap<Arc<[u8]>, Node>,
     /// Paths deleted, replaced by a non-directory or made opaque by the
     /// upper (non-base) layers: a directory among them that exists at the
     /// end hides all the base had below it.
-    reset: HashSet<Box<[u8]>>,
+    reset: HashSet<Arc<[u8]>>,
     /// Inode -> the entry that created it.
     creators: Vec<(u32, u32)>,
     shadowed: Count,
@@ -126,7 +124,7 @@ impl<'a> Merge<'a> {
     fn children_range(path: &[u8]) -> PathRange {
         if path.is_empty() {
             // Everything but the root itself.
-            return (Bound::Excluded(Box::from(&b""[..])), Bound::Unbounded);
+            return (Bound::Excluded(Arc::from(&b""[..])), Bound::Unbounded);
         }
         let mut lo = path.to_vec();
         lo.push(b'/');
@@ -136,14 +134,14 @@ impl<'a> Merge<'a> {
     }
 
     fn children<'m>(
-        nodes: &'m BTreeMap<Box<[u8]>, Node>,
+        nodes: &'m BTreeMap<Arc<[u8]>, Node>,
         path: &[u8],
-    ) -> impl Iterator<Item = (&'m Box<[u8]>, &'m Node)> {
-        nodes.range::<Box<[u8]>, _>(Self::children_range(path))
+    ) -> impl Iterator<Item = (&'m Arc<[u8]>, &'m Node)> {
+        nodes.range::<Arc<[u8]>, _>(Self::children_range(path))
     }
 
     fn remove_children(&mut self, path: &[u8]) {
-        let keys: Vec<Box<[u8]>> = Self::children(&self.nodes, path)
+        let keys: Vec<Arc<[u8]>> = Self::children(&self.nodes, path)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -252,8 +250,8 @@ impl<'a> Merge<'a> {
     /// removed directory takes its subtree.
     fn filter(&mut self, filter: &dyn PathFilter) -> FilterStats {
         let mut stats = FilterStats::default();
-        let mut removed: Vec<Box<[u8]>> = Vec::new();
-        let mut within: Option<(Box<[u8]>, String)> = None;
+        let mut removed: Vec<Arc<[u8]>> = Vec::new();
+        let mut within: Option<(Arc<[u8]>, String)> = None;
         for (path, node) in &self.nodes {
             if !self.is_upper(*node) {
                 continue;
@@ -345,18 +343,16 @@ impl<'a> Merge<'a> {
 
     /// The output layer: every path the upper layers define, and markers
     /// for what they removed from the base.
-    fn plan(&self, alias: &[u32], base_nodes: &BTreeMap<Box<[u8]>, Node>) -> (Plan, u64) {
+    fn plan(&self, alias: &[u32], base_nodes: &BTreeMap<Arc<[u8]>, Node>) -> (Plan, u64) {
         let mut items = Vec::with_capacity(self.nodes.len());
         // Inodes some unchanged base path still names: link to that path.
-        // Borrowed, not copied: one path per file would otherwise be held
-        // twice more while the plan is built.
-        let mut carriers: HashMap<u32, &[u8]> = HashMap::new();
+        let mut carriers: HashMap<u32, Arc<[u8]>> = HashMap::new();
         if self.base > 0 {
             for (path, node) in &self.nodes {
                 if node.inode != NO_INODE && !self.is_upper(*node) {
                     carriers
                         .entry(alias[node.inode as usize])
-                        .or_insert(&path[..]);
+                        .or_insert_with(|| path.clone());
                 }
             }
         }
@@ -374,9 +370,9 @@ impl<'a> Merge<'a> {
                 let ino = alias[node.inode as usize];
                 let (layer, index) = self.creators[ino as usize];
                 let link_to = match carriers.get(&ino) {
-                    Some(c) => Some(Box::from(*c)),
+                    Some(c) => Some(c.clone()),
                     None => {
-                        carriers.insert(ino, &path[..]);
+                        carriers.insert(ino, path.clone());
                         None
                     }
                 };
@@ -416,7 +412,7 @@ impl<'a> Merge<'a> {
                     || self.nodes.contains_key(p)
                     || Self::children(&self.nodes, p).next().is_some()
             };
-            let mut whiteouts: BTreeMap<Box<[u8]>, ()> = BTreeMap::new();
+            let mut whiteouts: BTreeMap<Arc<[u8]>, ()> = BTreeMap::new();
             for path in base_nodes.keys() {
                 if exists(path) {
                     continue;
@@ -439,7 +435,7 @@ impl<'a> Merge<'a> {
                 }
             }
             items.extend(whiteouts.into_keys().map(Item::Whiteout));
-            items.sort_by_key(Item::key);
+            items.sort_by(|a, b| a.key().cmp(b.key()));
         }
         (Plan { items }, files)
     }
@@ -453,7 +449,7 @@ fn is_under(path: &[u8], dir: &[u8]) -> bool {
 /// path came from. A [`TreeView`] for profile decisions, then squashed.
 pub struct Merged<'a> {
     m: Merge<'a>,
-    base_nodes: BTreeMap<Box<[u8]>, Node>,
+    base_nodes: BTreeMap<Arc<[u8]>, Node>,
 }
 
 /// Applies `layers` (bottom first); the first `base_layers` are the kept
@@ -566,11 +562,11 @@ pub fn per_layer(
     let n = layers.len();
     let mut out: Vec<(Plan, SquashStats)> = Vec::with_capacity(n);
     // What the layers above the current one do.
-    let mut deleted: HashSet<Box<[u8]>> = HashSet::new();
-    let mut opaque: HashSet<Box<[u8]>> = HashSet::new();
-    let mut upper: HashMap<Box<[u8]>, bool> = HashMap::new(); // path -> is_dir
+    let mut deleted: HashSet<Arc<[u8]>> = HashSet::new();
+    let mut opaque: HashSet<Arc<[u8]>> = HashSet::new();
+    let mut upper: HashMap<Arc<[u8]>, bool> = HashMap::new(); // path -> is_dir
     // Targets of hard links in higher layers that live in lower ones: never dropped.
-    let mut protected: HashSet<Box<[u8]>> = HashSet::new();
+    let mut protected: HashSet<Arc<[u8]>> = HashSet::new();
 
     for li in (0..n).rev() {
         let layer = &layers[li];
@@ -596,12 +592,12 @@ pub fn per_layer(
         // Original tar order: within one layer it carries meaning (a hard
         // link names what its target is at that point of the stream).
         let mut kept: Vec<usize> = Vec::new();
-        let mut removed_dirs: HashMap<Box<[u8]>, String> = HashMap::new();
+        let mut removed_dirs: HashMap<Arc<[u8]>, String> = HashMap::new();
         // Every entry stays in place: a path written twice in one layer can
         // matter (a file replacing a directory drops what was in it).
         // Directories stay too; only leaves a higher layer replaces or
         // deletes are dropped.
-        let mut seen: std::collections::BTreeSet<Box<[u8]>> = std::collections::BTreeSet::new();
+        let mut seen: std::collections::BTreeSet<Arc<[u8]>> = std::collections::BTreeSet::new();
         // Hard-link targets within this layer stay where they are.
         let layer_targets: HashSet<&[u8]> = layer
             .entries
@@ -619,7 +615,7 @@ pub fn per_layer(
             // this layer would bring that directory's entries back.
             let replaced_earlier = !e.kind.is_dir() && {
                 let range = Merge::children_range(&e.path);
-                seen.range::<Box<[u8]>, _>(range).next().is_some()
+                seen.range::<Arc<[u8]>, _>(range).next().is_some()
             };
             seen.insert(e.path.clone());
             let is_protected = protected.contains(&e.path)
@@ -685,7 +681,7 @@ pub fn per_layer(
         }
         let mut items: Vec<Item> = Vec::with_capacity(kept.len());
         // Root -> the paths that name its inode in the output so far.
-        let mut names: HashMap<usize, Vec<Box<[u8]>>> = HashMap::new();
+        let mut names: HashMap<usize, Vec<Arc<[u8]>>> = HashMap::new();
         for ei in kept {
             let e = &layer.entries[ei];
             if !e.kind.is_whiteout() {
@@ -727,7 +723,7 @@ pub fn per_layer(
         out.push((Plan { items }, stats));
 
         // This layer now hides things from the ones below.
-        protected.extend(cross_targets.into_iter().map(Box::from));
+        protected.extend(cross_targets.into_iter().map(Arc::from));
         for e in &layer.entries {
             match e.kind {
                 Kind::Whiteout => {
