@@ -7,6 +7,7 @@
 //! ```text
 //! reference  -> reference.rs     what the user typed: registry, oci:, oci-archive:, docker-archive:
 //! fetch      -> transport/       sources and destinations; registry/ speaks the Distribution API
+//!               transport/growing.rs  uploads that follow a blob file while it is written
 //!               digest.rs        every blob and manifest verified while it streams
 //! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes
 //! decode     -> layer/decode.rs  gzip | zstd | plain, by magic
