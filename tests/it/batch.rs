@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-use crate::harness::fixture::{blob_path, read_blob};
+use crate::harness::fixture::read_blob;
 use crate::harness::registry::runs_dir;
 use crate::harness::*;
 
@@ -41,11 +41,7 @@ fn variant(label: &str) -> String {
     for e in fs::read_dir(src.join("blobs/sha256")).unwrap().flatten() {
         fs::copy(e.path(), dir.join("blobs/sha256").join(e.file_name())).unwrap();
     }
-    let put = |bytes: &[u8]| {
-        let d = sha256_digest(bytes);
-        fs::write(blob_path(&dir, &d), bytes).unwrap();
-        d
-    };
+    let put = |bytes: &[u8]| put_blob(&dir, bytes);
     let mut config: Value = serde_json::from_slice(&read_blob(&src, &fx.config_digest)).unwrap();
     config["config"]["Labels"]["dev.test.variant"] = json!(label);
     let config_bytes = serde_json::to_vec(&config).unwrap();
@@ -53,17 +49,7 @@ fn variant(label: &str) -> String {
     manifest["config"]["digest"] = json!(put(&config_bytes));
     manifest["config"]["size"] = json!(config_bytes.len());
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": OCI_MANIFEST,
-            "digest": put(&manifest_bytes),
-            "size": manifest_bytes.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "v"}
-        }]
-    });
-    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    tag_only(&dir, &manifest_bytes, OCI_MANIFEST, "v");
     let r = format!("oci:{}:v", dir.display());
     made.insert(label.to_string(), r.clone());
     r

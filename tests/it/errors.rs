@@ -781,11 +781,7 @@ fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) ->
     use serde_json::json;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = sha256_digest(bytes);
-        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
-        d
-    };
+    let put = |bytes: &[u8]| put_blob(dir, bytes);
     let layer = put(blob);
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux", "config": {},
@@ -800,12 +796,12 @@ fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) ->
         "layers": [{"mediaType": media_type, "digest": layer, "size": blob.len()}],
     }))
     .unwrap();
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": put(&manifest), "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    tag_only(
+        dir,
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+        "v1",
+    );
     layer
 }
 

@@ -15,11 +15,7 @@ use crate::harness::*;
 pub fn write_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], mut config: Value) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = sha256_digest(bytes);
-        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
-        d
-    };
+    let put = |bytes: &[u8]| put_blob(dir, bytes);
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for tar in layers {
@@ -40,11 +36,7 @@ pub fn write_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], mut config: Value
         "layers": descs,
     }))
     .unwrap();
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put(&m), "size": m.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    tag_only(dir, &m, "application/vnd.oci.image.manifest.v1+json", tag);
 }
 
 /// A tar builder for test layers.

@@ -254,17 +254,14 @@ fn keep_base_by_reference_matches_the_base_image_layers() {
     let ids = c["rootfs"]["diff_ids"].as_array().unwrap()[..1].to_vec();
     c["rootfs"]["diff_ids"] = Value::Array(ids);
     let c_bytes = serde_json::to_vec(&c).unwrap();
-    let c_digest = sha256_digest(&c_bytes);
-    std::fs::write(base.join("blobs/sha256").join(&c_digest[7..]), &c_bytes).unwrap();
-    m["config"]["digest"] = Value::String(c_digest);
+    m["config"]["digest"] = Value::String(put_blob(&base, &c_bytes));
     m["config"]["size"] = Value::from(c_bytes.len());
-    let m_bytes = serde_json::to_vec(&m).unwrap();
-    let m_digest = sha256_digest(&m_bytes);
-    std::fs::write(base.join("blobs/sha256").join(&m_digest[7..]), &m_bytes).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": OCI_MANIFEST, "digest": m_digest, "size": m_bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "only-base"}}]});
-    std::fs::write(base.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let m_digest = tag_only(
+        &base,
+        &serde_json::to_vec(&m).unwrap(),
+        OCI_MANIFEST,
+        "only-base",
+    );
 
     slim(
         &ctx,
@@ -318,13 +315,12 @@ fn base_image_annotations_go_when_no_base_layer_is_kept() {
         "org.opencontainers.image.base.digest": format!("sha256:{}", "a".repeat(64)),
         "org.opencontainers.image.title": "fixture",
     });
-    let m_bytes = serde_json::to_vec(&m).unwrap();
-    let m_digest = sha256_digest(&m_bytes);
-    std::fs::write(src.join("blobs/sha256").join(&m_digest[7..]), &m_bytes).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": OCI_MANIFEST, "digest": m_digest, "size": m_bytes.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "based"}}]});
-    std::fs::write(src.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let m_digest = tag_only(
+        &src,
+        &serde_json::to_vec(&m).unwrap(),
+        OCI_MANIFEST,
+        "based",
+    );
 
     // Squashed whole: no layer is shared with that base any more.
     let out = ctx.path("out");

@@ -45,6 +45,35 @@ pub fn read_blob(layout: &Path, digest: &str) -> Vec<u8> {
     fs::read(&p).unwrap_or_else(|e| panic!("reading blob {}: {e}", p.display()))
 }
 
+/// Writes `bytes` as a blob of an OCI layout (its `blobs/sha256` must
+/// exist); returns the digest.
+pub fn put_blob(layout: &Path, bytes: &[u8]) -> String {
+    let digest = sha256_digest(bytes);
+    fs::write(blob_path(layout, &digest), bytes).expect("writing a blob");
+    digest
+}
+
+/// Makes `bytes` (a manifest or index of `media_type`) a blob of the layout
+/// and its only image, tagged `tag`; writes `oci-layout` too. Returns the
+/// manifest digest.
+pub fn tag_only(layout: &Path, bytes: &[u8], media_type: &str, tag: &str) -> String {
+    let digest = put_blob(layout, bytes);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": media_type, "digest": digest, "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).expect("index.json"),
+    )
+    .expect("writing index.json");
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("writing oci-layout");
+    digest
+}
+
 /// The descriptor (from `index.json`) tagged `tag` in an OCI layout.
 pub fn layout_descriptor(layout: &Path, tag: &str) -> Value {
     let index: Value = serde_json::from_slice(
@@ -183,11 +212,7 @@ pub fn write_multiarch_layout(dir: &Path) -> MultiArch {
     {
         fs::copy(entry.path(), blobs.join(entry.file_name())).expect("copying a fixture blob");
     }
-    let put = |bytes: &[u8]| -> String {
-        let digest = sha256_digest(bytes);
-        fs::write(blob_path(dir, &digest), bytes).expect("writing a blob");
-        digest
-    };
+    let put = |bytes: &[u8]| put_blob(dir, bytes);
 
     let mut config: Value =
         serde_json::from_slice(&read_blob(&src, &fx.config_digest)).expect("config JSON");
@@ -221,23 +246,7 @@ pub fn write_multiarch_layout(dir: &Path) -> MultiArch {
         ]
     });
     let index_bytes = serde_json::to_vec(&index).expect("index");
-    let index_digest = put(&index_bytes);
-
-    let top = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": OCI_INDEX,
-            "digest": index_digest,
-            "size": index_bytes.len(),
-            "annotations": {"org.opencontainers.image.ref.name": MULTIARCH_TAG}
-        }]
-    });
-    fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&top).expect("index.json"),
-    )
-    .expect("index.json");
-    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    let index_digest = tag_only(dir, &index_bytes, OCI_INDEX, MULTIARCH_TAG);
 
     MultiArch {
         layout: dir.to_path_buf(),

@@ -37,7 +37,7 @@ pub mod tree;
 pub use context::{Output, SLIM, TestContext, unique_name};
 pub use fixture::{
     FIXTURE_TAG, FixtureImage, MultiArch, fixture_image, fixture_layout, fixture_ref,
-    multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2,
+    multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2, put_blob, tag_only,
 };
 pub use hostile::{Fault, Hostile};
 pub use judges::{
