@@ -127,11 +127,7 @@ impl JobFile {
                 i + 1,
                 line_of(spanned.span())
             );
-            let fail = |message: String| JobFileError::Entry {
-                path: path.to_path_buf(),
-                entry: name.clone(),
-                message,
-            };
+            let fail = entry_error(path, &name);
             let mut table = spanned.into_inner();
             let source = take_string(&mut table, "source").map_err(fail)?;
             let destination = take_string(&mut table, "destination").map_err(fail)?;
@@ -152,11 +148,7 @@ impl JobFile {
                 i + 1,
                 line_of(spanned.span())
             );
-            let fail = |message: String| JobFileError::Entry {
-                path: path.to_path_buf(),
-                entry: name.clone(),
-                message,
-            };
+            let fail = entry_error(path, &name);
             let mut table = spanned.into_inner();
             let registry = take_string(&mut table, "registry").map_err(fail)?;
             let repository = take_string(&mut table, "repository").map_err(fail)?;
@@ -198,6 +190,15 @@ impl JobFile {
             images,
             repositories,
         })
+    }
+}
+
+/// Makes an error about one entry of the job file.
+fn entry_error<'a>(path: &'a Path, entry: &'a str) -> impl Fn(String) -> JobFileError + Copy + 'a {
+    move |message| JobFileError::Entry {
+        path: path.to_path_buf(),
+        entry: entry.to_string(),
+        message,
     }
 }
 

@@ -1098,15 +1098,12 @@ fn message_unknown_layer_media_type() {
     assert_message("unknown_layer_media_type", &ctx, &out, 1);
 }
 
-#[test]
-fn message_profile_with_an_unknown_key() {
+/// Slims the fixture with a user profile `file` holding `toml`; the
+/// message is snapshotted as `name` (a usage error).
+fn assert_profile_message(name: &str, file: &str, toml: &str) {
     let ctx = TestContext::new();
-    let profile = ctx.path("typo.toml");
-    std::fs::write(
-        &profile,
-        "name = \"t\"\ndescription = \"d\"\n[[rule]]\ncategory = \"docs\"\nremvoe = [\"usr/share/doc/**\"]\n",
-    )
-    .unwrap();
+    let profile = ctx.path(file);
+    std::fs::write(&profile, toml).unwrap();
     let out = slim_plain(
         &ctx,
         &[
@@ -1118,30 +1115,25 @@ fn message_profile_with_an_unknown_key() {
         ],
         None,
     );
-    assert_message("profile_with_an_unknown_key", &ctx, &out, 2);
+    assert_message(name, &ctx, &out, 2);
+}
+
+#[test]
+fn message_profile_with_an_unknown_key() {
+    assert_profile_message(
+        "profile_with_an_unknown_key",
+        "typo.toml",
+        "name = \"t\"\ndescription = \"d\"\n[[rule]]\ncategory = \"docs\"\nremvoe = [\"usr/share/doc/**\"]\n",
+    );
 }
 
 #[test]
 fn message_profile_with_a_bad_glob() {
-    let ctx = TestContext::new();
-    let profile = ctx.path("glob.toml");
-    std::fs::write(
-        &profile,
+    assert_profile_message(
+        "profile_with_a_bad_glob",
+        "glob.toml",
         "name = \"t\"\ndescription = \"d\"\n[[rule]]\ncategory = \"docs\"\nremove = [\"usr/[share\"]\n",
-    )
-    .unwrap();
-    let out = slim_plain(
-        &ctx,
-        &[
-            &fixture_ref(),
-            "-o",
-            &oci_ref(&ctx.path("out"), "v1"),
-            "--profile",
-            profile.to_str().unwrap(),
-        ],
-        None,
     );
-    assert_message("profile_with_a_bad_glob", &ctx, &out, 2);
 }
 
 #[test]
