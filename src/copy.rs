@@ -12,8 +12,8 @@
 
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest, Platform, convert, media};
 use crate::progress::{BlobOutcome, ProgressReader, Reporter};
 use crate::rewrite::{ImageReport, RewriteOptions};
-use crate::transport::growing::{Announce, Growing};
+use crate::transport::growing::{Announce, Growing, Started};
 use crate::transport::{Dest, Source, Staged, StreamKind, io_error, open_verified};
 
 /// How to copy.
@@ -464,23 +464,11 @@ impl Copier<'_> {
     /// registry checks it again); on any failure the session is cancelled.
     /// Returns the spooled blob when it still has to be stored.
     fn stage_streaming(&self, d: &Descriptor) -> Result<Option<Staged>> {
-        let file = tempfile::NamedTempFile::new_in(self.dst.staging_dir()).with_context(|| {
-            format!(
-                "creating a temp file in {}",
-                self.dst.staging_dir().display()
-            )
-        })?;
-        let growing = Arc::new(Growing::default());
-        let stream = match self
-            .dst
-            .stream_blob(Box::new(growing.reader(file.reopen()?)), StreamKind::Copy)
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "no streamed upload; uploading after the download");
-                None
-            }
-        };
+        let Started {
+            file,
+            growing,
+            stream,
+        } = crate::transport::growing::start(self.dst, StreamKind::Copy)?;
         let staged = stage_blob(self.src, d, file, self.reporter, Some(&growing));
         match (staged, stream) {
             (Err(e), Some(s)) => {

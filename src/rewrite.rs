@@ -330,24 +330,11 @@ impl Copier<'_> {
             // Push while compressing where the destination can take a
             // stream (a registry): the upload follows the blob file as it
             // grows. The finished file is the fallback.
-            let file =
-                tempfile::NamedTempFile::new_in(self.dst.staging_dir()).with_context(|| {
-                    format!(
-                        "creating a temp file in {}",
-                        self.dst.staging_dir().display()
-                    )
-                })?;
-            let growing = Arc::new(crate::transport::growing::Growing::default());
-            let stream = match self.dst.stream_blob(
-                Box::new(growing.reader(file.reopen()?)),
-                crate::transport::StreamKind::NewLayer,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "no streamed upload; uploading after compression");
-                    None
-                }
-            };
+            let crate::transport::growing::Started {
+                file,
+                growing,
+                stream,
+            } = crate::transport::growing::start(self.dst, crate::transport::StreamKind::NewLayer)?;
             let t = std::time::Instant::now();
             let id = LAYER_IDS.fetch_add(1, Ordering::Relaxed) as u64;
             let estimate = plan_bytes(plan, indexes);

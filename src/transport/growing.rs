@@ -5,6 +5,40 @@
 //! so an upload is never finished from a partial or unverified file.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tempfile::NamedTempFile;
+
+use super::{BlobStream, Dest, StreamKind};
+
+/// A blob file to write in `dst`'s staging directory and, where `dst` can
+/// take it, an upload already following that file. Whoever writes the file
+/// reports through the [`Growing`] (with [`Announce`] and [`Growing::end`]).
+pub fn start(dst: &dyn Dest, kind: StreamKind) -> Result<Started> {
+    let file = NamedTempFile::new_in(dst.staging_dir())
+        .with_context(|| format!("creating a temp file in {}", dst.staging_dir().display()))?;
+    let growing = Arc::new(Growing::default());
+    let stream = match dst.stream_blob(Box::new(growing.reader(file.reopen()?)), kind) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "no streamed upload; uploading the finished file");
+            None
+        }
+    };
+    Ok(Started {
+        file,
+        growing,
+        stream,
+    })
+}
+
+/// What [`start`] gives.
+pub struct Started {
+    pub file: NamedTempFile,
+    pub growing: Arc<Growing>,
+    pub stream: Option<Box<dyn BlobStream>>,
+}
 
 /// A file being written, as seen by a reader of it: how many bytes are in
 /// it so far, and whether the writer finished (or failed).
