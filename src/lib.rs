@@ -20,6 +20,7 @@
 //! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
 //! progress   -> progress.rs      events for the CLI to draw
 //! report     -> report.rs        JSON, table and Markdown of what a run did
+//! stop       -> cleanup.rs       undo on SIGINT/SIGTERM and --timeout; staging dirs held by a lock
 //! many       -> batch/           job files, work lists, shards, idempotency checks, a pool of images
 //! ```
 //!
@@ -27,6 +28,7 @@
 //! terminal.
 
 pub mod batch;
+pub mod cleanup;
 pub mod cli;
 pub mod copy;
 pub mod digest;

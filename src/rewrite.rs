@@ -144,6 +144,13 @@ impl Copier<'_> {
         let config_json = read_config(src, &config_desc)?;
         let platform = Platform::from_json(&config_json);
         let layers = m.layers()?;
+        if layers.is_empty() {
+            bail!(
+                "image {} from {}: the manifest lists no layers, so there is nothing to slim (copy it as it is with --squash none --profile none)",
+                m.digest,
+                src.name()
+            );
+        }
         let diff_ids: Vec<Digest> = config_json
             .pointer("/rootfs/diff_ids")
             .and_then(Value::as_array)
@@ -786,8 +793,16 @@ fn read_config(src: &dyn Source, desc: &Descriptor) -> Result<Value> {
     }
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut open_verified(src, desc)?, &mut bytes).map_err(io_error)?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("config {} of {} is not JSON", desc.digest, src.name()))
+    let config: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("config {} of {} is not JSON", desc.digest, src.name()))?;
+    crate::image::config::check(&config).map_err(|reason| {
+        anyhow::anyhow!(
+            "config {} of {} is malformed: {reason}",
+            desc.digest,
+            src.name()
+        )
+    })?;
+    Ok(config)
 }
 
 /// The manifest digest and diff_ids of a base image, for the platform being

@@ -189,7 +189,7 @@ impl Settings {
             ),
             Some(s) => {
                 let r: ImageRef = s.parse().with_context(|| format!("keep-base {s}"))?;
-                KeepBase::Image(open_source(&r, client)?)
+                KeepBase::Image(open_source(&r, client, Default::default())?)
             }
         };
         let squash = self.squash_mode()?;

@@ -112,7 +112,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
     let platforms = settings.platforms()?;
     let client = global.client()?;
     let rewrite = settings.rewrite(&client, true)?;
-    let src = open_source(&image, &client)?;
+    let src = open_source(&image, &client, global.source_limits())?;
     let dst = Discard::new()?;
     let terminal = super::progress::Terminal::new(global.quiet, !args.json);
     let opts = CopyOptions {

@@ -34,7 +34,8 @@ Image references:
   oci-archive:PATH[:TAG]              a tar of an OCI image layout
   docker-archive:PATH[:NAME:TAG]      docker save / docker load format (PATH '-' = stdin/stdout)
 
-Exit codes: 0 success, 1 failure, 2 usage error, 3 a --fail-if-* threshold not met."
+Exit codes: 0 success, 1 failure (also --timeout), 2 usage error, 3 a --fail-if-* threshold not met;
+130/143 interrupted by SIGINT/SIGTERM (what the run wrote is removed)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -82,9 +83,36 @@ pub struct GlobalArgs {
     /// Print more (repeat for debug logs). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Stop the whole run after this long (e.g. 90s, 30m, 2h; 0 = no limit), undoing what it wrote [default: 1h; 24h for batch].
+    #[arg(long, value_name = "DURATION", global = true, value_parser = parse_timeout)]
+    pub timeout: Option<Timeout>,
+
+    /// Refuse a docker-archive on stdin larger than this (GiB); it is spooled to TMPDIR.
+    #[arg(
+        long = "max-archive-size",
+        value_name = "GIB",
+        default_value_t = 64,
+        global = true
+    )]
+    pub max_archive_gib: u64,
+}
+
+/// `--timeout`: a limit, or none (`0`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout(pub Option<std::time::Duration>);
+
+fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    crate::cleanup::parse_duration(s).map(Timeout)
 }
 
 impl GlobalArgs {
+    pub fn source_limits(&self) -> crate::transport::SourceLimits {
+        crate::transport::SourceLimits {
+            max_archive_bytes: self.max_archive_gib.saturating_mul(1 << 30),
+        }
+    }
+
     pub fn client(&self) -> anyhow::Result<std::sync::Arc<crate::registry::RegistryClient>> {
         let opts = crate::registry::ClientOptions {
             insecure_hosts: self.insecure_registry.clone(),
@@ -130,6 +158,11 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.global);
+    let default_timeout = match cli.command {
+        Some(Command::Batch(_)) => std::time::Duration::from_secs(24 * 3600),
+        _ => std::time::Duration::from_secs(3600),
+    };
+    crate::cleanup::install(cli.global.timeout.map_or(Some(default_timeout), |t| t.0));
     let result = match cli.command {
         None => run::run(cli.run, &cli.global),
         Some(Command::Profiles(a)) => profiles::run(a),

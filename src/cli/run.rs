@@ -170,7 +170,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let platforms = settings.platforms()?;
     let client = global.client()?;
     let rewrite = settings.rewrite(&client, args.dry_run)?;
-    let src = open_source(&source, &client)?;
+    let src = open_source(&source, &client, global.source_limits())?;
     let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
         Box::new(crate::transport::Discard::new()?)
     } else {

@@ -23,8 +23,15 @@ pub enum LayerChange<'a> {
 }
 
 /// Rewrites a config JSON for new layers.
+///
+/// A config that is not an object, or whose `rootfs` or history entries
+/// are not objects, is refused before this ([`check`]); here they are
+/// replaced rather than indexed into, so no input can make this panic.
 pub fn rewrite(config: &Value, change: &LayerChange<'_>) -> Value {
     let mut c = config.clone();
+    if !c.is_object() {
+        c = json!({});
+    }
     let created = c.get("created").cloned();
     let old: Vec<Value> = c
         .pointer("/rootfs/diff_ids")
@@ -45,7 +52,7 @@ pub fn rewrite(config: &Value, change: &LayerChange<'_>) -> Value {
             .map(|d| Value::String(d.to_string()))
             .collect(),
     };
-    if c.get("rootfs").is_none() {
+    if !c.get("rootfs").is_some_and(Value::is_object) {
         c["rootfs"] = json!({"type": "layers"});
     }
     c["rootfs"]["diff_ids"] = Value::Array(new_ids);
@@ -60,6 +67,9 @@ pub fn rewrite(config: &Value, change: &LayerChange<'_>) -> Value {
             // Entries of the squashed layers stay readable, marked empty.
             let mut non_empty = 0;
             for h in history.iter_mut() {
+                if !h.is_object() {
+                    *h = json!({});
+                }
                 let empty = h
                     .get("empty_layer")
                     .and_then(Value::as_bool)
@@ -84,6 +94,27 @@ pub fn rewrite(config: &Value, change: &LayerChange<'_>) -> Value {
         }
     }
     c
+}
+
+/// What [`rewrite`] needs of a config: an object, whose `rootfs` and
+/// history entries (when present) are objects too.
+pub fn check(config: &Value) -> Result<(), String> {
+    let Some(obj) = config.as_object() else {
+        return Err("the config is not a JSON object".into());
+    };
+    if obj.get("rootfs").is_some_and(|r| !r.is_object()) {
+        return Err("rootfs is not an object".into());
+    }
+    match obj.get("history") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(h)) => {
+            if let Some(i) = h.iter().position(|e| !e.is_object()) {
+                return Err(format!("history[{i}] is not an object"));
+            }
+        }
+        Some(_) => return Err("history is not an array".into()),
+    }
+    Ok(())
 }
 
 fn slim_entry(created: &Option<Value>, description: &str, empty: bool) -> Value {

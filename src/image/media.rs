@@ -76,6 +76,15 @@ pub fn is_manifest_type(media_type: &str) -> bool {
     )
 }
 
+/// Content types that say "JSON" without naming a manifest kind; some
+/// registries serve manifests pushed without a type this way.
+pub fn is_generic_json(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/json" | "application/octet-stream" | "text/plain" | ""
+    )
+}
+
 pub fn is_image_config(media_type: &str) -> bool {
     matches!(media_type, OCI_CONFIG | DOCKER_CONFIG)
 }

@@ -38,6 +38,10 @@ pub enum ImageError {
         "{what}: Docker image manifest schema 1 is not supported (re-push the image with a current Docker or convert it with `skopeo copy --format v2s2`)"
     )]
     SchemaV1 { what: String },
+    #[error(
+        "{what}: media type {media_type:?} is not an image manifest or index slim knows (OCI or Docker v2 schema 2); refusing it, as Docker, containerd and skopeo do"
+    )]
+    UnknownMediaType { what: String, media_type: String },
     #[error(transparent)]
     Digest(#[from] DigestError),
 }
@@ -269,11 +273,40 @@ impl Manifest {
                 what: what.to_string(),
             });
         }
-        let in_json = json.get("mediaType").and_then(Value::as_str);
+        let in_json = match json.get("mediaType") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) => Some(m.as_str()),
+            Some(other) => {
+                return Err(ImageError::Invalid {
+                    what: what.to_string(),
+                    reason: format!("mediaType is not a string ({other})"),
+                });
+            }
+        };
+        // A manifest names what it is; one that names something else is not
+        // read by its shape (an unknown type read as OCI was rewritten as an
+        // OCI image). A declared type (Content-Type, descriptor) counts when
+        // the JSON has none, unless it is a generic JSON type.
+        let named = match in_json {
+            Some(m) => Some(m),
+            None => declared.filter(|d| !media::is_generic_json(d)),
+        };
+        if let Some(m) = named
+            && !media::is_manifest_type(m)
+        {
+            return Err(ImageError::UnknownMediaType {
+                what: what.to_string(),
+                media_type: m.chars().take(200).collect(),
+            });
+        }
         let kind = Kind::detect(in_json.or(declared), &json);
         let media_type = match (in_json, declared) {
             (Some(m), _) => m.to_string(),
-            (None, Some(d)) if Kind::detect(Some(d), &json) == kind => d.to_string(),
+            (None, Some(d))
+                if media::is_manifest_type(d) && Kind::detect(Some(d), &json) == kind =>
+            {
+                d.to_string()
+            }
             _ => kind.default_media_type().to_string(),
         };
         let m = Manifest {

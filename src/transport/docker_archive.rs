@@ -20,10 +20,11 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::NamedTempFile;
 
 use super::tarindex::TarIndex;
 use super::{Capabilities, Dest, Source, Staged};
+use crate::cleanup::{DirLock, StagingDir};
 use crate::digest::{Algorithm, Digest, HashingWriter};
 use crate::image::media::{self, Compression};
 use crate::image::{Descriptor, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Manifest};
@@ -45,11 +46,17 @@ pub struct DockerArchiveSource {
     manifest: Manifest,
     /// Blob digest -> member path.
     members: HashMap<Digest, String>,
-    _spool: Option<NamedTempFile>,
+    _spool: Option<StagingDir>,
 }
 
 impl DockerArchiveSource {
-    pub fn open(path: Option<&Path>, name: Option<String>) -> Result<DockerArchiveSource> {
+    /// Opens an archive file, or stdin (`path` `None`), spooled up to
+    /// `max_archive` bytes.
+    pub fn open(
+        path: Option<&Path>,
+        name: Option<String>,
+        max_archive: u64,
+    ) -> Result<DockerArchiveSource> {
         let (file, spool, location) = match path {
             Some(p) => {
                 if !p.is_file() {
@@ -62,14 +69,13 @@ impl DockerArchiveSource {
                 )
             }
             None => {
-                let mut tmp = tempfile::Builder::new().prefix("slim-stdin-").tempfile()?;
-                io::copy(&mut io::stdin().lock(), tmp.as_file_mut())
-                    .context("reading the archive from stdin")?;
-                (
-                    tmp.path().to_path_buf(),
-                    Some(tmp),
-                    "docker-archive:-".to_string(),
-                )
+                let dir = StagingDir::create_temp("slim-stdin-")?;
+                let path = dir.path().join("archive.tar");
+                let file = fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                spool_tar(io::stdin().lock(), file, max_archive)
+                    .context("docker-archive:-: reading the archive from stdin")?;
+                (path, Some(dir), "docker-archive:-".to_string())
             }
         };
         let index = TarIndex::build(&file)?;
@@ -190,6 +196,89 @@ fn pick_entry(location: &str, list: Vec<ArchiveEntry>, name: Option<&str>) -> Re
     }
 }
 
+/// Copies a tar stream to `file` up to its end-of-archive marker, and no
+/// further: a stream that goes on past it (or never ends) is not read
+/// beyond the archive, and one longer than `max` bytes is refused before it
+/// fills the disk.
+fn spool_tar(input: impl Read, file: fs::File, max: u64) -> Result<()> {
+    struct Tee<R> {
+        input: R,
+        out: io::BufWriter<fs::File>,
+        copied: u64,
+        max: u64,
+    }
+    impl<R: Read> Read for Tee<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.input.read(buf)?;
+            let before = self.copied;
+            self.copied += n as u64;
+            if self.copied > self.max {
+                return Err(io::Error::other(SpoolStop::TooLarge(self.max)));
+            }
+            // Every 64 MiB: leave the disk some room.
+            if before >> 26 != self.copied >> 26
+                && let Ok(st) = rustix::fs::fstatvfs(self.out.get_ref())
+                && st.f_bavail.saturating_mul(st.f_frsize) < MIN_FREE_SPACE
+            {
+                return Err(io::Error::other(SpoolStop::DiskFull));
+            }
+            self.out.write_all(&buf[..n])?;
+            Ok(n)
+        }
+    }
+    let tee = Tee {
+        input: io::BufReader::with_capacity(1 << 20, input),
+        out: io::BufWriter::with_capacity(1 << 20, file),
+        copied: 0,
+        max,
+    };
+    let mut archive = tar::Archive::new(tee);
+    let mut buf = vec![0u8; 1 << 20];
+    for entry in archive.entries().context("not a tar stream")? {
+        let mut entry = entry.map_err(stop_or("a malformed tar header"))?;
+        loop {
+            match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(stop_or("a truncated member")(e)),
+            }
+        }
+    }
+    // The tar reader stops at the first zero block of the end marker; the
+    // spool gets a whole marker.
+    let mut tee = archive.into_inner();
+    tee.out.write_all(&[0u8; 1024])?;
+    tee.out.flush()?;
+    Ok(())
+}
+
+/// Spooling stdin stops while this much space is left in the temp directory.
+const MIN_FREE_SPACE: u64 = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+enum SpoolStop {
+    #[error(
+        "the archive is larger than {} (--max-archive-size); refusing to spool more of it (raise --max-archive-size if it really is that big)",
+        crate::report::human(*.0)
+    )]
+    TooLarge(u64),
+    #[error(
+        "less than 1 GiB is left free in the temp directory; stopped spooling the archive before the disk filled (point TMPDIR at a larger file system, or pass a docker-archive file instead of stdin)"
+    )]
+    DiskFull,
+}
+
+fn stop_or(what: &'static str) -> impl Fn(io::Error) -> anyhow::Error {
+    move |e| {
+        if e.get_ref().is_some_and(|i| i.is::<SpoolStop>()) {
+            let inner = e.into_inner().expect("checked");
+            anyhow::Error::new(*inner.downcast::<SpoolStop>().expect("checked"))
+        } else {
+            anyhow::Error::new(e).context(what)
+        }
+    }
+}
+
 /// `blobs/sha256/<hex>` names its own digest (Docker 25+ archives).
 fn digest_in_name(member: &str) -> Option<Digest> {
     let mut parts = member.rsplit('/');
@@ -238,7 +327,7 @@ enum Target {
 pub struct DockerArchiveDest {
     target: Target,
     name: Option<String>,
-    staging: TempDir,
+    staging: StagingDir,
     /// Blob digest -> (file in staging, diff_id for layers).
     stored: Mutex<HashMap<Digest, (PathBuf, Option<Digest>)>>,
 }
@@ -251,15 +340,11 @@ impl DockerArchiveDest {
                 if !parent.is_dir() {
                     bail!("{}: no such directory", parent.display());
                 }
-                let staging = tempfile::Builder::new()
-                    .prefix(".slim-staging-")
-                    .tempdir_in(&parent)?;
+                let lock = DirLock::exclusive(&parent).ok();
+                let staging = StagingDir::create_in(&parent, ".slim-archive-", lock.is_some())?;
                 (Target::File(p.to_path_buf()), staging)
             }
-            None => (
-                Target::Stdout,
-                tempfile::Builder::new().prefix("slim-").tempdir()?,
-            ),
+            None => (Target::Stdout, StagingDir::create_temp("slim-")?),
         };
         Ok(DockerArchiveDest {
             target,
@@ -431,8 +516,7 @@ impl Dest for DockerArchiveDest {
     fn commit(&self, root: &Manifest) -> Result<()> {
         match &self.target {
             Target::File(p) => {
-                let parent = super::layout::parent_dir(p);
-                let tmp = NamedTempFile::new_in(&parent)?;
+                let tmp = NamedTempFile::new_in(self.staging.path())?;
                 let w = self.write_archive(io::BufWriter::with_capacity(256 << 10, tmp), root)?;
                 let tmp = w.into_inner().map_err(|e| e.into_error())?;
                 tmp.as_file().sync_all()?;
@@ -440,6 +524,7 @@ impl Dest for DockerArchiveDest {
                     use std::os::unix::fs::PermissionsExt;
                     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
                 }
+                let _permit = crate::cleanup::permit()?;
                 tmp.persist(p)
                     .map_err(|e| e.error)
                     .with_context(|| format!("writing {}", p.display()))?;

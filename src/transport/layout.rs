@@ -10,14 +10,16 @@
 //! every blob it needs is there. An archive is built as a layout in a temp
 //! directory next to the target and renamed over it at the end.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tempfile::TempDir;
+
+use crate::cleanup::{self, DirLock, StagingDir};
 
 use super::tarindex::TarIndex;
 use super::{Capabilities, Dest, Source, Staged, read_manifest_blob};
@@ -205,43 +207,189 @@ impl Source for LayoutSource {
     }
 }
 
+/// The prefix of the staging directories slim makes inside a layout.
+const STAGING_PREFIX: &str = ".slim-staging-";
+
 /// Writes an image into an OCI layout directory.
+///
+/// Several runs may write into one layout at once (each its own tag): the
+/// layout is created once, each run stages in its own locked directory, and
+/// `index.json` is rewritten under an exclusive lock of the layout
+/// directory. A run that fails or is stopped removes what it added that
+/// nothing else uses, and the directories it created.
 pub struct LayoutDest {
     dir: PathBuf,
     tag: Option<String>,
-    /// The directory did not exist before this run (removed on abort).
-    created: bool,
-    /// The directory existed but was empty (emptied again on abort).
-    was_empty: bool,
-    staging: TempDir,
-    lock: Mutex<()>,
+    undo: Arc<Undo>,
+    staging: StagingDir,
+    /// Undoes this run's writes if the run is stopped; dropped at commit.
+    on_stop: Mutex<Option<cleanup::Guard>>,
+}
+
+/// What a run into a layout did, to be undone if it does not commit.
+struct Undo {
+    dir: PathBuf,
+    /// The topmost directory this run created (`dir` or one of its
+    /// ancestors); `None` if `dir` existed.
+    created_from: Option<PathBuf>,
+    /// `dir` held no image when the run began (it was new, empty, or held
+    /// only what an earlier, killed slim run left there).
+    fresh: bool,
+    staging: PathBuf,
+    /// Blob files this run put in place (they were not there before).
+    added: Mutex<Vec<PathBuf>>,
+}
+
+impl Undo {
+    fn run(&self) {
+        let Ok(lock) = DirLock::exclusive(&self.dir) else {
+            return;
+        };
+        let _ = fs::remove_dir_all(&self.staging);
+        // Another run writing here may be using the blobs this one added
+        // (it found them present and did not write its own copy).
+        if live_staging(&self.dir) {
+            return;
+        }
+        let added = std::mem::take(&mut *self.added.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.fresh && !self.dir.join("index.json").exists() {
+            // Nothing names anything here: everything in it is a slim run's.
+            if let Ok(entries) = fs::read_dir(&self.dir) {
+                for e in entries.flatten() {
+                    let _ = match e.file_type() {
+                        Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
+                        _ => fs::remove_file(e.path()),
+                    };
+                }
+            }
+            drop(lock);
+            if let Some(top) = &self.created_from {
+                remove_created_dirs(&self.dir, top);
+            }
+            return;
+        }
+        // An image is named here: keep what it uses, remove what only this
+        // run added (another run may have committed an image that uses it).
+        let Ok(reachable) = reachable_blobs(&self.dir) else {
+            return;
+        };
+        for path in added {
+            if !reachable.contains(&path) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// Removes `dir` and its ancestors up to `top`, each only if empty.
+fn remove_created_dirs(dir: &Path, top: &Path) {
+    let mut d = Some(dir);
+    while let Some(p) = d {
+        if fs::remove_dir(p).is_err() || p == top {
+            break;
+        }
+        d = p.parent();
+    }
+}
+
+/// The topmost of `dir` and its ancestors that does not exist.
+fn topmost_missing(dir: &Path) -> Option<PathBuf> {
+    let mut missing = None;
+    for a in dir.ancestors() {
+        if a.as_os_str().is_empty() || a.exists() {
+            break;
+        }
+        missing = Some(a.to_path_buf());
+    }
+    missing
+}
+
+/// Whether any run is staging in `dir` now.
+fn live_staging(dir: &Path) -> bool {
+    fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) && cleanup::is_held(&e.path())
+    })
+}
+
+/// Every blob file that `index.json` reaches (manifests, indexes, configs,
+/// layers), as paths.
+fn reachable_blobs(dir: &Path) -> Result<HashSet<PathBuf>> {
+    let index = Manifest::parse(
+        "index.json",
+        fs::read(dir.join("index.json"))?,
+        Some(crate::image::media::OCI_INDEX),
+    )?;
+    let mut seen = HashSet::new();
+    let mut todo = index.manifests()?;
+    while let Some(d) = todo.pop() {
+        let path = dir.join(blob_path(&d.digest));
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        if crate::image::media::is_manifest_type(&d.media_type)
+            && let Ok(bytes) = fs::read(&path)
+            && let Ok(m) = Manifest::parse("manifest", bytes, Some(&d.media_type))
+        {
+            todo.extend(m.manifests()?);
+            todo.extend(m.blobs()?);
+        }
+    }
+    Ok(seen)
 }
 
 impl LayoutDest {
     pub fn create(dir: &Path, tag: Option<String>) -> Result<LayoutDest> {
-        let created = !dir.exists();
-        if !created && !dir.is_dir() {
+        if dir.exists() && !dir.is_dir() {
             bail!("{} exists and is not a directory", dir.display());
         }
-        let was_empty = !created && dir.read_dir()?.next().is_none();
-        if !created && !was_empty && !dir.join("index.json").is_file() {
-            bail!(
-                "{} is a non-empty directory that is not an OCI layout; choose a new or empty directory",
-                dir.display()
-            );
+        let created_from = topmost_missing(dir);
+        {
+            let _permit = cleanup::permit()?;
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".slim-staging-")
-            .tempdir_in(dir)
-            .with_context(|| format!("creating a staging directory in {}", dir.display()))?;
+        let undo_dirs = |e: anyhow::Error| {
+            if let Some(top) = &created_from {
+                remove_created_dirs(dir, top);
+            }
+            e
+        };
+        let lock = DirLock::exclusive(dir)
+            .with_context(|| format!("locking {}", dir.display()))
+            .map_err(undo_dirs)?;
+        // Left by runs that were killed: nobody holds them.
+        cleanup::sweep_stale(dir, STAGING_PREFIX);
+        let fresh = match layout_state(dir)? {
+            State::Layout => false,
+            State::Fresh => true,
+            State::Foreign => {
+                drop(lock);
+                bail!(
+                    "{} is a non-empty directory that is not an OCI layout; choose a new or empty directory",
+                    dir.display()
+                );
+            }
+        };
+        let staging = StagingDir::create_in(dir, STAGING_PREFIX, false)
+            .with_context(|| format!("creating a staging directory in {}", dir.display()))
+            .map_err(undo_dirs)?;
+        drop(lock);
+        let undo = Arc::new(Undo {
+            dir: dir.to_path_buf(),
+            created_from,
+            fresh,
+            staging: staging.path().to_path_buf(),
+            added: Mutex::new(Vec::new()),
+        });
+        let on_stop = cleanup::on_stop({
+            let undo = undo.clone();
+            move || undo.run()
+        });
         Ok(LayoutDest {
             dir: dir.to_path_buf(),
             tag,
-            created,
-            was_empty,
+            undo,
             staging,
-            lock: Mutex::new(()),
+            on_stop: Mutex::new(Some(on_stop)),
         })
     }
 
@@ -259,20 +407,55 @@ impl LayoutDest {
         self.place(tmp, &target)
     }
 
+    /// Renames a finished temp file into place (a blob, or `index.json`).
     fn place(&self, tmp: tempfile::NamedTempFile, target: &Path) -> Result<()> {
-        fs::create_dir_all(target.parent().expect("blob paths have parents"))?;
         tmp.as_file().sync_all()?;
         let mut tmp = tmp;
         set_readable(&mut tmp)?;
+        let _permit = cleanup::permit()?;
+        fs::create_dir_all(target.parent().expect("blob paths have parents"))?;
+        let existed = target.exists();
         tmp.persist(target)
             .map_err(|e| e.error)
             .with_context(|| format!("writing {}", target.display()))?;
+        if !existed && target.starts_with(self.dir.join("blobs")) {
+            self.undo
+                .added
+                .lock()
+                .expect("added lock")
+                .push(target.to_path_buf());
+        }
         Ok(())
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+enum State {
+    /// Holds `index.json`.
+    Layout,
+    /// New, empty, or only what slim runs put there (blobs, `oci-layout`,
+    /// live staging directories).
+    Fresh,
+    /// Anything else.
+    Foreign,
+}
+
+fn layout_state(dir: &Path) -> Result<State> {
+    let mut state = State::Fresh;
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        match name.as_ref() {
+            "index.json" => return Ok(State::Layout),
+            "blobs" | "oci-layout" => {}
+            n if n.starts_with(STAGING_PREFIX) => {}
+            _ => state = State::Foreign,
+        }
+    }
+    Ok(state)
 }
 
 /// Temp files are created 0600; blobs in a layout are world-readable.
@@ -317,7 +500,9 @@ impl Dest for LayoutDest {
 
     fn commit(&self, root: &Manifest) -> Result<()> {
         self.put_manifest(root)?;
-        let _guard = self.lock.lock().expect("layout lock");
+        // Other runs may rewrite index.json at the same time (other tags).
+        let _lock = DirLock::exclusive(&self.dir)
+            .with_context(|| format!("locking {}", self.dir.display()))?;
         let index_path = self.dir.join("index.json");
         let mut index: Value = if index_path.is_file() {
             serde_json::from_slice(&fs::read(&index_path)?)
@@ -347,35 +532,23 @@ impl Dest for LayoutDest {
             entry["annotations"] = json!({ REF_NAME: t });
         }
         entries.push(entry);
-        let mut tmp = tempfile::NamedTempFile::new_in(self.staging.path())?;
-        serde_json::to_writer(&mut tmp, &index)?;
         let layout = self.dir.join("oci-layout");
         if !layout.is_file() {
-            fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(self.staging.path())?;
+            tmp.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            self.place(tmp, &layout)?;
         }
-        self.place(tmp, &index_path)
+        let mut tmp = tempfile::NamedTempFile::new_in(self.staging.path())?;
+        serde_json::to_writer(&mut tmp, &index)?;
+        self.place(tmp, &index_path)?;
+        // Named: nothing to undo any more.
+        self.on_stop.lock().expect("guard lock").take();
+        Ok(())
     }
 
     fn abort(&self) {
-        if self.created {
-            let _ = fs::remove_dir_all(&self.dir);
-        } else if self.was_empty {
-            // Everything in it is ours. Left behind, the blobs would make a
-            // non-empty directory without index.json, which `create` refuses,
-            // so a failed run into an empty directory would block the retry.
-            let Ok(entries) = fs::read_dir(&self.dir) else {
-                return;
-            };
-            for e in entries.flatten() {
-                if e.path() == self.staging.path() {
-                    continue;
-                }
-                let _ = match e.file_type() {
-                    Ok(t) if t.is_dir() => fs::remove_dir_all(e.path()),
-                    _ => fs::remove_file(e.path()),
-                };
-            }
-        }
+        self.on_stop.lock().expect("guard lock").take();
+        self.undo.run();
     }
 }
 
@@ -384,7 +557,8 @@ impl Dest for LayoutDest {
 pub struct ArchiveDest {
     target: PathBuf,
     tag: Option<String>,
-    _tmp: TempDir,
+    /// `.slim-archive-…` next to the target: the layout, then the tar.
+    tmp: StagingDir,
     layout: LayoutDest,
 }
 
@@ -394,15 +568,17 @@ impl ArchiveDest {
         if !parent.is_dir() {
             bail!("{}: no such directory", parent.display());
         }
-        let tmp = tempfile::Builder::new()
-            .prefix(".slim-archive-")
-            .tempdir_in(&parent)
+        // Sweeping what killed runs left needs the directory's lock, so that
+        // another run's new directory is not taken for a stale one.
+        let lock = DirLock::exclusive(&parent).ok();
+        let tmp = StagingDir::create_in(&parent, ".slim-archive-", lock.is_some())
             .with_context(|| format!("creating a temp directory in {}", parent.display()))?;
+        drop(lock);
         let layout = LayoutDest::create(&tmp.path().join("layout"), tag.clone())?;
         Ok(ArchiveDest {
             target: target.to_path_buf(),
             tag,
-            _tmp: tmp,
+            tmp,
             layout,
         })
     }
@@ -445,8 +621,7 @@ impl Dest for ArchiveDest {
 
     fn commit(&self, root: &Manifest) -> Result<()> {
         self.layout.commit(root)?;
-        let parent = parent_dir(&self.target);
-        let mut out = tempfile::NamedTempFile::new_in(&parent)?;
+        let mut out = tempfile::NamedTempFile::new_in(self.tmp.path())?;
         {
             let mut builder = tar::Builder::new(io::BufWriter::new(out.as_file_mut()));
             append_tree(&mut builder, self.layout.dir(), Path::new(""))?;
@@ -454,6 +629,7 @@ impl Dest for ArchiveDest {
         }
         out.as_file().sync_all()?;
         set_readable(&mut out)?;
+        let _permit = cleanup::permit()?;
         out.persist(&self.target)
             .map_err(|e| e.error)
             .with_context(|| format!("writing {}", self.target.display()))?;

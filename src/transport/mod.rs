@@ -198,8 +198,27 @@ pub fn io_error(e: std::io::Error) -> anyhow::Error {
     }
 }
 
+/// Bounds on what opening a source may take.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceLimits {
+    /// How much of a `docker-archive:-` stream is spooled at most.
+    pub max_archive_bytes: u64,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        SourceLimits {
+            max_archive_bytes: 64 << 30,
+        }
+    }
+}
+
 /// Opens a reference for reading.
-pub fn open_source(r: &ImageRef, client: &Arc<RegistryClient>) -> Result<Box<dyn Source>> {
+pub fn open_source(
+    r: &ImageRef,
+    client: &Arc<RegistryClient>,
+    limits: SourceLimits,
+) -> Result<Box<dyn Source>> {
     Ok(match r {
         ImageRef::Registry(rr) => {
             Box::new(registry::RegistrySource::new(client.clone(), rr.clone()))
@@ -213,8 +232,12 @@ pub fn open_source(r: &ImageRef, client: &Arc<RegistryClient>) -> Result<Box<dyn
                 .with_context(|| format!("opening {r}"))?,
         ),
         ImageRef::DockerArchive { path, name } => Box::new(
-            docker_archive::DockerArchiveSource::open(path.as_deref(), name.clone())
-                .with_context(|| format!("opening {r}"))?,
+            docker_archive::DockerArchiveSource::open(
+                path.as_deref(),
+                name.clone(),
+                limits.max_archive_bytes,
+            )
+            .with_context(|| format!("opening {r}"))?,
         ),
     })
 }
@@ -259,13 +282,13 @@ pub fn clean_archive_path(p: &str) -> String {
 /// A destination that keeps nothing (`--dry-run`): every blob counts as
 /// present, so nothing is read or written.
 pub struct Discard {
-    staging: tempfile::TempDir,
+    staging: crate::cleanup::StagingDir,
 }
 
 impl Discard {
     pub fn new() -> Result<Discard> {
         Ok(Discard {
-            staging: tempfile::Builder::new().prefix("slim-dry-").tempdir()?,
+            staging: crate::cleanup::StagingDir::create_temp("slim-dry-")?,
         })
     }
 }

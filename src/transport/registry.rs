@@ -10,8 +10,8 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::cleanup::StagingDir;
 use anyhow::{Result, bail};
-use tempfile::TempDir;
 
 use super::{Dest, Source, Staged};
 use crate::digest::Digest;
@@ -109,12 +109,12 @@ impl Source for RegistrySource {
 pub struct RegistryDest {
     client: Arc<RegistryClient>,
     r: RegistryRef,
-    staging: TempDir,
+    staging: StagingDir,
 }
 
 impl RegistryDest {
     pub fn new(client: Arc<RegistryClient>, r: RegistryRef) -> Result<RegistryDest> {
-        let staging = tempfile::Builder::new().prefix("slim-").tempdir()?;
+        let staging = StagingDir::create_temp("slim-")?;
         Ok(RegistryDest { client, r, staging })
     }
 }

@@ -174,7 +174,7 @@ fn tar_member(tar_path: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 /// `docker-archive:PATH` made by skopeo (not slim) from the fixture.
-fn skopeo_docker_archive(ctx: &TestContext, name: &str) -> std::path::PathBuf {
+pub(crate) fn skopeo_docker_archive(ctx: &TestContext, name: &str) -> std::path::PathBuf {
     let path = ctx.path(name);
     skopeo_copy(
         &fixture_ref(),

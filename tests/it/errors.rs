@@ -777,7 +777,7 @@ fn assert_message(name: &str, ctx: &TestContext, out: &Output, code: i32) {
 
 /// An OCI layout (tag `v1`) of one image with one layer: `blob` under
 /// `media_type`, the config naming `diff_id`. Returns the layer digest.
-fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) -> String {
+pub(crate) fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) -> String {
     use serde_json::json;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -805,9 +805,9 @@ fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) ->
     layer
 }
 
-const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write as _;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(bytes).unwrap();
@@ -816,7 +816,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// A tar header for a regular file, fixed owner and time; `name` is written
 /// as raw bytes, so it may hold what the tar crate's builder refuses (`..`).
-fn file_header(name: &[u8], size: u64) -> tar::Header {
+pub(crate) fn file_header(name: &[u8], size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.as_old_mut().name[..name.len()].copy_from_slice(name);
     h.set_entry_type(tar::EntryType::Regular);
@@ -830,7 +830,7 @@ fn file_header(name: &[u8], size: u64) -> tar::Header {
 }
 
 /// A tar of `(path, content)` files.
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, content) in files {
         b.append(
