@@ -208,9 +208,7 @@ impl StagingDir {
         let lock = File::open(dir.path())?;
         lock.try_lock().map_err(io::Error::from)?;
         let path = dir.path().to_path_buf();
-        let guard = on_stop(move || {
-            let _ = fs::remove_dir_all(&path);
-        });
+        let guard = on_stop(move || remove_tree(&path));
         Ok(StagingDir {
             dir,
             _lock: lock,
@@ -226,6 +224,19 @@ impl StagingDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// Removes a directory tree; retried, since a thread of the stopping run
+/// may still add a file to it while it goes.
+pub fn remove_tree(path: &Path) {
+    for _ in 0..5 {
+        match fs::remove_dir_all(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => return,
+        }
     }
 }
 

@@ -375,7 +375,11 @@ impl Copier<'_> {
         let mut bytes = Vec::new();
         io::Read::read_to_end(&mut open_verified(self.src, &config)?, &mut bytes)
             .map_err(io_error)?;
-        let json: Value = serde_json::from_slice(&bytes).context("the image config is not JSON")?;
+        let json = crate::image::parse_json(
+            &format!("config {}", config.digest),
+            &bytes,
+            crate::image::MAX_JSON_VALUES,
+        )?;
         let p = Platform::from_json(&json);
         if !self.opts.platforms.iter().any(|w| w.selects(&p)) {
             bail!(

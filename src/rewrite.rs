@@ -793,8 +793,11 @@ fn read_config(src: &dyn Source, desc: &Descriptor) -> Result<Value> {
     }
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut open_verified(src, desc)?, &mut bytes).map_err(io_error)?;
-    let config: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("config {} of {} is not JSON", desc.digest, src.name()))?;
+    let config = crate::image::parse_json(
+        &format!("config {} of {}", desc.digest, src.name()),
+        &bytes,
+        crate::image::MAX_JSON_VALUES,
+    )?;
     crate::image::config::check(&config).map_err(|reason| {
         anyhow::anyhow!(
             "config {} of {} is malformed: {reason}",

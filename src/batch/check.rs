@@ -177,8 +177,11 @@ fn recorded(src: &dyn Source, m: &Manifest) -> Result<Recorded> {
         .read_to_end(&mut bytes)
         .map_err(io_error)
         .with_context(|| format!("reading config {} of {}", config.digest, src.name()))?;
-    let json: Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("config {} of {} is not JSON", config.digest, src.name()))?;
+    let json = crate::image::parse_json(
+        &format!("config {} of {}", config.digest, src.name()),
+        &bytes,
+        crate::image::MAX_JSON_VALUES,
+    )?;
     Ok(from(json.pointer("/config/Labels")))
 }
 

@@ -22,7 +22,53 @@ pub use media::Kind;
 /// Manifests and configs are small; anything larger is refused before it is
 /// read (the distribution spec suggests registries accept at least 4 MiB).
 pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
-pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+/// At most this many JSON values in a manifest or config: a parsed value
+/// costs 30–80 bytes of memory however few bytes it took in the text
+/// (`[0,0,0,…]`), and real ones hold a few thousand.
+pub const MAX_JSON_VALUES: usize = 250_000;
+
+/// An upper bound of how many values a JSON text holds: each value but the
+/// first follows a `[`, `,` or `:` outside a string. One pass, no
+/// allocation.
+pub fn json_value_bound(bytes: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'[' | b',' | b':' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
+/// Parses JSON read from an image, refusing texts of more than
+/// `max_values` values before building them.
+pub fn parse_json(what: &str, bytes: &[u8], max_values: usize) -> Result<Value, ImageError> {
+    let values = json_value_bound(bytes);
+    if values > max_values {
+        return Err(ImageError::Invalid {
+            what: what.to_string(),
+            reason: format!(
+                "holds about {values} JSON values, more than the {max_values} slim accepts (real ones hold a few thousand)"
+            ),
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|source| ImageError::NotJson {
+        what: what.to_string(),
+        source,
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -258,10 +304,7 @@ impl Manifest {
         digest: Digest,
         declared: Option<&str>,
     ) -> Result<Manifest, ImageError> {
-        let json: Value = serde_json::from_slice(&bytes).map_err(|source| ImageError::NotJson {
-            what: what.to_string(),
-            source,
-        })?;
+        let json = parse_json(what, &bytes, MAX_JSON_VALUES)?;
         if !json.is_object() {
             return Err(ImageError::Invalid {
                 what: what.to_string(),
@@ -409,6 +452,19 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_value_bounds() {
+        assert_eq!(json_value_bound(b"0"), 1);
+        assert_eq!(json_value_bound(br#"[0,0,0]"#), 4);
+        assert_eq!(json_value_bound(br#"{"a":[1,2],"b":"x,[:\"]"}"#), 6);
+        let big = format!("[{}0]", "0,".repeat(300_000));
+        assert!(matches!(
+            parse_json("m", big.as_bytes(), MAX_JSON_VALUES),
+            Err(ImageError::Invalid { .. })
+        ));
+        assert!(parse_json("m", br#"{"a":[1,2]}"#, MAX_JSON_VALUES).is_ok());
+    }
 
     #[test]
     fn platform_matching() {

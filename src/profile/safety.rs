@@ -458,9 +458,11 @@ pub fn dev_dependency_dirs(tree: &dyn TreeView) -> BTreeMap<Vec<u8>, String> {
         let Some(bytes) = tree.read(&lock, 64 << 20) else {
             continue;
         };
-        let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
+        // Real lock files of large projects hold a few hundred thousand
+        // values; the bound keeps a hostile one from taking gigabytes.
+        let Ok(json) = crate::image::parse_json("package-lock.json", &bytes, 2_000_000) else {
             tracing::warn!(
-                "{} is not JSON; its devDependencies stay",
+                "{} is not JSON (or is too large to read); its devDependencies stay",
                 crate::layer::entry::display(&lock)
             );
             continue;

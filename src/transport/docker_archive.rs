@@ -79,13 +79,14 @@ impl DockerArchiveSource {
             }
         };
         let index = TarIndex::build(&file)?;
-        let list: Vec<ArchiveEntry> = serde_json::from_slice(
-            &index
-                .read("manifest.json", MAX_MANIFEST_BYTES)
-                .with_context(|| {
-                    format!("{location}: not a docker save archive (no manifest.json)")
-                })?,
-        )
+        let list_bytes = index
+            .read("manifest.json", MAX_MANIFEST_BYTES)
+            .with_context(|| format!("{location}: not a docker save archive (no manifest.json)"))?;
+        let list: Vec<ArchiveEntry> = serde_json::from_value(crate::image::parse_json(
+            &format!("{location}: manifest.json"),
+            &list_bytes,
+            crate::image::MAX_JSON_VALUES,
+        )?)
         .with_context(|| format!("{location}: manifest.json is malformed"))?;
         let entry = pick_entry(&location, list, name.as_deref())?;
 
@@ -100,8 +101,11 @@ impl DockerArchiveSource {
                 &config,
             )?;
         }
-        let config_json: Value = serde_json::from_slice(&config)
-            .with_context(|| format!("{location}: config {} is not JSON", entry.config))?;
+        let config_json = crate::image::parse_json(
+            &format!("{location}: config {}", entry.config),
+            &config,
+            crate::image::MAX_JSON_VALUES,
+        )?;
         let diff_ids: Vec<Digest> = config_json
             .pointer("/rootfs/diff_ids")
             .and_then(Value::as_array)

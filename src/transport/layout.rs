@@ -245,7 +245,7 @@ impl Undo {
         let Ok(lock) = DirLock::exclusive(&self.dir) else {
             return;
         };
-        let _ = fs::remove_dir_all(&self.staging);
+        cleanup::remove_tree(&self.staging);
         // Another run writing here may be using the blobs this one added
         // (it found them present and did not write its own copy).
         if live_staging(&self.dir) {
