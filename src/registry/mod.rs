@@ -8,11 +8,18 @@
 //! streamed from a spooled file that can be replayed on a retry.
 //!
 //! Every request goes through [`RegistryClient::execute`]: credentials and
-//! Bearer tokens are added once the host's challenge is known, a 401 refreshes
-//! them once, and transient failures (connection errors, 429, 5xx) are
-//! retried with bounded exponential backoff.
+//! Bearer tokens are added once the host's challenge is known (and only on
+//! the registry's own origin, [`origin`]), a 401 refreshes them once, and
+//! transient failures (connection errors, 429, 5xx) are retried within
+//! bounds ([`limits`]): attempts, any one wait, the total waited. Every
+//! body, down and up, is read under a low-speed guard, so a registry that
+//! trickles or goes silent fails the request instead of holding it.
+//! Listings ([`listing`]) check every name before it is used.
 
 pub mod auth;
+pub mod limits;
+pub mod listing;
+pub mod origin;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -20,14 +27,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{self, HeaderMap};
+use reqwest::{StatusCode, Url};
 
 use crate::digest::Digest;
 use crate::image::media;
 use crate::reference::{RegistryRef, is_loopback_host};
 use auth::{Challenge, Credential, FoundCredential, Token};
+use limits::{GiveUp, GuardedBody, GuardedRead, Retries, SpeedGuard, Stall, find_stall};
+pub use listing::{Listing, escaped};
+use origin::{Credentials, Origin, SendError};
 
 /// Settings for talking to registries.
 #[derive(Clone, Debug)]
@@ -42,6 +52,23 @@ pub struct ClientOptions {
     /// First backoff delay; doubles each retry, capped at `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// The longest `Retry-After` slim honours; a registry asking for more
+    /// fails the request at once.
+    pub max_retry_after: Duration,
+    /// The most slim waits between the attempts of one request, in all.
+    pub retry_budget: Duration,
+    /// With `speed_time`, the low-speed limit (curl's `--speed-limit` and
+    /// `--speed-time`): a body moving fewer bytes per second than this
+    /// over `speed_time` has stalled. `speed_time` is also how long slim
+    /// waits for an answer or for any byte of a body.
+    pub speed_limit: u64,
+    pub speed_time: Duration,
+    /// A stalled blob download is resumed only when its connection had
+    /// brought at least this many bytes; otherwise it fails.
+    pub resume_after: u64,
+    /// Caps on one listing (catalog or tags): pages, and names in all.
+    pub max_list_pages: usize,
+    pub max_list_names: usize,
 }
 
 impl Default for ClientOptions {
@@ -52,7 +79,22 @@ impl Default for ClientOptions {
             attempts: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(60),
+            speed_limit: 10 << 10,
+            speed_time: Duration::from_secs(30),
+            resume_after: 1 << 20,
+            max_list_pages: 10_000,
+            max_list_names: 1_000_000,
         }
+    }
+}
+
+impl ClientOptions {
+    /// How long an upload of `size` bytes may take at the minimum speed,
+    /// plus one window: the deadline of a request with that body.
+    fn upload_deadline(&self, size: u64) -> Duration {
+        self.speed_time + Duration::from_secs_f64(size as f64 / self.speed_limit.max(1) as f64)
     }
 }
 
@@ -114,6 +156,37 @@ pub enum RegistryError {
     },
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
+    /// A body moved too slowly, or nothing came at all.
+    #[error(
+        "{what}: the connection to {host} stalled (the registry or the network is stuck or overloaded; try again later)"
+    )]
+    Stalled {
+        what: String,
+        host: String,
+        #[source]
+        stall: Stall,
+    },
+    #[error(
+        "{what}: {host} asked slim to wait {} s before retrying (Retry-After), more than the {} s slim waits; try again later",
+        asked.as_secs(),
+        max.as_secs()
+    )]
+    RetryAfter {
+        what: String,
+        host: String,
+        asked: Duration,
+        max: Duration,
+    },
+    /// The realm would have taken the credentials over plain HTTP from an
+    /// HTTPS registry, so they were not sent, and it wanted them.
+    #[error(
+        "{what}: the token service of {host} is {realm}, plain HTTP, while the registry uses HTTPS; slim does not send your credentials over it (the registry's operator should serve its token realm over HTTPS)"
+    )]
+    CredentialsWithheld {
+        what: String,
+        host: String,
+        realm: String,
+    },
     #[error(transparent)]
     Credentials(#[from] auth::CredentialError),
     #[error("{what}: {source}")]
@@ -213,12 +286,20 @@ impl RegistryClient {
             })?;
             certs.extend(parsed);
         }
+        // Redirects are followed by `origin::send`, which decides about
+        // credentials at every hop. The client's timeout is the silence
+        // limit: reqwest applies it to the wait for an answer and to each
+        // read of a body (requests with a body of their own set a deadline
+        // that fits its size). TCP_USER_TIMEOUT ends a connection whose
+        // peer stopped taking data (a zero window) after the same time.
         let builder = || {
             Client::builder()
                 .user_agent(USER_AGENT)
-                .connect_timeout(Duration::from_secs(30))
+                .connect_timeout(opts.speed_time)
                 .tcp_keepalive(Duration::from_secs(30))
-                .timeout(None::<Duration>)
+                .tcp_user_timeout(opts.speed_time)
+                .timeout(opts.speed_time)
+                .redirect(reqwest::redirect::Policy::none())
                 .pool_max_idle_per_host(8)
         };
         let verified = builder()
@@ -283,7 +364,12 @@ impl RegistryClient {
                 Ok(_) => https,
                 Err(e) if e.is_connect() || e.is_request() => format!("http://{host}"),
                 Err(source) => {
-                    return Err(transport_error("probing the registry", host, source));
+                    return Err(transport_error(
+                        "probing the registry",
+                        host,
+                        source,
+                        &self.opts,
+                    ));
                 }
             }
         } else {
@@ -293,16 +379,9 @@ impl RegistryClient {
         Ok(base)
     }
 
-    fn backoff(&self, attempt: u32, headers: Option<&HeaderMap>) -> Duration {
-        if let Some(after) = headers.and_then(retry_after) {
-            return after.min(Duration::from_secs(120));
-        }
-        let d = self.opts.backoff.saturating_mul(1 << attempt.min(16));
-        d.min(self.opts.max_backoff)
-    }
-
     /// Sends the request `build` makes (against the host's base URL), with
-    /// auth, retrying transient failures up to `attempts` times.
+    /// the host's credentials (on its own origin only), retrying transient
+    /// failures within `attempts` and the retry bounds.
     pub fn execute(
         &self,
         host: &str,
@@ -310,20 +389,33 @@ impl RegistryClient {
         what: &str,
         attempts: u32,
         build: &dyn Fn(&Client, &str) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let mut attempt = 0;
+    ) -> Result<Reply, RegistryError> {
+        let mut retries = Retries::new(&self.opts, attempts);
         let mut reauthenticated = false;
         loop {
             let base = self.base(host)?;
-            let mut req = build(self.http_for(host), &base);
+            let registry = Origin::parse(&base).ok_or_else(|| RegistryError::Protocol {
+                what: what.to_string(),
+                reason: format!("{base} is not a URL"),
+            })?;
+            let http = self.http_for(host);
+            let req = build(http, &base)
+                .build()
+                .map_err(|e| RegistryError::Protocol {
+                    what: what.to_string(),
+                    reason: format!("cannot make a request of it: {e}"),
+                })?;
             let sent = self.auth_header(host, scope, what)?;
-            if let Some(h) = &sent {
-                req = req.header(header::AUTHORIZATION, h);
-            }
-            match req.send() {
-                Ok(resp) => {
+            let credentials = sent
+                .as_deref()
+                .and_then(|v| Credentials::new(registry.clone(), v));
+            match origin::send(http, req, credentials.as_ref()) {
+                Ok((resp, url)) => {
                     let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED {
+                    // Only the registry's own answers speak for it: a 401 or
+                    // 403 from wherever it redirected slim is just a status.
+                    let own = Origin::of(&url).as_ref() == Some(&registry);
+                    if status == StatusCode::UNAUTHORIZED && own {
                         let challenge = resp
                             .headers()
                             .get(header::WWW_AUTHENTICATE)
@@ -351,35 +443,70 @@ impl RegistryClient {
                             reauthenticated = true;
                             continue;
                         }
-                        let detail = error_detail(resp);
+                        let detail = error_detail(self.reply(resp, url, &retries));
                         return Err(self.unauthorized(host, what, detail));
                     }
-                    if is_transient_status(status) && attempt + 1 < attempts {
-                        let wait = self.backoff(attempt, Some(resp.headers()));
-                        tracing::warn!(%host, %status, ?wait, "{what}: retrying");
-                        drop(resp);
-                        std::thread::sleep(wait);
-                        attempt += 1;
-                        continue;
+                    if is_transient_status(status) {
+                        match retries.next_wait(retry_after(resp.headers())) {
+                            Ok(wait) => {
+                                tracing::warn!(%host, %status, ?wait, "{what}: retrying");
+                                drop(resp);
+                                retries.sleep(wait);
+                                continue;
+                            }
+                            Err(GiveUp::RetryAfter { asked, max }) => {
+                                return Err(RegistryError::RetryAfter {
+                                    what: what.to_string(),
+                                    host: authority(&url),
+                                    asked,
+                                    max,
+                                });
+                            }
+                            // The caller reports the status (and the attempts).
+                            Err(_) => {}
+                        }
                     }
-                    if status == StatusCode::FORBIDDEN {
+                    if status == StatusCode::FORBIDDEN && own {
                         return Err(RegistryError::Denied {
                             what: what.to_string(),
                             host: host.to_string(),
-                            detail: error_detail(resp),
+                            detail: error_detail(self.reply(resp, url, &retries)),
                             action: scope.action(),
                         });
                     }
-                    return Ok(resp);
+                    return Ok(self.reply(resp, url, &retries));
                 }
-                Err(e) if is_transient_error(&e) && attempt + 1 < attempts => {
-                    let wait = self.backoff(attempt, None);
-                    tracing::warn!(%host, error = %e, ?wait, "{what}: retrying");
-                    std::thread::sleep(wait);
-                    attempt += 1;
+                Err(SendError::Redirect(why)) => {
+                    return Err(RegistryError::Protocol {
+                        what: what.to_string(),
+                        reason: format!("{host} answered with {why}"),
+                    });
                 }
-                Err(source) => return Err(transport_error(what, host, source)),
+                Err(SendError::Http(e)) if is_transient_error(&e) => {
+                    match retries.next_wait(None) {
+                        Ok(wait) => {
+                            tracing::warn!(%host, error = %e, ?wait, "{what}: retrying");
+                            retries.sleep(wait);
+                        }
+                        Err(_) => return Err(transport_error(what, host, e, &self.opts)),
+                    }
+                }
+                Err(SendError::Http(e)) => return Err(transport_error(what, host, e, &self.opts)),
             }
+        }
+    }
+
+    /// A response as a [`Reply`]: its body under the speed guard.
+    fn reply(&self, resp: Response, url: Url, retries: &Retries) -> Reply {
+        Reply {
+            body: GuardedRead {
+                inner: resp,
+                guard: SpeedGuard::new(&self.opts),
+            },
+            host: authority(&url),
+            url,
+            attempts: retries.attempts(),
+            window: self.opts.speed_time,
         }
     }
 
@@ -458,6 +585,8 @@ impl RegistryClient {
 
     /// Asks the realm for a token (Docker token protocol): GET with Basic
     /// credentials, or the OAuth2 refresh-token POST for identity tokens.
+    /// The credentials go to the realm's origin only, and not at all to a
+    /// plain-HTTP realm of an HTTPS registry.
     fn fetch_token(
         &self,
         host: &str,
@@ -466,12 +595,44 @@ impl RegistryClient {
         scope: &Scope,
         what: &str,
     ) -> Result<Token, RegistryError> {
-        let credential = self.credential(host)?;
-        let http = self.http_for(host);
+        let protocol = |reason: String| RegistryError::Protocol {
+            what: what.to_string(),
+            reason,
+        };
+        let mut url = Url::parse(realm).map_err(|e| {
+            protocol(format!(
+                "{host} sent a malformed token realm {realm:?}: {e}"
+            ))
+        })?;
+        let realm_origin = Origin::of(&url).ok_or_else(|| {
+            protocol(format!(
+                "{host} sent a token realm without a host: {realm:?}"
+            ))
+        })?;
+        let registry = Origin::parse(&self.base(host)?);
+        let mut credential = self.credential(host)?.map(|c| c.credential);
+        let withheld = credential.is_some()
+            && registry
+                .as_ref()
+                .is_some_and(|r| !origin::realm_may_receive_credentials(r, &url));
+        if withheld {
+            tracing::warn!(%host, %realm, "not sending credentials to a plain-HTTP token realm of an HTTPS registry");
+            credential = None;
+        }
         let scopes = scope.params();
-        let mut attempt = 0;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in &scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let http = self.http_for(host);
+        let mut retries = Retries::new(&self.opts, self.opts.attempts);
         loop {
-            let req = match credential.as_ref().map(|c| &c.credential) {
+            let (req, credentials) = match &credential {
                 Some(Credential::IdentityToken(refresh)) => {
                     let mut form: Vec<(&str, &str)> = vec![
                         ("grant_type", "refresh_token"),
@@ -488,83 +649,113 @@ impl RegistryClient {
                         .map(|(k, v)| format!("{}={}", k, url_encode(v)))
                         .collect::<Vec<_>>()
                         .join("&");
-                    http.post(realm)
+                    let req = http
+                        .post(realm)
                         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(body)
+                        .body(body);
+                    (req, None)
                 }
                 other => {
-                    let mut url =
-                        reqwest::Url::parse(realm).map_err(|e| RegistryError::Protocol {
-                            what: what.to_string(),
-                            reason: format!("{host} sent a malformed token realm {realm:?}: {e}"),
-                        })?;
-                    {
-                        let mut q = url.query_pairs_mut();
-                        if let Some(s) = service {
-                            q.append_pair("service", s);
-                        }
-                        for s in &scopes {
-                            q.append_pair("scope", s);
-                        }
-                    }
-                    let mut r = http.get(url);
-                    if let Some(h) = other.and_then(Credential::basic_header) {
-                        r = r.header(header::AUTHORIZATION, h);
-                    }
-                    r
+                    let credentials = other
+                        .as_ref()
+                        .and_then(Credential::basic_header)
+                        .and_then(|h| Credentials::new(realm_origin.clone(), &h));
+                    (http.get(url.clone()), credentials)
                 }
             };
-            match req.timeout(Duration::from_secs(60)).send() {
-                Ok(resp) if resp.status().is_success() => {
-                    let raw = read_limited(resp, 1 << 20, what)?;
-                    let body: auth::TokenResponse =
-                        serde_json::from_slice(&raw).map_err(|e| RegistryError::Protocol {
-                            what: what.to_string(),
-                            reason: format!(
-                                "the token service of {host} sent an unreadable answer: {e}"
-                            ),
-                        })?;
-                    return body.into_token().ok_or_else(|| RegistryError::Protocol {
-                        what: what.to_string(),
-                        reason: format!("the token service of {host} sent no token"),
+            let req = req
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| protocol(format!("cannot make a token request of {realm}: {e}")))?;
+            match origin::send(http, req, credentials.as_ref()) {
+                Ok((resp, at)) if resp.status().is_success() => {
+                    let raw = read_limited(self.reply(resp, at, &retries), 1 << 20, what)?;
+                    let body: auth::TokenResponse = serde_json::from_slice(&raw).map_err(|e| {
+                        protocol(format!(
+                            "the token service of {host} sent an unreadable answer: {e}"
+                        ))
+                    })?;
+                    return body.into_token().ok_or_else(|| {
+                        protocol(format!("the token service of {host} sent no token"))
                     });
                 }
-                Ok(resp)
-                    if is_transient_status(resp.status()) && attempt + 1 < self.opts.attempts =>
-                {
-                    std::thread::sleep(self.backoff(attempt, Some(resp.headers())));
-                    attempt += 1;
+                Ok((resp, at)) if is_transient_status(resp.status()) => {
+                    match retries.next_wait(retry_after(resp.headers())) {
+                        Ok(wait) => retries.sleep(wait),
+                        Err(GiveUp::RetryAfter { asked, max }) => {
+                            return Err(RegistryError::RetryAfter {
+                                what: format!("{what} (token request)"),
+                                host: authority(&at),
+                                asked,
+                                max,
+                            });
+                        }
+                        Err(_) => {
+                            return Err(self.token_status(host, what, resp, at, &retries));
+                        }
+                    }
                 }
-                Ok(resp)
+                Ok((resp, _))
                     if matches!(
                         resp.status(),
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
                     ) =>
                 {
-                    let detail = error_detail(resp);
+                    if withheld {
+                        return Err(RegistryError::CredentialsWithheld {
+                            what: what.to_string(),
+                            host: host.to_string(),
+                            realm: realm.to_string(),
+                        });
+                    }
+                    let detail = error_detail(self.reply(resp, url.clone(), &retries));
                     return Err(self.unauthorized(host, what, detail));
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    return Err(RegistryError::Status {
-                        what: format!("{what} (token request)"),
-                        host: host.to_string(),
-                        status,
-                        detail: error_detail(resp),
-                    });
+                Ok((resp, at)) => return Err(self.token_status(host, what, resp, at, &retries)),
+                Err(SendError::Redirect(why)) => {
+                    return Err(protocol(format!(
+                        "the token service of {host} answered with {why}"
+                    )));
                 }
-                Err(e) if is_transient_error(&e) && attempt + 1 < self.opts.attempts => {
-                    std::thread::sleep(self.backoff(attempt, None));
-                    attempt += 1;
+                Err(SendError::Http(e)) if is_transient_error(&e) => {
+                    match retries.next_wait(None) {
+                        Ok(wait) => retries.sleep(wait),
+                        Err(_) => {
+                            return Err(transport_error(
+                                &format!("{what} (token request to {realm})"),
+                                host,
+                                e,
+                                &self.opts,
+                            ));
+                        }
+                    }
                 }
-                Err(source) => {
+                Err(SendError::Http(e)) => {
                     return Err(transport_error(
                         &format!("{what} (token request to {realm})"),
                         host,
-                        source,
+                        e,
+                        &self.opts,
                     ));
                 }
             }
+        }
+    }
+
+    fn token_status(
+        &self,
+        host: &str,
+        what: &str,
+        resp: Response,
+        at: Url,
+        retries: &Retries,
+    ) -> RegistryError {
+        let reply = self.reply(resp, at, retries);
+        RegistryError::Status {
+            what: format!("{what} (token request)"),
+            host: host.to_string(),
+            status: reply.status().as_u16(),
+            detail: error_detail(reply),
         }
     }
 
@@ -590,7 +781,6 @@ impl RegistryClient {
             &|c, base| {
                 c.get(format!("{base}{path}"))
                     .header(header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "))
-                    .timeout(Duration::from_secs(120))
             },
         )?;
         let resp = self.expect_ok(resp, host, &r.repository, &what)?;
@@ -625,7 +815,6 @@ impl RegistryClient {
             &|c, base| {
                 c.head(format!("{base}{path}"))
                     .header(header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "))
-                    .timeout(Duration::from_secs(60))
             },
         )?;
         if resp.status() == StatusCode::NOT_FOUND {
@@ -636,7 +825,8 @@ impl RegistryClient {
     }
 
     /// Opens a blob for streaming. The reader resumes with a Range request
-    /// when the connection breaks; the caller verifies the digest.
+    /// when the connection breaks, or stalls after real progress; the
+    /// caller verifies the digest.
     pub fn open_blob(
         self: &Arc<Self>,
         r: &RegistryRef,
@@ -650,7 +840,8 @@ impl RegistryClient {
             size,
             offset: 0,
             current: None,
-            failures: 0,
+            start: 0,
+            retries: Retries::new(&self.opts, self.opts.attempts),
         };
         reader.open()?;
         Ok(reader)
@@ -661,9 +852,9 @@ impl RegistryClient {
         r: &RegistryRef,
         digest: &Digest,
         offset: u64,
-    ) -> Result<Response, RegistryError> {
+    ) -> Result<Reply, RegistryError> {
         let host = r.api_host();
-        let what = format!("pulling blob {digest} from {}/{}", r.registry, r.repository);
+        let what = blob_what(r, digest);
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let resp = self.execute(
             host,
@@ -671,13 +862,12 @@ impl RegistryClient {
             &what,
             self.opts.attempts,
             &|c, base| {
-                let mut req = c
-                    .get(format!("{base}{path}"))
-                    .timeout(Duration::from_secs(120));
+                let req = c.get(format!("{base}{path}"));
                 if offset > 0 {
-                    req = req.header(header::RANGE, format!("bytes={offset}-"));
+                    req.header(header::RANGE, format!("bytes={offset}-"))
+                } else {
+                    req
                 }
-                req
             },
         )?;
         if resp.status() == StatusCode::PARTIAL_CONTENT && offset > 0 {
@@ -698,7 +888,6 @@ impl RegistryClient {
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let resp = self.execute(host, scope, &what, self.opts.attempts, &|c, base| {
             c.head(format!("{base}{path}"))
-                .timeout(Duration::from_secs(60))
         })?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -736,12 +925,8 @@ impl RegistryClient {
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
-                if let Some(loc) = header_str(resp.headers(), "location") {
-                    let base = self.base(host)?;
-                    let url = resolve_location(&base, &loc);
-                    let _ = self.execute(host, &scope, &what, 1, &|c, _| {
-                        c.delete(&url).timeout(Duration::from_secs(30))
-                    });
+                if let Ok(url) = self.location(&resp, host, &what) {
+                    let _ = self.execute(host, &scope, &what, 1, &|c, _| c.delete(url.clone()));
                 }
                 Ok(false)
             }
@@ -749,6 +934,19 @@ impl RegistryClient {
                 .expect_ok(resp, host, &r.repository, &what)
                 .map(|_| false),
         }
+    }
+
+    /// The `Location` of an answer, resolved against the URL it came from.
+    fn location(&self, resp: &Reply, host: &str, what: &str) -> Result<Url, RegistryError> {
+        let location =
+            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
+                what: what.to_string(),
+                reason: format!("{host} opened an upload session without a Location"),
+            })?;
+        origin::resolve(resp.url(), &location).map_err(|why| RegistryError::Protocol {
+            what: what.to_string(),
+            reason: format!("{host} sent an upload Location at {why}"),
+        })
     }
 
     /// Uploads a blob from a file: POST to open a session, then one streaming
@@ -763,16 +961,17 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let what = format!("pushing blob {digest} to {}/{}", r.registry, r.repository);
         let scope = Scope::push(&r.repository);
-        let mut attempt = 0;
+        let mut retries = Retries::new(&self.opts, self.opts.attempts);
         loop {
             match self.upload_once(r, digest, file, size, &scope, &what) {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt + 1 < self.opts.attempts && is_retryable(&e) => {
-                    let wait = self.backoff(attempt, None);
-                    tracing::warn!(error = %e, ?wait, "retrying upload");
-                    std::thread::sleep(wait);
-                    attempt += 1;
-                }
+                Err(e) if is_retryable(&e) => match retries.next_wait(None) {
+                    Ok(wait) => {
+                        tracing::warn!(error = %e, ?wait, "retrying upload");
+                        retries.sleep(wait);
+                    }
+                    Err(_) => return Err(e),
+                },
                 Err(e) => return Err(e),
             }
         }
@@ -789,20 +988,18 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let host = r.api_host();
         let mut url = self.open_upload(r, scope, what)?;
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
-        // Generous: a minute plus one second per 4 MiB.
-        let timeout = Duration::from_secs(60 + size / (4 << 20));
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
         let resp = self.execute(host, scope, what, 1, &|c, _| {
             let body = match std::fs::File::open(file) {
-                Ok(f) => reqwest::blocking::Body::sized(f, size),
+                Ok(f) => reqwest::blocking::Body::sized(GuardedBody::new(f, &self.opts), size),
                 Err(_) => reqwest::blocking::Body::from(Vec::new()),
             };
-            c.put(&url)
+            c.put(url.clone())
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header(header::CONTENT_LENGTH, size.to_string())
                 .body(body)
-                .timeout(timeout)
+                .timeout(self.opts.upload_deadline(size))
         })?;
         if resp.status() != StatusCode::CREATED {
             return self.expect_ok(resp, host, &r.repository, what).map(|_| ());
@@ -816,13 +1013,12 @@ impl RegistryClient {
         r: &RegistryRef,
         scope: &Scope,
         what: &str,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<Url, RegistryError> {
         let host = r.api_host();
         let path = format!("/v2/{}/blobs/uploads/", r.repository);
         let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
             c.post(format!("{base}{path}"))
                 .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
         })?;
         if resp.status() != StatusCode::ACCEPTED {
             self.expect_ok(resp, host, &r.repository, what)?;
@@ -831,12 +1027,7 @@ impl RegistryClient {
                 reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
             });
         }
-        let location =
-            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} opened an upload session without a Location"),
-            })?;
-        Ok(resolve_location(&self.base(host)?, &location))
+        self.location(&resp, host, what)
     }
 
     /// Opens an upload session and starts one streaming PATCH whose body is
@@ -854,36 +1045,49 @@ impl RegistryClient {
         let url = self.open_upload(r, &scope, &what)?;
         let client = self.clone();
         let thread_url = url.clone();
-        let thread_host = host.clone();
-        let thread = std::thread::spawn(move || -> Result<String, RegistryError> {
-            // One-shot body: a retry cannot replay it (the caller falls back
-            // to uploading the finished file).
-            let body = Mutex::new(Some(reqwest::blocking::Body::new(body)));
-            let resp = client.execute(&thread_host, &scope, &what, 1, &|c, _| {
-                let body = body
-                    .lock()
-                    .expect("body lock")
-                    .take()
-                    .unwrap_or_else(|| Vec::new().into());
-                c.patch(&thread_url)
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .body(body)
-            })?;
-            if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
-                client.expect_ok(resp, &thread_host, "", &what)?;
-                return Err(RegistryError::Protocol {
-                    what,
-                    reason: "the registry did not accept the streamed data".into(),
-                });
-            }
-            let next = header_str(resp.headers(), "location").unwrap_or(thread_url);
-            Ok(resolve_location(&client.base(&thread_host)?, &next))
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = (|| -> Result<Url, RegistryError> {
+                // One-shot body: a retry cannot replay it (the caller falls
+                // back to uploading the finished file).
+                let body = Mutex::new(Some(reqwest::blocking::Body::new(GuardedBody::new(
+                    body,
+                    &client.opts,
+                ))));
+                let resp = client.execute(&host, &scope, &what, 1, &|c, _| {
+                    let body = body
+                        .lock()
+                        .expect("body lock")
+                        .take()
+                        .unwrap_or_else(|| Vec::new().into());
+                    // The body follows slim's own writing, so its length and
+                    // pace are not known; the speed guard and
+                    // StreamingUpload's bounded waits end a stuck transfer.
+                    c.patch(thread_url.clone())
+                        .header(header::CONTENT_TYPE, "application/octet-stream")
+                        .body(body)
+                        .timeout(STREAM_DEADLINE)
+                })?;
+                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT
+                {
+                    client.expect_ok(resp, &host, "", &what)?;
+                    return Err(RegistryError::Protocol {
+                        what,
+                        reason: "the registry did not accept the streamed data".into(),
+                    });
+                }
+                match header_str(resp.headers(), "location") {
+                    Some(_) => client.location(&resp, &host, &what),
+                    None => Ok(thread_url),
+                }
+            })();
+            let _ = done.send(outcome);
         });
         Ok(StreamingUpload {
             client: self.clone(),
             r: r.clone(),
             url,
-            thread: Some(thread),
+            result,
         })
     }
 
@@ -913,7 +1117,7 @@ impl RegistryClient {
                 c.put(format!("{base}{path}"))
                     .header(header::CONTENT_TYPE, media_type)
                     .body(body.clone())
-                    .timeout(Duration::from_secs(120))
+                    .timeout(self.opts.upload_deadline(body.len() as u64))
             },
         )?;
         let resp = self.expect_ok(resp, host, &r.repository, &what)?;
@@ -933,84 +1137,23 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Tags of a repository (`/v2/<name>/tags/list`, following pagination).
-    pub fn list_tags(
-        &self,
-        registry: &str,
-        repository: &str,
-    ) -> Result<Vec<String>, RegistryError> {
-        self.paginated_list(
-            registry,
-            repository,
-            &Scope::pull(repository),
-            format!("/v2/{repository}/tags/list?n=1000"),
-            "tags",
-            &format!("listing tags of {registry}/{repository}"),
-        )
-    }
-
-    /// Repositories of a registry (`/v2/_catalog`, following pagination).
-    pub fn catalog(&self, registry: &str) -> Result<Vec<String>, RegistryError> {
-        self.paginated_list(
-            registry,
-            "",
-            &Scope::catalog(),
-            "/v2/_catalog?n=1000".to_string(),
-            "repositories",
-            &format!("listing repositories of {registry}"),
-        )
-    }
-
-    /// A list the registry pages with `Link: <…>; rel="next"`: the string
-    /// array under `key` of every page.
-    fn paginated_list(
-        &self,
-        registry: &str,
-        repository: &str,
-        scope: &Scope,
-        first: String,
-        key: &str,
-        what: &str,
-    ) -> Result<Vec<String>, RegistryError> {
-        let host = crate::reference::api_host(registry);
-        let mut out = Vec::new();
-        let mut next = Some(first);
-        while let Some(path) = next.take() {
-            let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
-                c.get(format!("{base}{path}"))
-                    .timeout(Duration::from_secs(60))
-            })?;
-            let resp = self.expect_ok(resp, host, repository, what)?;
-            next = next_link(resp.headers());
-            let body = read_limited(resp, 64 << 20, what)?;
-            let page: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    what: what.to_string(),
-                    reason: format!("unreadable answer: {e}"),
-                })?;
-            out.extend(
-                page[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string)),
-            );
-        }
-        Ok(out)
-    }
-
     fn expect_ok(
         &self,
-        resp: Response,
+        resp: Reply,
         host: &str,
         repository: &str,
         what: &str,
-    ) -> Result<Response, RegistryError> {
+    ) -> Result<Reply, RegistryError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let detail = error_detail(resp);
+        let answered_by = resp.host.clone();
+        let attempts = resp.attempts;
+        let mut detail = error_detail(resp);
+        if attempts > 1 {
+            detail.push_str(&format!(" (after {attempts} attempts)"));
+        }
         if status == StatusCode::NOT_FOUND {
             // skopeo verifies TLS unless told otherwise, even on loopback.
             let plain = is_loopback_host(host) || self.is_insecure(host);
@@ -1027,10 +1170,80 @@ impl RegistryClient {
         }
         Err(RegistryError::Status {
             what: what.to_string(),
-            host: host.to_string(),
+            host: answered_by,
             status: status.as_u16(),
             detail,
         })
+    }
+}
+
+/// The most a streamed PATCH may take in all. Its body follows slim's own
+/// writing of the blob (as long as a download or a compression takes), so
+/// the real bounds are the speed guard on it and [`StreamingUpload`]'s
+/// bounded waits for its end; this only keeps an abandoned one from living
+/// for ever.
+const STREAM_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+
+/// What a blob download is, for messages.
+fn blob_what(r: &RegistryRef, digest: &Digest) -> String {
+    format!("pulling blob {digest} from {}/{}", r.registry, r.repository)
+}
+
+/// `host[:port]` of a URL, as messages name hosts.
+fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => url.to_string(),
+    }
+}
+
+/// A registry's answer: status and headers, and a body read under the
+/// low-speed guard.
+pub struct Reply {
+    body: GuardedRead<Response>,
+    /// Where the answer came from (after redirects).
+    url: Url,
+    /// `host[:port]` of `url`.
+    host: String,
+    /// Attempts it took (1: no retry).
+    attempts: u32,
+    /// The silence limit, for [`body_error`].
+    window: Duration,
+}
+
+impl Reply {
+    pub fn status(&self) -> StatusCode {
+        self.body.inner.status()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.body.inner.headers()
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// A failed read of this body as an error about `what`.
+    fn body_error(&self, what: &str, source: io::Error) -> RegistryError {
+        match find_stall(&source, self.window) {
+            Some(stall) => RegistryError::Stalled {
+                what: what.to_string(),
+                host: self.host.clone(),
+                stall,
+            },
+            None => RegistryError::Io {
+                what: what.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+impl Read for Reply {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.body.read(buf)
     }
 }
 
@@ -1056,41 +1269,61 @@ fn registry_name_for(host: &str) -> String {
     }
 }
 
-/// A blob upload that reads the blob while it is being written.
+/// A blob upload that reads the blob while it is being written. The PATCH
+/// runs on a thread of its own; slim waits for it only as long as an
+/// upload of the blob may take ([`ClientOptions::upload_deadline`]), and
+/// abandons it after that.
 pub struct StreamingUpload {
     client: Arc<RegistryClient>,
     r: RegistryRef,
-    url: String,
-    thread: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
+    /// The session, for cancelling it.
+    url: Url,
+    /// The PATCH's outcome: the session URL to commit to.
+    result: std::sync::mpsc::Receiver<Result<Url, RegistryError>>,
 }
 
 impl StreamingUpload {
-    /// Waits for the body to end and commits the blob under `digest`.
-    pub fn finish(mut self, digest: &Digest) -> Result<(), RegistryError> {
+    /// Waits for the body (`size` bytes) to be sent and commits the blob
+    /// under `digest`.
+    pub fn finish(self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
         let what = format!(
             "pushing blob {digest} to {}/{}",
             self.r.registry, self.r.repository
         );
-        let location =
-            self.thread
-                .take()
-                .expect("thread")
-                .join()
-                .map_err(|_| RegistryError::Protocol {
-                    what: what.clone(),
-                    reason: "the upload thread panicked".into(),
-                })??;
-        let mut url = location;
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
         let host = self.r.api_host().to_string();
+        let wait = self.client.opts.upload_deadline(size);
+        let mut url = match self.result.recv_timeout(wait) {
+            Ok(outcome) => outcome?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(RegistryError::Stalled {
+                    what,
+                    host,
+                    stall: Stall {
+                        bytes: size,
+                        window: wait,
+                        limit: self.client.opts.speed_limit,
+                        silent: false,
+                    },
+                });
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(RegistryError::Protocol {
+                    what,
+                    reason: "the upload thread ended without an answer".into(),
+                });
+            }
+        };
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
         let resp = self.client.execute(
             &host,
             &Scope::push(&self.r.repository),
             &what,
             1,
             &|c, _| {
-                c.put(&url)
+                // Committing can take a while where the registry moves the
+                // blob into place (object stores copy it).
+                c.put(url.clone())
                     .header(header::CONTENT_LENGTH, "0")
                     .timeout(Duration::from_secs(300))
             },
@@ -1104,29 +1337,18 @@ impl StreamingUpload {
         Ok(())
     }
 
-    /// Waits for the request to stop (the caller made its body fail) and
-    /// cancels the session.
-    pub fn abort(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    /// Waits a moment for the request to stop (the caller made its body
+    /// fail) and cancels the session.
+    pub fn abort(self) {
+        let _ = self.result.recv_timeout(self.client.opts.speed_time);
         let host = self.r.api_host().to_string();
-        let url = self.url.clone();
         let _ = self.client.execute(
             &host,
             &Scope::push(&self.r.repository),
             "cancelling an upload",
             1,
-            &|c, _| c.delete(&url).timeout(Duration::from_secs(30)),
+            &|c, _| c.delete(self.url.clone()),
         );
-    }
-}
-
-impl Drop for StreamingUpload {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -1139,15 +1361,19 @@ pub struct FetchedManifest {
     pub digest: Option<String>,
 }
 
-/// A blob download that resumes with `Range` after a broken connection.
+/// A blob download that resumes with `Range` after a broken connection, or
+/// after a stall once the connection had made real progress
+/// ([`ClientOptions::resume_after`]); a stall before that fails at once.
 pub struct BlobReader {
     client: Arc<RegistryClient>,
     r: RegistryRef,
     digest: Digest,
     size: u64,
     offset: u64,
-    current: Option<Response>,
-    failures: u32,
+    current: Option<Reply>,
+    /// Where the current connection started.
+    start: u64,
+    retries: Retries,
 }
 
 impl BlobReader {
@@ -1157,15 +1383,29 @@ impl BlobReader {
             .blob_request(&self.r, &self.digest, self.offset)?;
         if self.offset > 0 && resp.status() == StatusCode::OK {
             // No range support: skip what we already have.
-            io::copy(&mut (&mut resp).take(self.offset), &mut io::sink()).map_err(|source| {
-                RegistryError::Io {
-                    what: format!("resuming blob {}", self.digest),
-                    source,
-                }
-            })?;
+            let skipped = io::copy(&mut (&mut resp).take(self.offset), &mut io::sink());
+            if let Err(e) = skipped {
+                return Err(resp.body_error(&format!("resuming blob {}", self.digest), e));
+            }
         }
         self.current = Some(resp);
+        self.start = self.offset;
         Ok(())
+    }
+
+    /// Sleeps before resuming after `cause`, or gives up with it.
+    fn retry(&mut self, cause: RegistryError) -> io::Result<()> {
+        match self.retries.next_wait(None) {
+            Ok(wait) => {
+                tracing::warn!(digest = %self.digest, offset = self.offset, error = %cause, ?wait, "blob download broke; resuming");
+                self.retries.sleep(wait);
+                Ok(())
+            }
+            Err(give_up) => {
+                tracing::debug!(digest = %self.digest, %give_up, "giving up on a blob download");
+                Err(io::Error::other(cause))
+            }
+        }
     }
 }
 
@@ -1177,14 +1417,9 @@ impl Read for BlobReader {
                     Ok(()) => {}
                     // Resuming from a server without Range support re-reads
                     // the blob to skip what we have; a break during that skip
-                    // is one more broken transfer to retry like the first
-                    // (it used to end the download at once).
-                    Err(e @ RegistryError::Io { .. })
-                        if self.failures + 1 < self.client.opts.attempts =>
-                    {
-                        tracing::warn!(digest = %self.digest, offset = self.offset, error = %e, "blob download broke while resuming; retrying");
-                        self.failures += 1;
-                        std::thread::sleep(self.client.backoff(self.failures - 1, None));
+                    // is one more broken transfer to retry like the first.
+                    Err(e @ (RegistryError::Io { .. } | RegistryError::Stalled { .. })) => {
+                        self.retry(e)?;
                         continue;
                     }
                     Err(e) => return Err(io::Error::other(e)),
@@ -1192,27 +1427,33 @@ impl Read for BlobReader {
             }
             let resp = self.current.as_mut().expect("opened");
             match resp.read(buf) {
+                Ok(0) if self.offset < self.size => {
+                    // Closed early: resume from where we are.
+                    let cause = RegistryError::Protocol {
+                        what: blob_what(&self.r, &self.digest),
+                        reason: format!(
+                            "{} closed the connection after {} of {} bytes",
+                            resp.host, self.offset, self.size
+                        ),
+                    };
+                    self.current = None;
+                    self.retry(cause)?;
+                }
                 Ok(n) => {
-                    if n == 0
-                        && self.offset < self.size
-                        && self.failures < self.client.opts.attempts
-                    {
-                        // Closed early: resume from where we are.
-                        self.failures += 1;
-                        self.current = None;
-                        std::thread::sleep(self.client.backoff(self.failures - 1, None));
-                        continue;
-                    }
                     self.offset += n as u64;
                     return Ok(n);
                 }
-                Err(e) if self.failures + 1 < self.client.opts.attempts => {
-                    tracing::warn!(digest = %self.digest, offset = self.offset, error = %e, "blob download broke; resuming");
-                    self.failures += 1;
+                Err(e) => {
+                    let cause = resp.body_error(&blob_what(&self.r, &self.digest), e);
                     self.current = None;
-                    std::thread::sleep(self.client.backoff(self.failures - 1, None));
+                    let progress = self.offset - self.start;
+                    if matches!(cause, RegistryError::Stalled { .. })
+                        && progress < self.client.opts.resume_after
+                    {
+                        return Err(io::Error::other(cause));
+                    }
+                    self.retry(cause)?;
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -1224,8 +1465,14 @@ fn is_transient_status(s: StatusCode) -> bool {
         || matches!(s.as_u16(), 500 | 502 | 503 | 504)
 }
 
+/// A failure worth another attempt: the connection broke or was refused.
+/// Not a timeout or a stall: those cost a whole window each, so a request
+/// that got nowhere in one is not tried again (a blob download that made
+/// progress is resumed by [`BlobReader`]).
 fn is_transient_error(e: &reqwest::Error) -> bool {
-    (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body())
+    (e.is_connect() || e.is_request() || e.is_body())
+        && !e.is_timeout()
+        && find_stall(e, Duration::ZERO).is_none()
         && certificate_problem(e).is_none()
 }
 
@@ -1247,22 +1494,34 @@ fn certificate_problem(e: &reqwest::Error) -> Option<String> {
 }
 
 /// A failed request as an error: a certificate problem says so and what to
-/// do about it; anything else is "cannot talk to the host".
-fn transport_error(what: &str, host: &str, source: reqwest::Error) -> RegistryError {
-    match certificate_problem(&source) {
-        Some(reason) => {
-            tracing::debug!(%host, error = ?source, "TLS certificate rejected");
-            RegistryError::Certificate {
-                what: what.to_string(),
-                host: host.to_string(),
-                reason,
-            }
-        }
-        None => RegistryError::Transport {
+/// do about it, a timeout or a stall is a stall; anything else is "cannot
+/// talk to the host".
+fn transport_error(
+    what: &str,
+    host: &str,
+    source: reqwest::Error,
+    opts: &ClientOptions,
+) -> RegistryError {
+    if let Some(reason) = certificate_problem(&source) {
+        tracing::debug!(%host, error = ?source, "TLS certificate rejected");
+        return RegistryError::Certificate {
             what: what.to_string(),
             host: host.to_string(),
-            source,
-        },
+            reason,
+        };
+    }
+    if let Some(stall) = find_stall(&source, opts.speed_time) {
+        tracing::debug!(%host, error = ?source, "stalled");
+        return RegistryError::Stalled {
+            what: what.to_string(),
+            host: host.to_string(),
+            stall,
+        };
+    }
+    RegistryError::Transport {
+        what: what.to_string(),
+        host: host.to_string(),
+        source,
     }
 }
 
@@ -1327,28 +1586,8 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `Link: </v2/_catalog?last=x&n=100>; rel="next"`.
-fn next_link(h: &HeaderMap) -> Option<String> {
-    let v = header_str(h, "link")?;
-    let start = v.find('<')? + 1;
-    let end = v[start..].find('>')? + start;
-    v[end..]
-        .contains("rel=\"next\"")
-        .then(|| v[start..end].to_string())
-}
-
-fn resolve_location(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_string()
-    } else if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        format!("{base}/{location}")
-    }
-}
-
 /// `: CODE: message` from a registry error body, or the start of the body.
-fn error_detail(resp: Response) -> String {
+fn error_detail(resp: Reply) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -1380,14 +1619,13 @@ fn error_detail(resp: Response) -> String {
     }
 }
 
-fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
+/// A whole (small) body, at most `limit` bytes.
+fn read_limited(resp: Reply, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
     let mut out = Vec::new();
-    resp.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|source| RegistryError::Io {
-            what: what.to_string(),
-            source,
-        })?;
+    let mut resp = resp;
+    if let Err(e) = (&mut resp).take(limit + 1).read_to_end(&mut out) {
+        return Err(resp.body_error(what, e));
+    }
     if out.len() as u64 > limit {
         return Err(RegistryError::Protocol {
             what: what.to_string(),
@@ -1543,16 +1781,6 @@ mod tests {
             784111777
         );
         assert!(httpdate_parse("yesterday").is_none());
-    }
-
-    #[test]
-    fn link_header() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "link",
-            "</v2/_catalog?last=b&n=2>; rel=\"next\"".parse().unwrap(),
-        );
-        assert_eq!(next_link(&h).as_deref(), Some("/v2/_catalog?last=b&n=2"));
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn serve_connection(stream: TcpStream, handler: &dyn Fn(&Request) -> Response) {
 }
 
 /// Read one request; `Ok(None)` on a clean end of stream.
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+pub fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -266,7 +266,8 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     Ok(Some(req))
 }
 
-fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+/// Read a `Transfer-Encoding: chunked` body (after the head).
+pub fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut size = String::new();
