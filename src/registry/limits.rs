@@ -15,6 +15,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ClientOptions;
@@ -133,13 +134,13 @@ pub struct Stall {
 impl fmt::Display for Stall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.silent {
-            write!(f, "no data for {} s", self.window.as_secs_f64().round())
+            write!(f, "nothing moved for {}", secs(self.window))
         } else {
             write!(
                 f,
-                "{} bytes in {} s, below the minimum of {}",
+                "{} bytes in {}, below the minimum of {}",
                 self.bytes,
-                self.window.as_secs_f64().round(),
+                secs(self.window),
                 rate(self.limit)
             )
         }
@@ -147,6 +148,15 @@ impl fmt::Display for Stall {
 }
 
 impl std::error::Error for Stall {}
+
+/// `30 s`, `0.4 s`.
+fn secs(d: Duration) -> String {
+    if d < Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs_f64().round())
+    }
+}
 
 fn rate(bytes_per_sec: u64) -> String {
     if bytes_per_sec >= 1024 && bytes_per_sec.is_multiple_of(1024) {
@@ -157,6 +167,16 @@ fn rate(bytes_per_sec: u64) -> String {
 }
 
 impl Stall {
+    /// Nothing at all moved for `window`.
+    pub fn silent(window: Duration) -> Stall {
+        Stall {
+            bytes: 0,
+            window,
+            limit: 0,
+            silent: true,
+        }
+    }
+
     fn into_io(self) -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, self)
     }
@@ -177,26 +197,17 @@ pub fn find_stall(e: &(dyn std::error::Error + 'static), window: Duration) -> Op
                 return Some(s);
             }
             if io.kind() == io::ErrorKind::TimedOut {
-                return Some(silent(window));
+                return Some(Stall::silent(window));
             }
         }
         if let Some(r) = e.downcast_ref::<reqwest::Error>()
             && r.is_timeout()
         {
-            return Some(silent(window));
+            return Some(Stall::silent(window));
         }
         cur = e.source();
     }
     None
-}
-
-fn silent(window: Duration) -> Stall {
-    Stall {
-        bytes: 0,
-        window,
-        limit: 0,
-        silent: true,
-    }
 }
 
 /// Counts bytes against the other side's time, window by window.
@@ -245,7 +256,7 @@ impl SpeedGuard {
     }
 
     fn silent(&self) -> io::Error {
-        silent(self.window).into_io()
+        Stall::silent(self.window).into_io()
     }
 }
 
@@ -277,6 +288,7 @@ pub struct GuardedBody<R> {
     guard: SpeedGuard,
     /// When the last read returned, and how many bytes it gave.
     last: Option<(Instant, usize)>,
+    watch: BodyWatch,
 }
 
 impl<R> GuardedBody<R> {
@@ -285,18 +297,72 @@ impl<R> GuardedBody<R> {
             inner,
             guard: SpeedGuard::new(opts),
             last: None,
+            watch: BodyWatch::new(),
         }
+    }
+
+    /// A handle saying how long the transport has not asked for more.
+    pub fn watch(&self) -> BodyWatch {
+        self.watch.clone()
     }
 }
 
 impl<R: Read> Read for GuardedBody<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some((at, n)) = self.last.take() {
-            self.guard.account(n, at.elapsed())?;
+            let gap = at.elapsed();
+            self.watch.started(gap);
+            self.guard.account(n, gap)?;
+        } else {
+            self.watch.started(Duration::ZERO);
         }
-        let n = self.inner.read(buf)?;
+        let got = self.inner.read(buf);
+        self.watch.ended();
+        let n = got?;
         self.last = Some((Instant::now(), n));
         Ok(n)
+    }
+}
+
+/// How long an upload's transport went without asking for more of its
+/// body. When a receiver stops taking data, TCP_USER_TIMEOUT ends the
+/// connection and reqwest reports only "disconnected" for the body (after
+/// one last read as the connection dies); a wait of a whole window before
+/// the last read, or since, says that the receiver stalled.
+#[derive(Clone)]
+pub struct BodyWatch(Arc<Mutex<WatchState>>);
+
+struct WatchState {
+    /// When the last read ended; `None` while one is under way (slim is
+    /// producing the bytes).
+    ended: Option<Instant>,
+    /// The transport's wait before the last read.
+    gap: Duration,
+}
+
+impl BodyWatch {
+    fn new() -> BodyWatch {
+        BodyWatch(Arc::new(Mutex::new(WatchState {
+            ended: Some(Instant::now()),
+            gap: Duration::ZERO,
+        })))
+    }
+
+    fn started(&self, gap: Duration) {
+        let mut s = self.0.lock().expect("body watch lock");
+        s.ended = None;
+        s.gap = gap;
+    }
+
+    fn ended(&self) {
+        self.0.lock().expect("body watch lock").ended = Some(Instant::now());
+    }
+
+    /// The longest the transport has just waited: before the last read, or
+    /// since it (zero while slim itself produces the next bytes).
+    pub fn waited(&self) -> Duration {
+        let s = self.0.lock().expect("body watch lock");
+        s.gap.max(s.ended.map_or(Duration::ZERO, |t| t.elapsed()))
     }
 }
 

@@ -176,6 +176,57 @@ fn next_link(h: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::ClientOptions;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// A loopback catalog that never ends: every page holds `per_page` new
+    /// names and links to the next.
+    fn endless_catalog(per_page: usize) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for (page, stream) in listener.incoming().enumerate() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let names: Vec<String> = (0..per_page).map(|i| format!("r{page}-{i}")).collect();
+                let body = serde_json::json!({ "repositories": names }).to_string();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\
+                     Link: </v2/_catalog?last=r{page}&n=1000>; rel=\"next\"\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body.as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_listing_that_never_ends_is_cut_at_the_page_or_name_cap() {
+        let client = RegistryClient::new(ClientOptions {
+            max_list_pages: 20,
+            max_list_names: 100,
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let pages = endless_catalog(1);
+        let err = client.catalog(&pages).unwrap_err().to_string();
+        assert!(
+            err.contains("more than 20 pages") && err.contains(&pages),
+            "{err}"
+        );
+        let names = endless_catalog(30);
+        let err = client.catalog(&names).unwrap_err().to_string();
+        assert!(
+            err.contains("more than 100 names") && err.contains(&names),
+            "{err}"
+        );
+    }
 
     #[test]
     fn link_headers() {

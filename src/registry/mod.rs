@@ -17,13 +17,14 @@
 //! Listings ([`listing`]) check every name before it is used.
 
 pub mod auth;
+mod blob;
 pub mod limits;
 pub mod listing;
 pub mod origin;
+mod upload;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,9 +36,11 @@ use crate::digest::Digest;
 use crate::image::media;
 use crate::reference::{RegistryRef, is_loopback_host};
 use auth::{Challenge, Credential, FoundCredential, Token};
-use limits::{GiveUp, GuardedBody, GuardedRead, Retries, SpeedGuard, Stall, find_stall};
+pub use blob::BlobReader;
+use limits::{GiveUp, GuardedRead, Retries, SpeedGuard, Stall, find_stall};
 pub use listing::{Listing, escaped};
 use origin::{Credentials, Origin, SendError};
+pub use upload::StreamingUpload;
 
 /// Settings for talking to registries.
 #[derive(Clone, Debug)]
@@ -259,6 +262,9 @@ struct HostState {
     /// Held while a token is fetched, so that threads needing the same
     /// scope at once wait for one token instead of each fetching their own.
     token_fetch: Arc<Mutex<()>>,
+    /// The plain-HTTP realm slim did not send this HTTPS host's credentials
+    /// to, if it named one.
+    withheld_from: Option<String>,
 }
 
 /// A client for any number of registries; cheap to share between threads.
@@ -443,7 +449,7 @@ impl RegistryClient {
                             reauthenticated = true;
                             continue;
                         }
-                        let detail = error_detail(self.reply(resp, url, &retries));
+                        let detail = error_detail(self.reply(resp, url, &retries, own));
                         return Err(self.unauthorized(host, what, detail));
                     }
                     if is_transient_status(status) {
@@ -470,11 +476,11 @@ impl RegistryClient {
                         return Err(RegistryError::Denied {
                             what: what.to_string(),
                             host: host.to_string(),
-                            detail: error_detail(self.reply(resp, url, &retries)),
+                            detail: error_detail(self.reply(resp, url, &retries, own)),
                             action: scope.action(),
                         });
                     }
-                    return Ok(self.reply(resp, url, &retries));
+                    return Ok(self.reply(resp, url, &retries, own));
                 }
                 Err(SendError::Redirect(why)) => {
                     return Err(RegistryError::Protocol {
@@ -496,8 +502,8 @@ impl RegistryClient {
         }
     }
 
-    /// A response as a [`Reply`]: its body under the speed guard.
-    fn reply(&self, resp: Response, url: Url, retries: &Retries) -> Reply {
+    /// A response as a [`Reply`] (`own`: the registry itself answered).
+    fn reply(&self, resp: Response, url: Url, retries: &Retries, own: bool) -> Reply {
         Reply {
             body: GuardedRead {
                 inner: resp,
@@ -506,6 +512,7 @@ impl RegistryClient {
             host: authority(&url),
             url,
             attempts: retries.attempts(),
+            own,
             window: self.opts.speed_time,
         }
     }
@@ -520,6 +527,19 @@ impl RegistryClient {
     }
 
     fn unauthorized(&self, host: &str, what: &str, detail: String) -> RegistryError {
+        if let Some(realm) = self
+            .host(host)
+            .lock()
+            .expect("host lock")
+            .withheld_from
+            .clone()
+        {
+            return RegistryError::CredentialsWithheld {
+                what: what.to_string(),
+                host: host.to_string(),
+                realm,
+            };
+        }
         let hint = match self.credential(host) {
             Ok(Some(found)) => format!(
                 "the ones in {}; check them with `docker login {host}`",
@@ -616,7 +636,12 @@ impl RegistryClient {
                 .as_ref()
                 .is_some_and(|r| !origin::realm_may_receive_credentials(r, &url));
         if withheld {
-            tracing::warn!(%host, %realm, "not sending credentials to a plain-HTTP token realm of an HTTPS registry");
+            let state = self.host(host);
+            let mut s = state.lock().expect("host lock");
+            if s.withheld_from.is_none() {
+                tracing::warn!(%host, %realm, "not sending credentials to a plain-HTTP token realm of an HTTPS registry");
+                s.withheld_from = Some(realm.to_string());
+            }
             credential = None;
         }
         let scopes = scope.params();
@@ -669,7 +694,7 @@ impl RegistryClient {
                 .map_err(|e| protocol(format!("cannot make a token request of {realm}: {e}")))?;
             match origin::send(http, req, credentials.as_ref()) {
                 Ok((resp, at)) if resp.status().is_success() => {
-                    let raw = read_limited(self.reply(resp, at, &retries), 1 << 20, what)?;
+                    let raw = read_limited(self.reply(resp, at, &retries, true), 1 << 20, what)?;
                     let body: auth::TokenResponse = serde_json::from_slice(&raw).map_err(|e| {
                         protocol(format!(
                             "the token service of {host} sent an unreadable answer: {e}"
@@ -701,14 +726,7 @@ impl RegistryClient {
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
                     ) =>
                 {
-                    if withheld {
-                        return Err(RegistryError::CredentialsWithheld {
-                            what: what.to_string(),
-                            host: host.to_string(),
-                            realm: realm.to_string(),
-                        });
-                    }
-                    let detail = error_detail(self.reply(resp, url.clone(), &retries));
+                    let detail = error_detail(self.reply(resp, url.clone(), &retries, true));
                     return Err(self.unauthorized(host, what, detail));
                 }
                 Ok((resp, at)) => return Err(self.token_status(host, what, resp, at, &retries)),
@@ -750,7 +768,7 @@ impl RegistryClient {
         at: Url,
         retries: &Retries,
     ) -> RegistryError {
-        let reply = self.reply(resp, at, retries);
+        let reply = self.reply(resp, at, retries, true);
         RegistryError::Status {
             what: format!("{what} (token request)"),
             host: host.to_string(),
@@ -824,58 +842,6 @@ impl RegistryClient {
         Ok(header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()))
     }
 
-    /// Opens a blob for streaming. The reader resumes with a Range request
-    /// when the connection breaks, or stalls after real progress; the
-    /// caller verifies the digest.
-    pub fn open_blob(
-        self: &Arc<Self>,
-        r: &RegistryRef,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<BlobReader, RegistryError> {
-        let mut reader = BlobReader {
-            client: self.clone(),
-            r: r.clone(),
-            digest: digest.clone(),
-            size,
-            offset: 0,
-            current: None,
-            start: 0,
-            retries: Retries::new(&self.opts, self.opts.attempts),
-        };
-        reader.open()?;
-        Ok(reader)
-    }
-
-    fn blob_request(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<Reply, RegistryError> {
-        let host = r.api_host();
-        let what = blob_what(r, digest);
-        let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let resp = self.execute(
-            host,
-            &Scope::pull(&r.repository),
-            &what,
-            self.opts.attempts,
-            &|c, base| {
-                let req = c.get(format!("{base}{path}"));
-                if offset > 0 {
-                    req.header(header::RANGE, format!("bytes={offset}-"))
-                } else {
-                    req
-                }
-            },
-        )?;
-        if resp.status() == StatusCode::PARTIAL_CONTENT && offset > 0 {
-            return Ok(resp);
-        }
-        self.expect_ok(resp, host, &r.repository, &what)
-    }
-
     /// Whether the repository has the blob (HEAD).
     pub fn blob_exists(
         &self,
@@ -896,199 +862,6 @@ impl RegistryClient {
                 .expect_ok(resp, host, &r.repository, &what)
                 .map(|_| false),
         }
-    }
-
-    /// Asks the registry to mount a blob from another repository of the same
-    /// registry. `Ok(false)` means "not mounted, upload it" (a 202 answer
-    /// opens an upload session, which slim cancels).
-    pub fn mount_blob(
-        &self,
-        r: &RegistryRef,
-        from: &str,
-        digest: &Digest,
-    ) -> Result<bool, RegistryError> {
-        let host = r.api_host();
-        let what = format!(
-            "mounting blob {digest} from {from} into {}/{}",
-            r.registry, r.repository
-        );
-        let path = format!(
-            "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
-            r.repository
-        );
-        let scope = Scope::push_mount(&r.repository, from);
-        let resp = self.execute(host, &scope, &what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
-        })?;
-        match resp.status() {
-            StatusCode::CREATED => Ok(true),
-            StatusCode::ACCEPTED => {
-                if let Ok(url) = self.location(&resp, host, &what) {
-                    let _ = self.execute(host, &scope, &what, 1, &|c, _| c.delete(url.clone()));
-                }
-                Ok(false)
-            }
-            _ => self
-                .expect_ok(resp, host, &r.repository, &what)
-                .map(|_| false),
-        }
-    }
-
-    /// The `Location` of an answer, resolved against the URL it came from.
-    fn location(&self, resp: &Reply, host: &str, what: &str) -> Result<Url, RegistryError> {
-        let location =
-            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} opened an upload session without a Location"),
-            })?;
-        origin::resolve(resp.url(), &location).map_err(|why| RegistryError::Protocol {
-            what: what.to_string(),
-            reason: format!("{host} sent an upload Location at {why}"),
-        })
-    }
-
-    /// Uploads a blob from a file: POST to open a session, then one streaming
-    /// PUT with the digest. The whole exchange is retried on transient
-    /// failures, replaying the file.
-    pub fn upload_blob(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        file: &Path,
-        size: u64,
-    ) -> Result<(), RegistryError> {
-        let what = format!("pushing blob {digest} to {}/{}", r.registry, r.repository);
-        let scope = Scope::push(&r.repository);
-        let mut retries = Retries::new(&self.opts, self.opts.attempts);
-        loop {
-            match self.upload_once(r, digest, file, size, &scope, &what) {
-                Ok(()) => return Ok(()),
-                Err(e) if is_retryable(&e) => match retries.next_wait(None) {
-                    Ok(wait) => {
-                        tracing::warn!(error = %e, ?wait, "retrying upload");
-                        retries.sleep(wait);
-                    }
-                    Err(_) => return Err(e),
-                },
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn upload_once(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        file: &Path,
-        size: u64,
-        scope: &Scope,
-        what: &str,
-    ) -> Result<(), RegistryError> {
-        let host = r.api_host();
-        let mut url = self.open_upload(r, scope, what)?;
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let resp = self.execute(host, scope, what, 1, &|c, _| {
-            let body = match std::fs::File::open(file) {
-                Ok(f) => reqwest::blocking::Body::sized(GuardedBody::new(f, &self.opts), size),
-                Err(_) => reqwest::blocking::Body::from(Vec::new()),
-            };
-            c.put(url.clone())
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_LENGTH, size.to_string())
-                .body(body)
-                .timeout(self.opts.upload_deadline(size))
-        })?;
-        if resp.status() != StatusCode::CREATED {
-            return self.expect_ok(resp, host, &r.repository, what).map(|_| ());
-        }
-        Ok(())
-    }
-
-    /// POSTs to open an upload session; returns its absolute URL.
-    fn open_upload(
-        &self,
-        r: &RegistryRef,
-        scope: &Scope,
-        what: &str,
-    ) -> Result<Url, RegistryError> {
-        let host = r.api_host();
-        let path = format!("/v2/{}/blobs/uploads/", r.repository);
-        let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-        })?;
-        if resp.status() != StatusCode::ACCEPTED {
-            self.expect_ok(resp, host, &r.repository, what)?;
-            return Err(RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
-            });
-        }
-        self.location(&resp, host, what)
-    }
-
-    /// Opens an upload session and starts one streaming PATCH whose body is
-    /// read from `body` (a blob still being written, read as it grows).
-    /// [`StreamingUpload::finish`] commits it under its digest (which the
-    /// registry checks).
-    pub fn stream_upload(
-        self: &Arc<Self>,
-        r: &RegistryRef,
-        body: Box<dyn Read + Send>,
-    ) -> Result<StreamingUpload, RegistryError> {
-        let host = r.api_host().to_string();
-        let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
-        let scope = Scope::push(&r.repository);
-        let url = self.open_upload(r, &scope, &what)?;
-        let client = self.clone();
-        let thread_url = url.clone();
-        let (done, result) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let outcome = (|| -> Result<Url, RegistryError> {
-                // One-shot body: a retry cannot replay it (the caller falls
-                // back to uploading the finished file).
-                let body = Mutex::new(Some(reqwest::blocking::Body::new(GuardedBody::new(
-                    body,
-                    &client.opts,
-                ))));
-                let resp = client.execute(&host, &scope, &what, 1, &|c, _| {
-                    let body = body
-                        .lock()
-                        .expect("body lock")
-                        .take()
-                        .unwrap_or_else(|| Vec::new().into());
-                    // The body follows slim's own writing, so its length and
-                    // pace are not known; the speed guard and
-                    // StreamingUpload's bounded waits end a stuck transfer.
-                    c.patch(thread_url.clone())
-                        .header(header::CONTENT_TYPE, "application/octet-stream")
-                        .body(body)
-                        .timeout(STREAM_DEADLINE)
-                })?;
-                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT
-                {
-                    client.expect_ok(resp, &host, "", &what)?;
-                    return Err(RegistryError::Protocol {
-                        what,
-                        reason: "the registry did not accept the streamed data".into(),
-                    });
-                }
-                match header_str(resp.headers(), "location") {
-                    Some(_) => client.location(&resp, &host, &what),
-                    None => Ok(thread_url),
-                }
-            })();
-            let _ = done.send(outcome);
-        });
-        Ok(StreamingUpload {
-            client: self.clone(),
-            r: r.clone(),
-            url,
-            result,
-        })
     }
 
     /// Pushes manifest bytes under a tag or digest; returns the digest the
@@ -1149,6 +922,7 @@ impl RegistryClient {
             return Ok(resp);
         }
         let answered_by = resp.host.clone();
+        let resp_own = resp.own;
         let attempts = resp.attempts;
         let mut detail = error_detail(resp);
         if attempts > 1 {
@@ -1168,6 +942,11 @@ impl RegistryClient {
                     .if_empty("not found"),
             });
         }
+        if !resp_own {
+            detail.push_str(&format!(
+                " (where {host} redirected slim; it sends no credentials to another host)"
+            ));
+        }
         Err(RegistryError::Status {
             what: what.to_string(),
             host: answered_by,
@@ -1175,18 +954,6 @@ impl RegistryClient {
             detail,
         })
     }
-}
-
-/// The most a streamed PATCH may take in all. Its body follows slim's own
-/// writing of the blob (as long as a download or a compression takes), so
-/// the real bounds are the speed guard on it and [`StreamingUpload`]'s
-/// bounded waits for its end; this only keeps an abandoned one from living
-/// for ever.
-const STREAM_DEADLINE: Duration = Duration::from_secs(6 * 3600);
-
-/// What a blob download is, for messages.
-fn blob_what(r: &RegistryRef, digest: &Digest) -> String {
-    format!("pulling blob {digest} from {}/{}", r.registry, r.repository)
 }
 
 /// `host[:port]` of a URL, as messages name hosts.
@@ -1208,6 +975,8 @@ pub struct Reply {
     host: String,
     /// Attempts it took (1: no retry).
     attempts: u32,
+    /// Whether the registry itself answered (not a host it redirected to).
+    own: bool,
     /// The silence limit, for [`body_error`].
     window: Duration,
 }
@@ -1269,89 +1038,6 @@ fn registry_name_for(host: &str) -> String {
     }
 }
 
-/// A blob upload that reads the blob while it is being written. The PATCH
-/// runs on a thread of its own; slim waits for it only as long as an
-/// upload of the blob may take ([`ClientOptions::upload_deadline`]), and
-/// abandons it after that.
-pub struct StreamingUpload {
-    client: Arc<RegistryClient>,
-    r: RegistryRef,
-    /// The session, for cancelling it.
-    url: Url,
-    /// The PATCH's outcome: the session URL to commit to.
-    result: std::sync::mpsc::Receiver<Result<Url, RegistryError>>,
-}
-
-impl StreamingUpload {
-    /// Waits for the body (`size` bytes) to be sent and commits the blob
-    /// under `digest`.
-    pub fn finish(self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
-        let what = format!(
-            "pushing blob {digest} to {}/{}",
-            self.r.registry, self.r.repository
-        );
-        let host = self.r.api_host().to_string();
-        let wait = self.client.opts.upload_deadline(size);
-        let mut url = match self.result.recv_timeout(wait) {
-            Ok(outcome) => outcome?,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                return Err(RegistryError::Stalled {
-                    what,
-                    host,
-                    stall: Stall {
-                        bytes: size,
-                        window: wait,
-                        limit: self.client.opts.speed_limit,
-                        silent: false,
-                    },
-                });
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(RegistryError::Protocol {
-                    what,
-                    reason: "the upload thread ended without an answer".into(),
-                });
-            }
-        };
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let resp = self.client.execute(
-            &host,
-            &Scope::push(&self.r.repository),
-            &what,
-            1,
-            &|c, _| {
-                // Committing can take a while where the registry moves the
-                // blob into place (object stores copy it).
-                c.put(url.clone())
-                    .header(header::CONTENT_LENGTH, "0")
-                    .timeout(Duration::from_secs(300))
-            },
-        )?;
-        if resp.status() != StatusCode::CREATED {
-            return self
-                .client
-                .expect_ok(resp, &host, &self.r.repository, &what)
-                .map(|_| ());
-        }
-        Ok(())
-    }
-
-    /// Waits a moment for the request to stop (the caller made its body
-    /// fail) and cancels the session.
-    pub fn abort(self) {
-        let _ = self.result.recv_timeout(self.client.opts.speed_time);
-        let host = self.r.api_host().to_string();
-        let _ = self.client.execute(
-            &host,
-            &Scope::push(&self.r.repository),
-            "cancelling an upload",
-            1,
-            &|c, _| c.delete(self.url.clone()),
-        );
-    }
-}
-
 /// A manifest as a registry served it. Not verified yet.
 pub struct FetchedManifest {
     pub bytes: Vec<u8>,
@@ -1359,104 +1045,6 @@ pub struct FetchedManifest {
     pub content_type: Option<String>,
     /// The `Docker-Content-Digest` header.
     pub digest: Option<String>,
-}
-
-/// A blob download that resumes with `Range` after a broken connection, or
-/// after a stall once the connection had made real progress
-/// ([`ClientOptions::resume_after`]); a stall before that fails at once.
-pub struct BlobReader {
-    client: Arc<RegistryClient>,
-    r: RegistryRef,
-    digest: Digest,
-    size: u64,
-    offset: u64,
-    current: Option<Reply>,
-    /// Where the current connection started.
-    start: u64,
-    retries: Retries,
-}
-
-impl BlobReader {
-    fn open(&mut self) -> Result<(), RegistryError> {
-        let mut resp = self
-            .client
-            .blob_request(&self.r, &self.digest, self.offset)?;
-        if self.offset > 0 && resp.status() == StatusCode::OK {
-            // No range support: skip what we already have.
-            let skipped = io::copy(&mut (&mut resp).take(self.offset), &mut io::sink());
-            if let Err(e) = skipped {
-                return Err(resp.body_error(&format!("resuming blob {}", self.digest), e));
-            }
-        }
-        self.current = Some(resp);
-        self.start = self.offset;
-        Ok(())
-    }
-
-    /// Sleeps before resuming after `cause`, or gives up with it.
-    fn retry(&mut self, cause: RegistryError) -> io::Result<()> {
-        match self.retries.next_wait(None) {
-            Ok(wait) => {
-                tracing::warn!(digest = %self.digest, offset = self.offset, error = %cause, ?wait, "blob download broke; resuming");
-                self.retries.sleep(wait);
-                Ok(())
-            }
-            Err(give_up) => {
-                tracing::debug!(digest = %self.digest, %give_up, "giving up on a blob download");
-                Err(io::Error::other(cause))
-            }
-        }
-    }
-}
-
-impl Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.current.is_none() {
-                match self.open() {
-                    Ok(()) => {}
-                    // Resuming from a server without Range support re-reads
-                    // the blob to skip what we have; a break during that skip
-                    // is one more broken transfer to retry like the first.
-                    Err(e @ (RegistryError::Io { .. } | RegistryError::Stalled { .. })) => {
-                        self.retry(e)?;
-                        continue;
-                    }
-                    Err(e) => return Err(io::Error::other(e)),
-                }
-            }
-            let resp = self.current.as_mut().expect("opened");
-            match resp.read(buf) {
-                Ok(0) if self.offset < self.size => {
-                    // Closed early: resume from where we are.
-                    let cause = RegistryError::Protocol {
-                        what: blob_what(&self.r, &self.digest),
-                        reason: format!(
-                            "{} closed the connection after {} of {} bytes",
-                            resp.host, self.offset, self.size
-                        ),
-                    };
-                    self.current = None;
-                    self.retry(cause)?;
-                }
-                Ok(n) => {
-                    self.offset += n as u64;
-                    return Ok(n);
-                }
-                Err(e) => {
-                    let cause = resp.body_error(&blob_what(&self.r, &self.digest), e);
-                    self.current = None;
-                    let progress = self.offset - self.start;
-                    if matches!(cause, RegistryError::Stalled { .. })
-                        && progress < self.client.opts.resume_after
-                    {
-                        return Err(io::Error::other(cause));
-                    }
-                    self.retry(cause)?;
-                }
-            }
-        }
-    }
 }
 
 fn is_transient_status(s: StatusCode) -> bool {
@@ -1649,63 +1237,6 @@ fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A loopback "registry" that answers every request for a blob with its
-    /// full `Content-Length`, sends only `cuts[i]` bytes of the body on the
-    /// i-th connection and closes, then the whole body; no Range support.
-    fn cutting_server(body: Vec<u8>, cuts: Vec<usize>) -> (String, std::thread::JoinHandle<usize>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let handle = std::thread::spawn(move || {
-            let mut served = 0;
-            for stream in listener.incoming() {
-                let mut stream = stream.unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-                    line.clear();
-                }
-                let n = cuts.get(served).copied().unwrap_or(body.len());
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&body[..n]);
-                served += 1;
-                if n == body.len() {
-                    return served;
-                }
-            }
-            served
-        });
-        (addr, handle)
-    }
-
-    /// Regression: when resuming from a server without Range support, a
-    /// break while skipping the bytes already read ended the download
-    /// instead of counting as one more retry.
-    #[test]
-    fn blob_reader_retries_a_break_during_the_resume_skip() {
-        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        // First cut at half; the second before the point the first reached.
-        let (addr, server) = cutting_server(body.clone(), vec![50_000, 20_000]);
-        let client = Arc::new(
-            RegistryClient::new(ClientOptions {
-                backoff: Duration::from_millis(1),
-                ..ClientOptions::default()
-            })
-            .unwrap(),
-        );
-        let r = RegistryRef::parse(&format!("{addr}/repo:latest")).unwrap();
-        let digest = Digest::sha256_of(&body);
-        let mut got = Vec::new();
-        client
-            .open_blob(&r, &digest, body.len() as u64)
-            .unwrap()
-            .read_to_end(&mut got)
-            .unwrap();
-        assert_eq!(got, body);
-        assert_eq!(server.join().unwrap(), 3);
-    }
 
     /// Regression: a 401 to a request sent before the challenge was known
     /// dropped the token another thread had fetched meanwhile, so every
