@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::ClientOptions;
@@ -292,18 +292,14 @@ pub struct GuardedBody<R> {
 }
 
 impl<R> GuardedBody<R> {
-    pub fn new(inner: R, opts: &ClientOptions) -> GuardedBody<R> {
+    /// `watch` learns how the transport takes the body.
+    pub fn new(inner: R, opts: &ClientOptions, watch: &BodyWatch) -> GuardedBody<R> {
         GuardedBody {
             inner,
             guard: SpeedGuard::new(opts),
             last: None,
-            watch: BodyWatch::new(),
+            watch: watch.clone(),
         }
-    }
-
-    /// A handle saying how long the transport has not asked for more.
-    pub fn watch(&self) -> BodyWatch {
-        self.watch.clone()
     }
 }
 
@@ -340,10 +336,18 @@ struct WatchState {
     gap: Duration,
 }
 
+impl Default for BodyWatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl BodyWatch {
-    fn new() -> BodyWatch {
+    pub fn new() -> BodyWatch {
+        // Until the transport first asks for the body, it is connecting or
+        // authenticating, which have bounds of their own.
         BodyWatch(Arc::new(Mutex::new(WatchState {
-            ended: Some(Instant::now()),
+            ended: None,
             gap: Duration::ZERO,
         })))
     }
@@ -358,11 +362,42 @@ impl BodyWatch {
         self.0.lock().expect("body watch lock").ended = Some(Instant::now());
     }
 
-    /// The longest the transport has just waited: before the last read, or
-    /// since it (zero while slim itself produces the next bytes).
-    pub fn waited(&self) -> Duration {
+    /// How long the transport has waited since the last read (zero while
+    /// slim itself produces the next bytes).
+    pub fn idle(&self) -> Duration {
         let s = self.0.lock().expect("body watch lock");
-        s.gap.max(s.ended.map_or(Duration::ZERO, |t| t.elapsed()))
+        s.ended.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// The longest the transport has just waited: before the last read, or
+    /// since it.
+    pub fn waited(&self) -> Duration {
+        let gap = self.0.lock().expect("body watch lock").gap;
+        gap.max(self.idle())
+    }
+
+    /// Waits for `result`, the outcome of the request sending the body,
+    /// while the transport keeps taking the body (or the receiver answers
+    /// within a `window` of the last of it); gives up as a stall once the
+    /// transport has waited a whole window. `Ok(None)`: the request's
+    /// thread ended without a word.
+    pub fn wait_for<T>(
+        &self,
+        result: &mpsc::Receiver<T>,
+        window: Duration,
+    ) -> Result<Option<T>, Stall> {
+        loop {
+            match result.recv_timeout(window.min(Duration::from_millis(100))) {
+                Ok(t) => return Ok(Some(t)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let idle = self.idle();
+                    if idle >= window {
+                        return Err(Stall::silent(idle));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -471,6 +506,7 @@ mod tests {
                 delay: Duration::from_millis(30),
             },
             &o,
+            &BodyWatch::new(),
         );
         let mut buf = [0; 8];
         for _ in 0..20 {
@@ -483,6 +519,7 @@ mod tests {
                 delay: Duration::ZERO,
             },
             &o,
+            &BodyWatch::new(),
         );
         let err = (0..100)
             .find_map(|_| {

@@ -9,9 +9,10 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use reqwest::blocking::{Body, Client, RequestBuilder};
 use reqwest::header;
 use reqwest::{StatusCode, Url};
 
@@ -77,7 +78,7 @@ impl RegistryClient {
     /// PUT with the digest. The whole exchange is retried on transient
     /// failures, replaying the file.
     pub fn upload_blob(
-        &self,
+        self: &Arc<Self>,
         r: &RegistryRef,
         digest: &Digest,
         file: &Path,
@@ -102,7 +103,7 @@ impl RegistryClient {
     }
 
     fn upload_once(
-        &self,
+        self: &Arc<Self>,
         r: &RegistryRef,
         digest: &Digest,
         file: &Path,
@@ -114,47 +115,56 @@ impl RegistryClient {
         let mut url = self.open_upload(r, scope, what)?;
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let watch = Mutex::new(None);
+        let watch = BodyWatch::new();
+        let (w, opts, file) = (watch.clone(), self.opts.clone(), file.to_path_buf());
+        let deadline = self.opts.upload_deadline(size);
         let resp = self
-            .execute(host, scope, what, 1, &|c, _| {
-                let body = match std::fs::File::open(file) {
-                    Ok(f) => {
-                        let guarded = GuardedBody::new(f, &self.opts);
-                        *watch.lock().expect("watch lock") = Some(guarded.watch());
-                        reqwest::blocking::Body::sized(guarded, size)
-                    }
-                    Err(_) => reqwest::blocking::Body::from(Vec::new()),
+            .send_body(host, scope, what, &watch, move |c| {
+                // Opened again if the request is replayed (after a 401).
+                let body = match std::fs::File::open(&file) {
+                    Ok(f) => Body::sized(GuardedBody::new(f, &opts, &w), size),
+                    Err(_) => Body::from(Vec::new()),
                 };
                 c.put(url.clone())
                     .header(header::CONTENT_TYPE, "application/octet-stream")
                     .header(header::CONTENT_LENGTH, size.to_string())
                     .body(body)
-                    .timeout(self.opts.upload_deadline(size))
+                    .timeout(deadline)
             })
-            .map_err(|e| self.stalled_upload(e, &watch))?;
+            .wait()?;
         if resp.status() != StatusCode::CREATED {
             return self.expect_ok(resp, host, &r.repository, what).map(|_| ());
         }
         Ok(())
     }
 
-    /// A broken upload whose body the transport had stopped asking for
-    /// (for a whole window) as the stall it was; see [`BodyWatch`].
-    fn stalled_upload(&self, e: RegistryError, watch: &Mutex<Option<BodyWatch>>) -> RegistryError {
-        let waited = watch
-            .lock()
-            .expect("watch lock")
-            .as_ref()
-            .map_or(Duration::ZERO, BodyWatch::waited);
-        match e {
-            RegistryError::Transport { what, host, .. } if waited >= self.opts.speed_time => {
-                RegistryError::Stalled {
-                    what,
-                    host,
-                    stall: Stall::silent(waited),
-                }
-            }
-            other => other,
+    /// Sends the request `build` makes, whose body `watch` follows, on a
+    /// thread of its own, so that slim can stop waiting for a registry
+    /// that stops taking the body or answering it ([`Sending::wait`]).
+    fn send_body(
+        self: &Arc<Self>,
+        host: &str,
+        scope: &Scope,
+        what: &str,
+        watch: &BodyWatch,
+        build: impl Fn(&Client) -> RequestBuilder + Send + 'static,
+    ) -> Sending {
+        let (done, result) = mpsc::channel();
+        let (client, h, sc, w) = (
+            self.clone(),
+            host.to_string(),
+            scope.clone(),
+            what.to_string(),
+        );
+        std::thread::spawn(move || {
+            let _ = done.send(client.execute(&h, &sc, &w, 1, &|c, _| build(c)));
+        });
+        Sending {
+            result,
+            watch: watch.clone(),
+            what: what.to_string(),
+            host: host.to_string(),
+            window: self.opts.speed_time,
         }
     }
 
@@ -190,110 +200,111 @@ impl RegistryClient {
         r: &RegistryRef,
         body: Box<dyn Read + Send>,
     ) -> Result<StreamingUpload, RegistryError> {
-        let host = r.api_host().to_string();
+        let host = r.api_host();
         let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
         let scope = Scope::push(&r.repository);
         let url = self.open_upload(r, &scope, &what)?;
-        let client = self.clone();
-        let thread_url = url.clone();
-        let (done, result) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let outcome = (|| -> Result<Url, RegistryError> {
-                // One-shot body: a retry cannot replay it (the caller falls
-                // back to uploading the finished file).
-                let guarded = GuardedBody::new(body, &client.opts);
-                let watch = Mutex::new(Some(guarded.watch()));
-                let body = Mutex::new(Some(reqwest::blocking::Body::new(guarded)));
-                let resp = client
-                    .execute(&host, &scope, &what, 1, &|c, _| {
-                        let body = body
-                            .lock()
-                            .expect("body lock")
-                            .take()
-                            .unwrap_or_else(|| Vec::new().into());
-                        // The body follows slim's own writing, so its length and
-                        // pace are not known; the speed guard and
-                        // StreamingUpload's bounded waits end a stuck transfer.
-                        c.patch(thread_url.clone())
-                            .header(header::CONTENT_TYPE, "application/octet-stream")
-                            .body(body)
-                            .timeout(STREAM_DEADLINE)
-                    })
-                    .map_err(|e| client.stalled_upload(e, &watch))?;
-                if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT
-                {
-                    client.expect_ok(resp, &host, "", &what)?;
-                    return Err(RegistryError::Protocol {
-                        what,
-                        reason: "the registry did not accept the streamed data".into(),
-                    });
-                }
-                match header_str(resp.headers(), "location") {
-                    Some(_) => client.location(&resp, &host, &what),
-                    None => Ok(thread_url),
-                }
-            })();
-            let _ = done.send(outcome);
+        let watch = BodyWatch::new();
+        let (w, opts, session) = (watch.clone(), self.opts.clone(), url.clone());
+        // One-shot body: a replay (after a 401) sends nothing, the commit
+        // then fails, and the caller uploads the finished file instead.
+        let body = Mutex::new(Some(body));
+        let sending = self.send_body(host, &scope, &what, &watch, move |c| {
+            let body = match body.lock().expect("body lock").take() {
+                Some(b) => Body::new(GuardedBody::new(b, &opts, &w)),
+                None => Body::from(Vec::new()),
+            };
+            // The body follows slim's own writing, so neither its length
+            // nor its pace is known: the speed guard and the watch bound
+            // it, this deadline only ends an abandoned request.
+            c.patch(session.clone())
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(body)
+                .timeout(STREAM_DEADLINE)
         });
         Ok(StreamingUpload {
             client: self.clone(),
             r: r.clone(),
             url,
-            result,
+            sending,
+            what,
         })
     }
 }
 
-/// The most a streamed PATCH may take in all. Its body follows slim's own
-/// writing of the blob (as long as a download or a compression takes), so
-/// the real bounds are the speed guard on it and [`StreamingUpload`]'s
-/// bounded waits for its end; this only keeps an abandoned one from living
-/// for ever.
+/// The most a streamed PATCH may take in all, so that one abandoned by
+/// [`Sending::wait`] does not live for ever.
 const STREAM_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 
-/// A blob upload that reads the blob while it is being written. The PATCH
-/// runs on a thread of its own; slim waits for it only as long as an
-/// upload of the blob may take ([`super::ClientOptions::upload_deadline`]), and
-/// abandons it after that.
+/// A request with a body under way on its own thread.
+struct Sending {
+    result: mpsc::Receiver<Result<Reply, RegistryError>>,
+    watch: BodyWatch,
+    what: String,
+    host: String,
+    window: Duration,
+}
+
+impl Sending {
+    /// The answer, as long as the transport keeps taking the body and the
+    /// registry answers within a window of the last of it; otherwise a
+    /// stall (the request is left to end on its own).
+    fn wait(self) -> Result<Reply, RegistryError> {
+        let stalled = |stall| RegistryError::Stalled {
+            what: self.what.clone(),
+            host: self.host.clone(),
+            stall,
+        };
+        match self.watch.wait_for(&self.result, self.window) {
+            Ok(Some(Ok(reply))) => Ok(reply),
+            // A receiver that stopped taking data makes TCP_USER_TIMEOUT
+            // end the connection, and reqwest says only "disconnected": a
+            // body that waited a whole window before that was stalled.
+            Ok(Some(Err(RegistryError::Transport { .. })))
+                if self.watch.waited() >= self.window =>
+            {
+                Err(stalled(Stall::silent(self.watch.waited())))
+            }
+            Ok(Some(Err(e))) => Err(e),
+            Ok(None) => Err(RegistryError::Protocol {
+                what: self.what.clone(),
+                reason: "the upload ended without an answer".into(),
+            }),
+            Err(stall) => Err(stalled(stall)),
+        }
+    }
+}
+
+/// A blob upload that reads the blob while it is being written (a PATCH on
+/// a thread of its own).
 pub struct StreamingUpload {
     client: Arc<RegistryClient>,
     r: RegistryRef,
     /// The session, for cancelling it.
     url: Url,
-    /// The PATCH's outcome: the session URL to commit to.
-    result: std::sync::mpsc::Receiver<Result<Url, RegistryError>>,
+    sending: Sending,
+    what: String,
 }
 
 impl StreamingUpload {
-    /// Waits for the body (`size` bytes) to be sent and commits the blob
-    /// under `digest`.
-    pub fn finish(self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
+    /// Waits for the body to be sent and commits the blob under `digest`.
+    pub fn finish(self, digest: &Digest) -> Result<(), RegistryError> {
+        let host = self.r.api_host().to_string();
         let what = format!(
             "pushing blob {digest} to {}/{}",
             self.r.registry, self.r.repository
         );
-        let host = self.r.api_host().to_string();
-        let wait = self.client.opts.upload_deadline(size);
-        let mut url = match self.result.recv_timeout(wait) {
-            Ok(outcome) => outcome?,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                return Err(RegistryError::Stalled {
-                    what,
-                    host,
-                    stall: Stall {
-                        bytes: size,
-                        window: wait,
-                        limit: self.client.opts.speed_limit,
-                        silent: false,
-                    },
-                });
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(RegistryError::Protocol {
-                    what,
-                    reason: "the upload thread ended without an answer".into(),
-                });
-            }
+        let resp = self.sending.wait()?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
+            self.client.expect_ok(resp, &host, "", &self.what)?;
+            return Err(RegistryError::Protocol {
+                what: self.what,
+                reason: "the registry did not accept the streamed data".into(),
+            });
+        }
+        let mut url = match header_str(resp.headers(), "location") {
+            Some(_) => self.client.location(&resp, &host, &what)?,
+            None => self.url.clone(),
         };
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
@@ -319,10 +330,10 @@ impl StreamingUpload {
         Ok(())
     }
 
-    /// Waits a moment for the request to stop (the caller made its body
-    /// fail) and cancels the session.
+    /// Waits for the request to stop (the caller made its body fail) and
+    /// cancels the session.
     pub fn abort(self) {
-        let _ = self.result.recv_timeout(self.client.opts.speed_time);
+        let _ = self.sending.wait();
         let host = self.r.api_host().to_string();
         let _ = self.client.execute(
             &host,
@@ -341,9 +352,9 @@ mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::time::Instant;
 
-    /// A loopback "registry" that opens upload sessions and then takes the
-    /// PUT's body one byte per 50 ms.
-    fn slow_reader() -> String {
+    /// A loopback "registry" that opens upload sessions, then takes the
+    /// PUT's body one byte per 50 ms (`mute`: all of it, and never answers).
+    fn bad_receiver(mute: bool) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
@@ -364,6 +375,10 @@ mod tests {
                         );
                         return;
                     }
+                    if mute {
+                        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+                        return;
+                    }
                     let mut byte = [0u8];
                     while reader.read_exact(&mut byte).is_ok() {
                         std::thread::sleep(Duration::from_millis(50));
@@ -374,32 +389,44 @@ mod tests {
         addr
     }
 
-    /// A registry that stops taking an upload's body does not hold slim:
-    /// the connection is given up within a few windows.
-    #[test]
-    fn an_upload_the_registry_stops_reading_fails_quickly() {
-        let client = RegistryClient::new(ClientOptions {
-            speed_limit: 64 << 10,
-            speed_time: Duration::from_millis(500),
-            ..ClientOptions::default()
-        })
-        .unwrap();
-        let addr = slow_reader();
+    /// Uploads `size` bytes to `addr` with a 500 ms window; the error and
+    /// how long it took.
+    fn upload_to(addr: &str, size: usize) -> (RegistryError, Duration) {
+        let client = Arc::new(
+            RegistryClient::new(ClientOptions {
+                speed_limit: 64 << 10,
+                speed_time: Duration::from_millis(500),
+                ..ClientOptions::default()
+            })
+            .unwrap(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("blob");
-        // Far more than the loopback socket buffers hold.
-        let body = vec![7u8; 64 << 20];
+        let body = vec![7u8; size];
         std::fs::write(&file, &body).unwrap();
         let r = RegistryRef::parse(&format!("{addr}/repo:latest")).unwrap();
         let started = Instant::now();
         let err = client
             .upload_blob(&r, &Digest::sha256_of(&body), &file, body.len() as u64)
             .unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}: {err}",
-            started.elapsed()
-        );
+        (err, started.elapsed())
+    }
+
+    /// A registry that stops taking an upload's body does not hold slim:
+    /// the upload is given up within a few windows, as a stall.
+    #[test]
+    fn an_upload_the_registry_stops_reading_fails_quickly() {
+        // Far more than the loopback socket buffers hold.
+        let (err, took) = upload_to(&bad_receiver(false), 64 << 20);
+        assert!(took < Duration::from_secs(10), "{took:?}: {err}");
+        assert!(matches!(err, RegistryError::Stalled { .. }), "{err:?}");
+    }
+
+    /// Nor does one that takes the whole body and never answers.
+    #[test]
+    fn an_upload_the_registry_never_answers_fails_quickly() {
+        let (err, took) = upload_to(&bad_receiver(true), 1 << 20);
+        assert!(took < Duration::from_secs(10), "{took:?}: {err}");
         assert!(matches!(err, RegistryError::Stalled { .. }), "{err:?}");
     }
 }
