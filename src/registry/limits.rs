@@ -313,7 +313,7 @@ impl<R: Read> Read for GuardedBody<R> {
             self.watch.started(Duration::ZERO);
         }
         let got = self.inner.read(buf);
-        self.watch.ended();
+        self.watch.ended(matches!(got, Ok(0)));
         let n = got?;
         self.last = Some((Instant::now(), n));
         Ok(n)
@@ -334,6 +334,8 @@ struct WatchState {
     ended: Option<Instant>,
     /// The transport's wait before the last read.
     gap: Duration,
+    /// The whole body has been read: what remains is the answer.
+    done: bool,
 }
 
 impl Default for BodyWatch {
@@ -349,6 +351,7 @@ impl BodyWatch {
         BodyWatch(Arc::new(Mutex::new(WatchState {
             ended: None,
             gap: Duration::ZERO,
+            done: false,
         })))
     }
 
@@ -358,8 +361,10 @@ impl BodyWatch {
         s.gap = gap;
     }
 
-    fn ended(&self) {
-        self.0.lock().expect("body watch lock").ended = Some(Instant::now());
+    fn ended(&self, done: bool) {
+        let mut s = self.0.lock().expect("body watch lock");
+        s.ended = Some(Instant::now());
+        s.done = done;
     }
 
     /// How long the transport has waited since the last read (zero while
@@ -377,14 +382,15 @@ impl BodyWatch {
     }
 
     /// Waits for `result`, the outcome of the request sending the body,
-    /// while the transport keeps taking the body (or the receiver answers
-    /// within a `window` of the last of it); gives up as a stall once the
-    /// transport has waited a whole window. `Ok(None)`: the request's
-    /// thread ended without a word.
+    /// while the transport keeps taking the body, and for `answer` after
+    /// the last of it; gives up as a stall once the transport has waited a
+    /// whole `window` for the receiver to take more, or `answer` for it to
+    /// answer. `Ok(None)`: the request's thread ended without a word.
     pub fn wait_for<T>(
         &self,
         result: &mpsc::Receiver<T>,
         window: Duration,
+        answer: Duration,
     ) -> Result<Option<T>, Stall> {
         loop {
             match result.recv_timeout(window.min(Duration::from_millis(100))) {
@@ -392,7 +398,8 @@ impl BodyWatch {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let idle = self.idle();
-                    if idle >= window {
+                    let done = self.0.lock().expect("body watch lock").done;
+                    if idle >= if done { answer } else { window } {
                         return Err(Stall::silent(idle));
                     }
                 }

@@ -99,6 +99,14 @@ impl ClientOptions {
     fn upload_deadline(&self, size: u64) -> Duration {
         self.speed_time + Duration::from_secs_f64(size as f64 / self.speed_limit.max(1) as f64)
     }
+
+    /// How long a registry may take to answer the commit of a `size`-byte
+    /// blob: a window, plus the time to copy it at 100 times the minimum
+    /// speed (registries on object stores copy a blob into place then).
+    fn commit_deadline(&self, size: u64) -> Duration {
+        self.speed_time
+            + Duration::from_secs_f64(size as f64 / (100.0 * self.speed_limit.max(1) as f64))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -119,7 +119,7 @@ impl RegistryClient {
         let (w, opts, file) = (watch.clone(), self.opts.clone(), file.to_path_buf());
         let deadline = self.opts.upload_deadline(size);
         let resp = self
-            .send_body(host, scope, what, &watch, move |c| {
+            .send_body(host, scope, what, &watch, size, move |c| {
                 // Opened again if the request is replayed (after a 401).
                 let body = match std::fs::File::open(&file) {
                     Ok(f) => Body::sized(GuardedBody::new(f, &opts, &w), size),
@@ -141,12 +141,14 @@ impl RegistryClient {
     /// Sends the request `build` makes, whose body `watch` follows, on a
     /// thread of its own, so that slim can stop waiting for a registry
     /// that stops taking the body or answering it ([`Sending::wait`]).
+    /// `commits`: the size of the blob the request commits (0 for none).
     fn send_body(
         self: &Arc<Self>,
         host: &str,
         scope: &Scope,
         what: &str,
         watch: &BodyWatch,
+        commits: u64,
         build: impl Fn(&Client) -> RequestBuilder + Send + 'static,
     ) -> Sending {
         let (done, result) = mpsc::channel();
@@ -165,6 +167,7 @@ impl RegistryClient {
             what: what.to_string(),
             host: host.to_string(),
             window: self.opts.speed_time,
+            answer: self.opts.commit_deadline(commits),
         }
     }
 
@@ -209,7 +212,7 @@ impl RegistryClient {
         // One-shot body: a replay (after a 401) sends nothing, the commit
         // then fails, and the caller uploads the finished file instead.
         let body = Mutex::new(Some(body));
-        let sending = self.send_body(host, &scope, &what, &watch, move |c| {
+        let sending = self.send_body(host, &scope, &what, &watch, 0, move |c| {
             let body = match body.lock().expect("body lock").take() {
                 Some(b) => Body::new(GuardedBody::new(b, &opts, &w)),
                 None => Body::from(Vec::new()),
@@ -243,6 +246,8 @@ struct Sending {
     what: String,
     host: String,
     window: Duration,
+    /// How long the registry may take to answer after the last byte.
+    answer: Duration,
 }
 
 impl Sending {
@@ -255,7 +260,7 @@ impl Sending {
             host: self.host.clone(),
             stall,
         };
-        match self.watch.wait_for(&self.result, self.window) {
+        match self.watch.wait_for(&self.result, self.window, self.answer) {
             Ok(Some(Ok(reply))) => Ok(reply),
             // A receiver that stopped taking data makes TCP_USER_TIMEOUT
             // end the connection, and reqwest says only "disconnected": a
@@ -287,8 +292,9 @@ pub struct StreamingUpload {
 }
 
 impl StreamingUpload {
-    /// Waits for the body to be sent and commits the blob under `digest`.
-    pub fn finish(self, digest: &Digest) -> Result<(), RegistryError> {
+    /// Waits for the body to be sent and commits the blob (`size` bytes)
+    /// under `digest`.
+    pub fn finish(self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
         let host = self.r.api_host().to_string();
         let what = format!(
             "pushing blob {digest} to {}/{}",
@@ -314,11 +320,9 @@ impl StreamingUpload {
             &what,
             1,
             &|c, _| {
-                // Committing can take a while where the registry moves the
-                // blob into place (object stores copy it).
                 c.put(url.clone())
                     .header(header::CONTENT_LENGTH, "0")
-                    .timeout(Duration::from_secs(300))
+                    .timeout(self.client.opts.commit_deadline(size))
             },
         )?;
         if resp.status() != StatusCode::CREATED {

@@ -23,6 +23,7 @@
 //! made up, because hostility is the point.
 
 use std::fs;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -726,4 +727,359 @@ fn absolute_and_relative_next_links_on_the_registry_are_followed() {
         ],
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 5. Faults between slim and a real registry
+// ---------------------------------------------------------------------------
+
+/// How a run with faults must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ends {
+    /// The whole image, verified by skopeo and umoci.
+    Complete,
+    /// Exit 1, one `error:` line, nothing tagged at the destination.
+    CleanFailure,
+}
+
+/// A real registry (holding the fixture as `src:v1`) behind the proxy.
+struct Bench {
+    proxy: Arc<Proxy>,
+    /// Every registry that served behind the proxy, the current one last:
+    /// a restart adds one on the same storage (the earlier ones are kept,
+    /// killed, because their directory holds that storage).
+    regs: Arc<Mutex<Vec<Arc<Registry>>>>,
+    ctx: TestContext,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let reg = Arc::new(Registry::start_plain());
+        seed(&reg, "src:v1");
+        Bench {
+            proxy: Arc::new(Proxy::start(reg.addr())),
+            regs: Arc::new(Mutex::new(vec![reg])),
+            ctx: TestContext::new(),
+        }
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        self.regs.lock().unwrap().last().unwrap().clone()
+    }
+
+    /// An action that restarts the registry on its storage (the proxy
+    /// answers 502 while it is down), then drops the request that hit it.
+    fn restart(&self) -> Action {
+        let (regs, proxy) = (self.regs.clone(), Arc::downgrade(&self.proxy));
+        Action::Hook(Arc::new(move || {
+            let old = regs.lock().unwrap().last().unwrap().clone();
+            let proxy = proxy.upgrade().expect("the proxy");
+            proxy.set_upstream(None);
+            old.kill();
+            let storage = old.storage_dir().display().to_string();
+            let new = Arc::new(Registry::start(
+                RegistryConfig::anonymous()
+                    .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage),
+            ));
+            proxy.set_upstream(Some(new.addr()));
+            regs.lock().unwrap().push(new);
+        }))
+    }
+
+    /// slim pushes the fixture to `PROXY/dst:v1`.
+    fn push(&self) -> Output {
+        slim_copy(
+            &self.ctx,
+            &fixture_ref(),
+            &self.proxy.reference("dst:v1"),
+            &[],
+        )
+    }
+
+    /// slim pulls `PROXY/src:v1` into a new layout `layout`.
+    fn pull(&self, layout: &str) -> Output {
+        slim_copy(
+            &self.ctx,
+            &self.proxy.reference("src:v1"),
+            &oci_ref(&self.ctx.path(layout), "v1"),
+            &[],
+        )
+    }
+
+    #[track_caller]
+    fn judge_push(&self, out: &Output, ends: Ends) {
+        let reg = self.registry();
+        match ends {
+            Ends::Complete => {
+                out.assert_success();
+                assert_image_is_fixture(&self.ctx, &reg.skopeo(), &reg.docker_ref("dst:v1"));
+            }
+            Ends::CleanFailure => {
+                assert_clean_failure(out, 1);
+                let tags = crate::copy::registry_tags(&reg, "dst");
+                assert!(!tags.iter().any(|t| t == "v1"), "dst:v1 was tagged:\n{out}");
+            }
+        }
+    }
+
+    #[track_caller]
+    fn judge_pull(&self, out: &Output, layout: &str, ends: Ends) {
+        let layout = self.ctx.path(layout);
+        match ends {
+            Ends::Complete => {
+                out.assert_success();
+                assert_layout_is_fixture(&self.ctx, &layout, "v1");
+            }
+            Ends::CleanFailure => {
+                assert_clean_failure(out, 1);
+                assert!(
+                    !layout.join("index.json").exists(),
+                    "the layout was written:\n{out}"
+                );
+            }
+        }
+    }
+
+    /// Runs a push with the faults the proxy has, judges it, then a push
+    /// without faults, which must complete. Returns the faulty run.
+    #[track_caller]
+    fn push_then_rerun(&self, ends: Ends) -> Output {
+        let out = self.push();
+        self.judge_push(&out, ends);
+        self.proxy.clear_rules();
+        self.judge_push(&self.push(), Ends::Complete);
+        out
+    }
+
+    /// [`Bench::push_then_rerun`] for a pull.
+    #[track_caller]
+    fn pull_then_rerun(&self, ends: Ends) -> Output {
+        let out = self.pull("out");
+        self.judge_pull(&out, "out", ends);
+        self.proxy.clear_rules();
+        self.judge_pull(&self.pull("rerun"), "rerun", Ends::Complete);
+        out
+    }
+}
+
+#[test]
+fn a_push_rides_out_a_503_burst() {
+    let b = Bench::new();
+    let hits = b
+        .proxy
+        .on("*", "/v2/dst/", Some(4), Action::fail(503, None));
+    b.push_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 4);
+}
+
+#[test]
+fn a_push_rides_out_500s_on_its_uploads() {
+    let b = Bench::new();
+    let hits = b
+        .proxy
+        .on("PUT", "/blobs/uploads/", Some(2), Action::fail(500, None));
+    b.push_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 2);
+}
+
+#[test]
+fn a_push_honours_a_short_retry_after_on_its_manifest() {
+    let b = Bench::new();
+    let hits = b
+        .proxy
+        .on("PUT", "/manifests/", Some(2), Action::fail(429, Some("1")));
+    b.push_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 2);
+}
+
+#[test]
+fn a_push_survives_connections_reset_in_the_middle_of_uploads() {
+    let b = Bench::new();
+    let patch = b.proxy.on(
+        "PATCH",
+        "/blobs/uploads/",
+        Some(1),
+        Action::ResetReading(300_000),
+    );
+    let put = b.proxy.on(
+        "PUT",
+        "/blobs/uploads/",
+        Some(1),
+        Action::ResetReading(300_000),
+    );
+    b.push_then_rerun(Ends::Complete);
+    assert_eq!((patch.get(), put.get()), (1, 1));
+}
+
+#[test]
+fn a_push_survives_the_registry_restarting_in_the_middle() {
+    let b = Bench::new();
+    let hits = b.proxy.on("PATCH", "/blobs/uploads/", Some(1), b.restart());
+    b.push_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 1);
+    assert_eq!(b.regs.lock().unwrap().len(), 2, "no restart");
+}
+
+#[test]
+fn a_push_whose_manifest_always_fails_leaves_no_tag() {
+    let b = Bench::new();
+    b.proxy
+        .on("PUT", "/manifests/", None, Action::fail(503, None));
+    let out = b.push_then_rerun(Ends::CleanFailure);
+    let stderr = out.stderr_str();
+    assert!(
+        stderr.contains("503") && stderr.contains("after 5 attempts"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_push_whose_commit_is_never_answered_uploads_again() {
+    let b = Bench::new();
+    let hits = b.proxy.on(
+        "PUT",
+        "digest=",
+        Some(1),
+        Action::Silent {
+            pause: Duration::from_secs(45),
+        },
+    );
+    let started = Instant::now();
+    b.push_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_pull_resumes_a_blob_after_a_reset() {
+    let b = Bench::new();
+    let layer = biggest_layer();
+    let target = format!("/blobs/{layer}");
+    b.proxy
+        .on("GET", &target, Some(1), Action::ResetAfter(500_000));
+    b.pull_then_rerun(Ends::Complete);
+    let resumed = b
+        .proxy
+        .requests()
+        .iter()
+        .any(|r| r.target.contains(&target) && r.header("range").is_some());
+    assert!(resumed, "no Range request after the reset");
+}
+
+/// Every connection breaks after 1 KB: resumed until the attempts run out.
+#[test]
+fn a_pull_whose_blob_keeps_breaking_fails_cleanly_naming_it() {
+    let b = Bench::new();
+    let layer = biggest_layer();
+    b.proxy.on(
+        "GET",
+        &format!("/blobs/{layer}"),
+        None,
+        Action::ResetAfter(1000),
+    );
+    let out = b.pull_then_rerun(Ends::CleanFailure);
+    assert!(out.stderr_str().contains(&layer), "{out}");
+}
+
+#[test]
+fn a_pull_rides_out_a_503_burst() {
+    let b = Bench::new();
+    let hits = b
+        .proxy
+        .on("GET", "/v2/src/", Some(4), Action::fail(503, None));
+    b.pull_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 4);
+}
+
+#[test]
+fn a_pull_honours_a_short_retry_after_on_its_blobs() {
+    let b = Bench::new();
+    let hits = b
+        .proxy
+        .on("GET", "/blobs/", Some(2), Action::fail(429, Some("1")));
+    b.pull_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 2);
+}
+
+#[test]
+fn a_pull_waits_out_a_short_stall() {
+    let b = Bench::new();
+    let layer = biggest_layer();
+    let pause = Duration::from_secs(3);
+    b.proxy.on(
+        "GET",
+        &format!("/blobs/{layer}"),
+        Some(1),
+        Action::StallAfter {
+            after: 100_000,
+            pause,
+        },
+    );
+    let out = b.pull("out");
+    b.judge_pull(&out, "out", Ends::Complete);
+    let gets = b
+        .proxy
+        .requests()
+        .iter()
+        .filter(|r| r.target.contains(&layer))
+        .count();
+    assert_eq!(gets, 1, "the stalled download was retried");
+}
+
+/// A blob that stalls for good after more than 1 MiB is resumed.
+#[test]
+fn a_pull_resumes_a_blob_that_stalls_after_real_progress() {
+    let b = Bench::new();
+    let layer = biggest_layer();
+    let target = format!("/blobs/{layer}");
+    let stall = Action::StallAfter {
+        after: 1_050_000,
+        pause: Duration::from_secs(90),
+    };
+    b.proxy.on("GET", &target, Some(1), stall);
+    b.pull_then_rerun(Ends::Complete);
+    let resumed = b
+        .proxy
+        .requests()
+        .iter()
+        .any(|r| r.target.contains(&target) && r.header("range") == Some("bytes=1050000-"));
+    assert!(resumed, "no Range request from where it stalled");
+}
+
+/// One that stalls before real progress is not retried: a clean failure.
+#[test]
+fn a_pull_whose_blob_stalls_early_fails_cleanly_naming_it() {
+    let b = Bench::new();
+    let layer = biggest_layer();
+    let stall = Action::StallAfter {
+        after: 100_000,
+        pause: Duration::from_secs(90),
+    };
+    b.proxy.on("GET", &format!("/blobs/{layer}"), None, stall);
+    let started = Instant::now();
+    let out = b.pull("out");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    b.judge_pull(&out, "out", Ends::CleanFailure);
+    for needle in [layer.as_str(), &b.proxy.addr(), "stalled"] {
+        assert!(out.stderr_str().contains(needle), "no {needle:?}:\n{out}");
+    }
+    b.proxy.clear_rules();
+    b.judge_pull(&b.pull("rerun"), "rerun", Ends::Complete);
+}
+
+#[test]
+fn a_pull_survives_the_registry_restarting_in_the_middle() {
+    let b = Bench::new();
+    let hits = b.proxy.on("GET", "/blobs/", Some(1), b.restart());
+    b.pull_then_rerun(Ends::Complete);
+    assert_eq!(hits.get(), 1);
+    assert_eq!(b.regs.lock().unwrap().len(), 2, "no restart");
 }

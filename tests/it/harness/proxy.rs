@@ -11,7 +11,7 @@
 //! upstream set (or one that does not answer) the proxy says 502, as a
 //! load balancer in front of a registry being restarted would.
 
-use std::io::{BufReader, Cursor, Write};
+use std::io::{BufReader, Cursor, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,9 @@ pub enum Action {
     Silent { pause: Duration },
     /// Reset the connection without answering; nothing is forwarded.
     Drop,
+    /// Read `after` bytes of the request's body, then reset the connection
+    /// (an upload cut in the middle); nothing is forwarded.
+    ResetReading(usize),
     /// Run the function (e.g. restart the registry), then reset the
     /// connection without answering, as a restart would.
     Hook(Arc<dyn Fn() + Send + Sync>),
@@ -259,9 +262,21 @@ fn serve(stream: TcpStream, st: &State) {
         return;
     };
     let mut reader = BufReader::new(stream);
-    while let Ok(Some(req)) = http::read_request(&mut reader) {
+    while let Ok(Some(mut req)) = http::read_head(&mut reader) {
+        let action = action_for(st, &req);
+        if let Some(Action::ResetReading(after)) = action {
+            lock(&st.requests).push(req.clone());
+            let length = req.header("content-length").and_then(|v| v.parse().ok());
+            let n = length.map_or(after, |len: usize| after.min(len));
+            let _ = std::io::copy(&mut (&mut reader).take(n as u64), &mut std::io::sink());
+            reset(&writer);
+            return;
+        }
+        if http::read_body(&mut reader, &mut req).is_err() {
+            return;
+        }
         lock(&st.requests).push(req.clone());
-        let keep_open = match action_for(st, &req) {
+        let keep_open = match action {
             Some(Action::Respond(f)) => write_whole(&mut writer, &req, &f(&req)),
             Some(Action::Fail {
                 status,
