@@ -369,15 +369,20 @@ impl RegistryClient {
             format!("http://{host}")
         } else if self.is_insecure(host) {
             let https = format!("https://{host}");
+            // Like every request, through origin::send (it carries nothing).
             let probe = self
                 .unverified
                 .get(format!("{https}/v2/"))
                 .timeout(Duration::from_secs(15))
-                .send();
+                .build()
+                .map_err(SendError::Http)
+                .and_then(|req| origin::send(&self.unverified, req, None));
             match probe {
-                Ok(_) => https,
-                Err(e) if e.is_connect() || e.is_request() => format!("http://{host}"),
-                Err(source) => {
+                Ok(_) | Err(SendError::Redirect(_)) => https,
+                Err(SendError::Http(e)) if e.is_connect() || e.is_request() => {
+                    format!("http://{host}")
+                }
+                Err(SendError::Http(source)) => {
                     return Err(transport_error(
                         "probing the registry",
                         host,

@@ -597,6 +597,29 @@ fn a_blob_at_one_byte_per_second_fails_within_a_minute_naming_it() {
     }
 }
 
+/// A registry that takes a request and never answers it (not even the
+/// status line) is given up after the 30 s silence limit.
+#[test]
+fn a_registry_that_never_answers_fails_within_a_minute() {
+    let (_reg, front) = seeded_front("demo:v1");
+    let pause = Duration::from_secs(120);
+    front.on("GET", "/manifests/", None, Action::Silent { pause });
+    let ctx = TestContext::new();
+    let layout = ctx.path("out");
+
+    let (out, took) = copy_within(
+        &ctx,
+        &front.reference("demo:v1"),
+        &oci_ref(&layout, "v1"),
+        Duration::from_secs(90),
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}:\n{out}");
+    assert_clean_failure(&out, 1);
+    for needle in [front.addr().as_str(), "stalled", "nothing moved for 30 s"] {
+        assert!(out.stderr_str().contains(needle), "no {needle:?}:\n{out}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 4. Pagination
 // ---------------------------------------------------------------------------
