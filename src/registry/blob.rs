@@ -115,7 +115,23 @@ impl BlobReader {
             }
             Err(give_up) => {
                 tracing::debug!(digest = %self.digest, %give_up, "giving up on a blob download");
-                Err(io::Error::other(cause))
+                let (what, host) = (blob_what(&self.r, &self.digest), self.r.api_host());
+                // The last break's own cause, without the layers that would
+                // repeat what this error says.
+                let last: Box<dyn std::error::Error + Send + Sync> = match cause {
+                    RegistryError::Io { source, .. } => Box::new(source),
+                    RegistryError::Stalled { stall, .. } => Box::new(stall),
+                    RegistryError::Protocol { reason, .. } => reason.into(),
+                    other => Box::new(other),
+                };
+                Err(io::Error::other(RegistryError::GaveUp {
+                    what,
+                    host: host.to_string(),
+                    attempts: self.retries.attempts(),
+                    offset: self.offset,
+                    size: self.size,
+                    last,
+                }))
             }
         }
     }

@@ -167,6 +167,20 @@ pub enum RegistryError {
     },
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
+    /// A blob download broke again and again.
+    #[error(
+        "{what}: the connection to {host} kept breaking; gave up after {attempts} attempts at {offset} of {size} bytes (try again later)"
+    )]
+    GaveUp {
+        what: String,
+        host: String,
+        attempts: u32,
+        offset: u64,
+        size: u64,
+        /// What broke the last attempt.
+        #[source]
+        last: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A body moved too slowly, or nothing came at all.
     #[error(
         "{what}: the connection to {host} stalled (the registry or the network is stuck or overloaded; try again later)"

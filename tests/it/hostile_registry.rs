@@ -1005,7 +1005,9 @@ fn a_pull_whose_blob_keeps_breaking_fails_cleanly_naming_it() {
         Action::ResetAfter(1000),
     );
     let out = b.pull_then_rerun(Ends::CleanFailure);
-    assert!(out.stderr_str().contains(&layer), "{out}");
+    for needle in [layer.as_str(), "kept breaking; gave up after 5 attempts"] {
+        assert!(out.stderr_str().contains(needle), "no {needle:?}:\n{out}");
+    }
 }
 
 #[test]
