@@ -10,7 +10,7 @@
 //! - a `next` link is resolved against the page it came with and must stay
 //!   on the registry's origin;
 //! - a link seen before is a loop, and pages and names are capped
-//!   ([`ClientOptions::max_list_pages`], [`ClientOptions::max_list_names`]),
+//!   ([`super::ClientOptions::max_list_pages`], [`super::ClientOptions::max_list_names`]),
 //!   so a registry cannot keep slim listing forever or fill its memory.
 
 use std::collections::HashSet;

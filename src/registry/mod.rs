@@ -14,7 +14,13 @@
 //! bounds ([`limits`]): attempts, any one wait, the total waited. Every
 //! body, down and up, is read under a low-speed guard, so a registry that
 //! trickles or goes silent fails the request instead of holding it.
-//! Listings ([`listing`]) check every name before it is used.
+//!
+//! - `blob.rs`: downloads, resumed after a break ([`BlobReader`]);
+//! - `upload.rs`: mounts, upload sessions, monolithic and streamed uploads
+//!   ([`StreamingUpload`]), each watched while its body moves;
+//! - [`listing`]: catalog and tag lists, every name checked before use;
+//! - [`auth`]: credentials, challenges, tokens; [`origin`]: where they may
+//!   go; [`limits`]: retries and the speed guard.
 
 pub mod auth;
 mod blob;
