@@ -956,6 +956,8 @@ fn a_push_whose_manifest_always_fails_leaves_no_tag() {
     );
 }
 
+/// The registry takes the commit of a streamed upload and never answers:
+/// slim gives up on it after the silence limit and uploads the blob again.
 #[test]
 fn a_push_whose_commit_is_never_answered_uploads_again() {
     let b = Bench::new();
@@ -964,7 +966,7 @@ fn a_push_whose_commit_is_never_answered_uploads_again() {
         "digest=",
         Some(1),
         Action::Silent {
-            pause: Duration::from_secs(45),
+            pause: Duration::from_secs(150),
         },
     );
     let started = Instant::now();
