@@ -202,6 +202,46 @@ pub fn is_valid_tag(t: &str) -> bool {
     t.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// A repository name as the distribution spec allows: path components
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` joined by `/`, at most 255
+/// characters in all. Names a registry lists are checked with this before
+/// they go into a request path (`RegistryRef::parse` applies the same
+/// grammar to what the user types, through oci-spec).
+pub fn is_valid_repository(name: &str) -> bool {
+    name.len() <= 255 && name.split('/').all(is_valid_path_component)
+}
+
+fn is_valid_path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: &u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(&b[0]) || !alnum(&b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(&b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator: `.`, `_`, `__` or any run of `-`, then alphanumerics.
+        let sep = i;
+        match b[i] {
+            b'.' => i += 1,
+            b'_' => i += if b.get(i + 1) == Some(&b'_') { 2 } else { 1 },
+            b'-' => {
+                while b.get(i) == Some(&b'-') {
+                    i += 1;
+                }
+            }
+            _ => return false,
+        }
+        if i == sep || !b.get(i).is_some_and(alnum) {
+            return false;
+        }
+    }
+    true
+}
+
 impl RegistryRef {
     pub fn parse(input: &str) -> Result<RegistryRef, ReferenceError> {
         let malformed = |reason: String| ReferenceError::Malformed {
@@ -427,5 +467,53 @@ mod tests {
         for h in ["registry.example.com", "10.0.0.1:5000", "docker.io"] {
             assert!(!is_loopback_host(h), "{h}");
         }
+    }
+
+    /// One grammar: what the validator accepts, `RegistryRef::parse`
+    /// (oci-spec's reference grammar) accepts as a repository, and the
+    /// other way round.
+    #[test]
+    fn repository_names_follow_the_distribution_grammar() {
+        let good = [
+            "a",
+            "library/alpine",
+            "team/sub/app-1",
+            "a.b_c__d---e",
+            "0/1/2",
+        ];
+        let bad = [
+            "",
+            "../../etc",
+            "%2e%2e/f",
+            "a/b?x=y",
+            "UPPER",
+            "a//b",
+            "-lead",
+            "trail-",
+            "a/",
+            "/a",
+            "a/../b",
+            "a#frag",
+            "a b",
+            "a___b",
+            "a..b",
+            "a._b",
+            "\u{1b}[31mred",
+        ];
+        for name in good {
+            assert!(is_valid_repository(name), "{name}");
+            let parsed = RegistryRef::parse(&format!("r.example.com/{name}:t")).unwrap();
+            assert_eq!(parsed.repository, name);
+        }
+        for name in bad {
+            assert!(!is_valid_repository(name), "{name:?}");
+            let parsed = RegistryRef::parse(&format!("r.example.com/{name}:t"));
+            assert!(
+                !matches!(&parsed, Ok(r) if r.repository == name),
+                "{name:?} parsed as {parsed:?}"
+            );
+        }
+        assert!(is_valid_repository(&"a".repeat(255)));
+        assert!(!is_valid_repository(&"a".repeat(256)));
     }
 }

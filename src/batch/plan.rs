@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::reference::RegistryRef;
-use crate::registry::RegistryClient;
+use crate::registry::{Listing, RegistryClient, escaped};
 use crate::settings::Settings;
 
 use super::job::JobFile;
@@ -127,14 +127,16 @@ impl WorkList {
             })
             .collect();
 
-        // Catalogs, once per registry.
-        let mut catalogs: BTreeMap<&str, Result<Vec<String>, String>> = BTreeMap::new();
+        // Catalogs, once per registry. Names outside the Distribution
+        // grammar are never used; an entry that would have matched one
+        // reports it.
+        let mut catalogs: BTreeMap<&str, Result<Listing, String>> = BTreeMap::new();
         for e in &job.repositories {
             catalogs.entry(e.registry.as_str()).or_insert_with(|| {
                 client
                     .catalog(&e.registry)
                     .map(|mut repos| {
-                        repos.sort();
+                        repos.names.sort();
                         repos
                     })
                     .map_err(|err| format!("{}", crate::batch::ErrorChain(&err)))
@@ -144,7 +146,7 @@ impl WorkList {
         let mut wanted: Vec<(String, String)> = Vec::new();
         for e in &job.repositories {
             if let Some(Ok(repos)) = catalogs.get(e.registry.as_str()) {
-                for r in repos.iter().filter(|r| e.repository.is_match(r)) {
+                for r in repos.names.iter().filter(|r| e.repository.is_match(r)) {
                     let key = (e.registry.clone(), r.clone());
                     if !wanted.contains(&key) {
                         wanted.push(key);
@@ -166,8 +168,18 @@ impl WorkList {
                 }
                 None => continue,
             };
+            for bad in repos.rejected.iter().filter(|r| e.repository.is_match(r)) {
+                list.errors.push(ListingError {
+                    entry: e.name.clone(),
+                    error: format!(
+                        "{} lists the repository {}, which is not a valid repository name; skipped",
+                        e.registry,
+                        escaped(bad)
+                    ),
+                });
+            }
             let mut matched = 0;
-            for repo in repos.iter().filter(|r| e.repository.is_match(r)) {
+            for repo in repos.names.iter().filter(|r| e.repository.is_match(r)) {
                 matched += 1;
                 let key = (e.registry.clone(), repo.clone());
                 let repo_tags = match tags.get(&key) {
@@ -181,10 +193,18 @@ impl WorkList {
                     }
                     None => continue,
                 };
-                for tag in repo_tags
-                    .iter()
-                    .filter(|t| e.tags.as_ref().is_none_or(|re| re.is_match(t)))
-                {
+                let wanted_tag = |t: &&String| e.tags.as_ref().is_none_or(|re| re.is_match(t));
+                for bad in repo_tags.rejected.iter().filter(wanted_tag) {
+                    list.errors.push(ListingError {
+                        entry: e.name.clone(),
+                        error: format!(
+                            "{}/{repo} lists the tag {}, which is not a valid tag; skipped",
+                            e.registry,
+                            escaped(bad)
+                        ),
+                    });
+                }
+                for tag in repo_tags.names.iter().filter(wanted_tag) {
                     let source = RegistryRef {
                         registry: e.registry.clone(),
                         repository: repo.clone(),
@@ -266,7 +286,7 @@ impl WorkList {
     }
 }
 
-type TagLists = HashMap<(String, String), Result<Vec<String>, String>>;
+type TagLists = HashMap<(String, String), Result<Listing, String>>;
 
 fn list_tags(client: &RegistryClient, wanted: &[(String, String)], threads: usize) -> TagLists {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -281,12 +301,14 @@ fn list_tags(client: &RegistryClient, wanted: &[(String, String)], threads: usiz
                     };
                     let r = match client.list_tags(registry, repo) {
                         Ok(mut t) => {
-                            t.sort();
+                            t.names.sort();
                             Ok(t)
                         }
                         // Distribution answers 404 for a repository whose
                         // tags were all deleted (it stays in the catalog).
-                        Err(crate::registry::RegistryError::NotFound { .. }) => Ok(Vec::new()),
+                        Err(crate::registry::RegistryError::NotFound { .. }) => {
+                            Ok(Listing::default())
+                        }
                         Err(e) => Err(format!("{}", crate::batch::ErrorChain(&e))),
                     };
                     out.lock()

@@ -8,26 +8,45 @@
 //! streamed from a spooled file that can be replayed on a retry.
 //!
 //! Every request goes through [`RegistryClient::execute`]: credentials and
-//! Bearer tokens are added once the host's challenge is known, a 401 refreshes
-//! them once, and transient failures (connection errors, 429, 5xx) are
-//! retried with bounded exponential backoff.
+//! Bearer tokens are added once the host's challenge is known (and only on
+//! the registry's own origin, [`origin`]), a 401 refreshes them once, and
+//! transient failures (connection errors, 429, 5xx) are retried within
+//! bounds ([`limits`]): attempts, any one wait, the total waited. Every
+//! body, down and up, is read under a low-speed guard, so a registry that
+//! trickles or goes silent fails the request instead of holding it.
+//!
+//! - `blob.rs`: downloads, resumed after a break ([`BlobReader`]);
+//! - `upload.rs`: mounts, upload sessions, monolithic and streamed uploads
+//!   ([`StreamingUpload`]), each watched while its body moves;
+//! - [`listing`]: catalog and tag lists, every name checked before use;
+//! - [`auth`]: credentials, challenges, tokens; [`origin`]: where they may
+//!   go; [`limits`]: retries and the speed guard.
 
 pub mod auth;
+mod blob;
+pub mod limits;
+pub mod listing;
+pub mod origin;
+mod upload;
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{self, HeaderMap};
+use reqwest::{StatusCode, Url};
 
 use crate::digest::Digest;
 use crate::image::media;
 use crate::reference::{RegistryRef, is_loopback_host};
 use auth::{Challenge, Credential, FoundCredential, Token};
+pub use blob::BlobReader;
+use limits::{GiveUp, GuardedRead, Retries, SpeedGuard, Stall, find_stall};
+pub use listing::{Listing, escaped};
+use origin::{Credentials, Origin, SendError};
+pub use upload::StreamingUpload;
 
 /// Settings for talking to registries.
 #[derive(Clone, Debug)]
@@ -42,6 +61,23 @@ pub struct ClientOptions {
     /// First backoff delay; doubles each retry, capped at `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// The longest `Retry-After` slim honours; a registry asking for more
+    /// fails the request at once.
+    pub max_retry_after: Duration,
+    /// The most slim waits between the attempts of one request, in all.
+    pub retry_budget: Duration,
+    /// With `speed_time`, the low-speed limit (curl's `--speed-limit` and
+    /// `--speed-time`): a body moving fewer bytes per second than this
+    /// over `speed_time` has stalled. `speed_time` is also how long slim
+    /// waits for an answer or for any byte of a body.
+    pub speed_limit: u64,
+    pub speed_time: Duration,
+    /// A stalled blob download is resumed only when its connection had
+    /// brought at least this many bytes; otherwise it fails.
+    pub resume_after: u64,
+    /// Caps on one listing (catalog or tags): pages, and names in all.
+    pub max_list_pages: usize,
+    pub max_list_names: usize,
 }
 
 impl Default for ClientOptions {
@@ -52,7 +88,30 @@ impl Default for ClientOptions {
             attempts: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(30),
+            retry_budget: Duration::from_secs(60),
+            speed_limit: 10 << 10,
+            speed_time: Duration::from_secs(30),
+            resume_after: 1 << 20,
+            max_list_pages: 10_000,
+            max_list_names: 1_000_000,
         }
+    }
+}
+
+impl ClientOptions {
+    /// How long an upload of `size` bytes may take at the minimum speed,
+    /// plus one window: the deadline of a request with that body.
+    fn upload_deadline(&self, size: u64) -> Duration {
+        self.speed_time + Duration::from_secs_f64(size as f64 / self.speed_limit.max(1) as f64)
+    }
+
+    /// How long a registry may take to answer the commit of a `size`-byte
+    /// blob: a window, plus the time to copy it at 100 times the minimum
+    /// speed (registries on object stores copy a blob into place then).
+    fn commit_deadline(&self, size: u64) -> Duration {
+        self.speed_time
+            + Duration::from_secs_f64(size as f64 / (100.0 * self.speed_limit.max(1) as f64))
     }
 }
 
@@ -114,6 +173,51 @@ pub enum RegistryError {
     },
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
+    /// A blob download broke again and again.
+    #[error(
+        "{what}: the connection to {host} kept breaking; gave up after {attempts} attempts at {offset} of {size} bytes (try again later)"
+    )]
+    GaveUp {
+        what: String,
+        host: String,
+        attempts: u32,
+        offset: u64,
+        size: u64,
+        /// What broke the last attempt.
+        #[source]
+        last: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A body moved too slowly, or nothing came at all.
+    #[error(
+        "{what}: the connection to {host} stalled (the registry or the network is stuck or overloaded; try again later)"
+    )]
+    Stalled {
+        what: String,
+        host: String,
+        #[source]
+        stall: Stall,
+    },
+    #[error(
+        "{what}: {host} asked slim to wait {} s before retrying (Retry-After), more than the {} s slim waits; try again later",
+        asked.as_secs(),
+        max.as_secs()
+    )]
+    RetryAfter {
+        what: String,
+        host: String,
+        asked: Duration,
+        max: Duration,
+    },
+    /// The realm would have taken the credentials over plain HTTP from an
+    /// HTTPS registry, so they were not sent, and it wanted them.
+    #[error(
+        "{what}: the token service of {host} is {realm}, plain HTTP, while the registry uses HTTPS; slim does not send your credentials over it (the registry's operator should serve its token realm over HTTPS)"
+    )]
+    CredentialsWithheld {
+        what: String,
+        host: String,
+        realm: String,
+    },
     #[error(transparent)]
     Credentials(#[from] auth::CredentialError),
     #[error("{what}: {source}")]
@@ -186,6 +290,9 @@ struct HostState {
     /// Held while a token is fetched, so that threads needing the same
     /// scope at once wait for one token instead of each fetching their own.
     token_fetch: Arc<Mutex<()>>,
+    /// The plain-HTTP realm slim did not send this HTTPS host's credentials
+    /// to, if it named one.
+    withheld_from: Option<String>,
 }
 
 /// A client for any number of registries; cheap to share between threads.
@@ -213,12 +320,20 @@ impl RegistryClient {
             })?;
             certs.extend(parsed);
         }
+        // Redirects are followed by `origin::send`, which decides about
+        // credentials at every hop. The client's timeout is the silence
+        // limit: reqwest applies it to the wait for an answer and to each
+        // read of a body (requests with a body of their own set a deadline
+        // that fits its size). TCP_USER_TIMEOUT ends a connection whose
+        // peer stopped taking data (a zero window) after the same time.
         let builder = || {
             Client::builder()
                 .user_agent(USER_AGENT)
-                .connect_timeout(Duration::from_secs(30))
+                .connect_timeout(opts.speed_time)
                 .tcp_keepalive(Duration::from_secs(30))
-                .timeout(None::<Duration>)
+                .tcp_user_timeout(opts.speed_time)
+                .timeout(opts.speed_time)
+                .redirect(reqwest::redirect::Policy::none())
                 .pool_max_idle_per_host(8)
         };
         let verified = builder()
@@ -274,16 +389,26 @@ impl RegistryClient {
             format!("http://{host}")
         } else if self.is_insecure(host) {
             let https = format!("https://{host}");
+            // Like every request, through origin::send (it carries nothing).
             let probe = self
                 .unverified
                 .get(format!("{https}/v2/"))
                 .timeout(Duration::from_secs(15))
-                .send();
+                .build()
+                .map_err(SendError::Http)
+                .and_then(|req| origin::send(&self.unverified, req, None));
             match probe {
-                Ok(_) => https,
-                Err(e) if e.is_connect() || e.is_request() => format!("http://{host}"),
-                Err(source) => {
-                    return Err(transport_error("probing the registry", host, source));
+                Ok(_) | Err(SendError::Redirect(_)) => https,
+                Err(SendError::Http(e)) if e.is_connect() || e.is_request() => {
+                    format!("http://{host}")
+                }
+                Err(SendError::Http(source)) => {
+                    return Err(transport_error(
+                        "probing the registry",
+                        host,
+                        source,
+                        &self.opts,
+                    ));
                 }
             }
         } else {
@@ -293,16 +418,9 @@ impl RegistryClient {
         Ok(base)
     }
 
-    fn backoff(&self, attempt: u32, headers: Option<&HeaderMap>) -> Duration {
-        if let Some(after) = headers.and_then(retry_after) {
-            return after.min(Duration::from_secs(120));
-        }
-        let d = self.opts.backoff.saturating_mul(1 << attempt.min(16));
-        d.min(self.opts.max_backoff)
-    }
-
     /// Sends the request `build` makes (against the host's base URL), with
-    /// auth, retrying transient failures up to `attempts` times.
+    /// the host's credentials (on its own origin only), retrying transient
+    /// failures within `attempts` and the retry bounds.
     pub fn execute(
         &self,
         host: &str,
@@ -310,20 +428,33 @@ impl RegistryClient {
         what: &str,
         attempts: u32,
         build: &dyn Fn(&Client, &str) -> RequestBuilder,
-    ) -> Result<Response, RegistryError> {
-        let mut attempt = 0;
+    ) -> Result<Reply, RegistryError> {
+        let mut retries = Retries::new(&self.opts, attempts);
         let mut reauthenticated = false;
         loop {
             let base = self.base(host)?;
-            let mut req = build(self.http_for(host), &base);
+            let registry = Origin::parse(&base).ok_or_else(|| RegistryError::Protocol {
+                what: what.to_string(),
+                reason: format!("{base} is not a URL"),
+            })?;
+            let http = self.http_for(host);
+            let req = build(http, &base)
+                .build()
+                .map_err(|e| RegistryError::Protocol {
+                    what: what.to_string(),
+                    reason: format!("cannot make a request of it: {e}"),
+                })?;
             let sent = self.auth_header(host, scope, what)?;
-            if let Some(h) = &sent {
-                req = req.header(header::AUTHORIZATION, h);
-            }
-            match req.send() {
-                Ok(resp) => {
+            let credentials = sent
+                .as_deref()
+                .and_then(|v| Credentials::new(registry.clone(), v));
+            match origin::send(http, req, credentials.as_ref()) {
+                Ok((resp, url)) => {
                     let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED {
+                    // Only the registry's own answers speak for it: a 401 or
+                    // 403 from wherever it redirected slim is just a status.
+                    let own = Origin::of(&url).as_ref() == Some(&registry);
+                    if status == StatusCode::UNAUTHORIZED && own {
                         let challenge = resp
                             .headers()
                             .get(header::WWW_AUTHENTICATE)
@@ -351,35 +482,71 @@ impl RegistryClient {
                             reauthenticated = true;
                             continue;
                         }
-                        let detail = error_detail(resp);
+                        let detail = error_detail(self.reply(resp, url, &retries, own));
                         return Err(self.unauthorized(host, what, detail));
                     }
-                    if is_transient_status(status) && attempt + 1 < attempts {
-                        let wait = self.backoff(attempt, Some(resp.headers()));
-                        tracing::warn!(%host, %status, ?wait, "{what}: retrying");
-                        drop(resp);
-                        std::thread::sleep(wait);
-                        attempt += 1;
-                        continue;
+                    if is_transient_status(status) {
+                        match retries.next_wait(retry_after(resp.headers())) {
+                            Ok(wait) => {
+                                tracing::warn!(%host, %status, ?wait, "{what}: retrying");
+                                drop(resp);
+                                retries.sleep(wait);
+                                continue;
+                            }
+                            Err(GiveUp::RetryAfter { asked, max }) => {
+                                return Err(RegistryError::RetryAfter {
+                                    what: what.to_string(),
+                                    host: authority(&url),
+                                    asked,
+                                    max,
+                                });
+                            }
+                            // The caller reports the status (and the attempts).
+                            Err(_) => {}
+                        }
                     }
-                    if status == StatusCode::FORBIDDEN {
+                    if status == StatusCode::FORBIDDEN && own {
                         return Err(RegistryError::Denied {
                             what: what.to_string(),
                             host: host.to_string(),
-                            detail: error_detail(resp),
+                            detail: error_detail(self.reply(resp, url, &retries, own)),
                             action: scope.action(),
                         });
                     }
-                    return Ok(resp);
+                    return Ok(self.reply(resp, url, &retries, own));
                 }
-                Err(e) if is_transient_error(&e) && attempt + 1 < attempts => {
-                    let wait = self.backoff(attempt, None);
-                    tracing::warn!(%host, error = %e, ?wait, "{what}: retrying");
-                    std::thread::sleep(wait);
-                    attempt += 1;
+                Err(SendError::Redirect(why)) => {
+                    return Err(RegistryError::Protocol {
+                        what: what.to_string(),
+                        reason: format!("{host} answered with {why}"),
+                    });
                 }
-                Err(source) => return Err(transport_error(what, host, source)),
+                Err(SendError::Http(e)) if is_transient_error(&e) => {
+                    match retries.next_wait(None) {
+                        Ok(wait) => {
+                            tracing::warn!(%host, error = %e, ?wait, "{what}: retrying");
+                            retries.sleep(wait);
+                        }
+                        Err(_) => return Err(transport_error(what, host, e, &self.opts)),
+                    }
+                }
+                Err(SendError::Http(e)) => return Err(transport_error(what, host, e, &self.opts)),
             }
+        }
+    }
+
+    /// A response as a [`Reply`] (`own`: the registry itself answered).
+    fn reply(&self, resp: Response, url: Url, retries: &Retries, own: bool) -> Reply {
+        Reply {
+            body: GuardedRead {
+                inner: resp,
+                guard: SpeedGuard::new(&self.opts),
+            },
+            host: authority(&url),
+            url,
+            attempts: retries.attempts(),
+            own,
+            window: self.opts.speed_time,
         }
     }
 
@@ -393,6 +560,19 @@ impl RegistryClient {
     }
 
     fn unauthorized(&self, host: &str, what: &str, detail: String) -> RegistryError {
+        if let Some(realm) = self
+            .host(host)
+            .lock()
+            .expect("host lock")
+            .withheld_from
+            .clone()
+        {
+            return RegistryError::CredentialsWithheld {
+                what: what.to_string(),
+                host: host.to_string(),
+                realm,
+            };
+        }
         let hint = match self.credential(host) {
             Ok(Some(found)) => format!(
                 "the ones in {}; check them with `docker login {host}`",
@@ -458,6 +638,8 @@ impl RegistryClient {
 
     /// Asks the realm for a token (Docker token protocol): GET with Basic
     /// credentials, or the OAuth2 refresh-token POST for identity tokens.
+    /// The credentials go to the realm's origin only, and not at all to a
+    /// plain-HTTP realm of an HTTPS registry.
     fn fetch_token(
         &self,
         host: &str,
@@ -466,12 +648,49 @@ impl RegistryClient {
         scope: &Scope,
         what: &str,
     ) -> Result<Token, RegistryError> {
-        let credential = self.credential(host)?;
-        let http = self.http_for(host);
+        let protocol = |reason: String| RegistryError::Protocol {
+            what: what.to_string(),
+            reason,
+        };
+        let mut url = Url::parse(realm).map_err(|e| {
+            protocol(format!(
+                "{host} sent a malformed token realm {realm:?}: {e}"
+            ))
+        })?;
+        let realm_origin = Origin::of(&url).ok_or_else(|| {
+            protocol(format!(
+                "{host} sent a token realm without a host: {realm:?}"
+            ))
+        })?;
+        let registry = Origin::parse(&self.base(host)?);
+        let mut credential = self.credential(host)?.map(|c| c.credential);
+        let withheld = credential.is_some()
+            && registry
+                .as_ref()
+                .is_some_and(|r| !origin::realm_may_receive_credentials(r, &url));
+        if withheld {
+            let state = self.host(host);
+            let mut s = state.lock().expect("host lock");
+            if s.withheld_from.is_none() {
+                tracing::warn!(%host, %realm, "not sending credentials to a plain-HTTP token realm of an HTTPS registry");
+                s.withheld_from = Some(realm.to_string());
+            }
+            credential = None;
+        }
         let scopes = scope.params();
-        let mut attempt = 0;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in &scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let http = self.http_for(host);
+        let mut retries = Retries::new(&self.opts, self.opts.attempts);
         loop {
-            let req = match credential.as_ref().map(|c| &c.credential) {
+            let (req, credentials) = match &credential {
                 Some(Credential::IdentityToken(refresh)) => {
                     let mut form: Vec<(&str, &str)> = vec![
                         ("grant_type", "refresh_token"),
@@ -488,83 +707,106 @@ impl RegistryClient {
                         .map(|(k, v)| format!("{}={}", k, url_encode(v)))
                         .collect::<Vec<_>>()
                         .join("&");
-                    http.post(realm)
+                    let req = http
+                        .post(realm)
                         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(body)
+                        .body(body);
+                    (req, None)
                 }
                 other => {
-                    let mut url =
-                        reqwest::Url::parse(realm).map_err(|e| RegistryError::Protocol {
-                            what: what.to_string(),
-                            reason: format!("{host} sent a malformed token realm {realm:?}: {e}"),
-                        })?;
-                    {
-                        let mut q = url.query_pairs_mut();
-                        if let Some(s) = service {
-                            q.append_pair("service", s);
-                        }
-                        for s in &scopes {
-                            q.append_pair("scope", s);
-                        }
-                    }
-                    let mut r = http.get(url);
-                    if let Some(h) = other.and_then(Credential::basic_header) {
-                        r = r.header(header::AUTHORIZATION, h);
-                    }
-                    r
+                    let credentials = other
+                        .as_ref()
+                        .and_then(Credential::basic_header)
+                        .and_then(|h| Credentials::new(realm_origin.clone(), &h));
+                    (http.get(url.clone()), credentials)
                 }
             };
-            match req.timeout(Duration::from_secs(60)).send() {
-                Ok(resp) if resp.status().is_success() => {
-                    let raw = read_limited(resp, 1 << 20, what)?;
-                    let body: auth::TokenResponse =
-                        serde_json::from_slice(&raw).map_err(|e| RegistryError::Protocol {
-                            what: what.to_string(),
-                            reason: format!(
-                                "the token service of {host} sent an unreadable answer: {e}"
-                            ),
-                        })?;
-                    return body.into_token().ok_or_else(|| RegistryError::Protocol {
-                        what: what.to_string(),
-                        reason: format!("the token service of {host} sent no token"),
+            let req = req
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| protocol(format!("cannot make a token request of {realm}: {e}")))?;
+            match origin::send(http, req, credentials.as_ref()) {
+                Ok((resp, at)) if resp.status().is_success() => {
+                    let raw = read_limited(self.reply(resp, at, &retries, true), 1 << 20, what)?;
+                    let body: auth::TokenResponse = serde_json::from_slice(&raw).map_err(|e| {
+                        protocol(format!(
+                            "the token service of {host} sent an unreadable answer: {e}"
+                        ))
+                    })?;
+                    return body.into_token().ok_or_else(|| {
+                        protocol(format!("the token service of {host} sent no token"))
                     });
                 }
-                Ok(resp)
-                    if is_transient_status(resp.status()) && attempt + 1 < self.opts.attempts =>
-                {
-                    std::thread::sleep(self.backoff(attempt, Some(resp.headers())));
-                    attempt += 1;
+                Ok((resp, at)) if is_transient_status(resp.status()) => {
+                    match retries.next_wait(retry_after(resp.headers())) {
+                        Ok(wait) => retries.sleep(wait),
+                        Err(GiveUp::RetryAfter { asked, max }) => {
+                            return Err(RegistryError::RetryAfter {
+                                what: format!("{what} (token request)"),
+                                host: authority(&at),
+                                asked,
+                                max,
+                            });
+                        }
+                        Err(_) => {
+                            return Err(self.token_status(host, what, resp, at, &retries));
+                        }
+                    }
                 }
-                Ok(resp)
+                Ok((resp, _))
                     if matches!(
                         resp.status(),
                         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
                     ) =>
                 {
-                    let detail = error_detail(resp);
+                    let detail = error_detail(self.reply(resp, url.clone(), &retries, true));
                     return Err(self.unauthorized(host, what, detail));
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    return Err(RegistryError::Status {
-                        what: format!("{what} (token request)"),
-                        host: host.to_string(),
-                        status,
-                        detail: error_detail(resp),
-                    });
+                Ok((resp, at)) => return Err(self.token_status(host, what, resp, at, &retries)),
+                Err(SendError::Redirect(why)) => {
+                    return Err(protocol(format!(
+                        "the token service of {host} answered with {why}"
+                    )));
                 }
-                Err(e) if is_transient_error(&e) && attempt + 1 < self.opts.attempts => {
-                    std::thread::sleep(self.backoff(attempt, None));
-                    attempt += 1;
+                Err(SendError::Http(e)) if is_transient_error(&e) => {
+                    match retries.next_wait(None) {
+                        Ok(wait) => retries.sleep(wait),
+                        Err(_) => {
+                            return Err(transport_error(
+                                &format!("{what} (token request to {realm})"),
+                                host,
+                                e,
+                                &self.opts,
+                            ));
+                        }
+                    }
                 }
-                Err(source) => {
+                Err(SendError::Http(e)) => {
                     return Err(transport_error(
                         &format!("{what} (token request to {realm})"),
                         host,
-                        source,
+                        e,
+                        &self.opts,
                     ));
                 }
             }
+        }
+    }
+
+    fn token_status(
+        &self,
+        host: &str,
+        what: &str,
+        resp: Response,
+        at: Url,
+        retries: &Retries,
+    ) -> RegistryError {
+        let reply = self.reply(resp, at, retries, true);
+        RegistryError::Status {
+            what: format!("{what} (token request)"),
+            host: host.to_string(),
+            status: reply.status().as_u16(),
+            detail: error_detail(reply),
         }
     }
 
@@ -590,7 +832,6 @@ impl RegistryClient {
             &|c, base| {
                 c.get(format!("{base}{path}"))
                     .header(header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "))
-                    .timeout(Duration::from_secs(120))
             },
         )?;
         let resp = self.expect_ok(resp, host, &r.repository, &what)?;
@@ -625,7 +866,6 @@ impl RegistryClient {
             &|c, base| {
                 c.head(format!("{base}{path}"))
                     .header(header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "))
-                    .timeout(Duration::from_secs(60))
             },
         )?;
         if resp.status() == StatusCode::NOT_FOUND {
@@ -633,57 +873,6 @@ impl RegistryClient {
         }
         let resp = self.expect_ok(resp, host, &r.repository, &what)?;
         Ok(header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()))
-    }
-
-    /// Opens a blob for streaming. The reader resumes with a Range request
-    /// when the connection breaks; the caller verifies the digest.
-    pub fn open_blob(
-        self: &Arc<Self>,
-        r: &RegistryRef,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<BlobReader, RegistryError> {
-        let mut reader = BlobReader {
-            client: self.clone(),
-            r: r.clone(),
-            digest: digest.clone(),
-            size,
-            offset: 0,
-            current: None,
-            failures: 0,
-        };
-        reader.open()?;
-        Ok(reader)
-    }
-
-    fn blob_request(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        offset: u64,
-    ) -> Result<Response, RegistryError> {
-        let host = r.api_host();
-        let what = format!("pulling blob {digest} from {}/{}", r.registry, r.repository);
-        let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let resp = self.execute(
-            host,
-            &Scope::pull(&r.repository),
-            &what,
-            self.opts.attempts,
-            &|c, base| {
-                let mut req = c
-                    .get(format!("{base}{path}"))
-                    .timeout(Duration::from_secs(120));
-                if offset > 0 {
-                    req = req.header(header::RANGE, format!("bytes={offset}-"));
-                }
-                req
-            },
-        )?;
-        if resp.status() == StatusCode::PARTIAL_CONTENT && offset > 0 {
-            return Ok(resp);
-        }
-        self.expect_ok(resp, host, &r.repository, &what)
     }
 
     /// Whether the repository has the blob (HEAD).
@@ -698,7 +887,6 @@ impl RegistryClient {
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
         let resp = self.execute(host, scope, &what, self.opts.attempts, &|c, base| {
             c.head(format!("{base}{path}"))
-                .timeout(Duration::from_secs(60))
         })?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -707,184 +895,6 @@ impl RegistryClient {
                 .expect_ok(resp, host, &r.repository, &what)
                 .map(|_| false),
         }
-    }
-
-    /// Asks the registry to mount a blob from another repository of the same
-    /// registry. `Ok(false)` means "not mounted, upload it" (a 202 answer
-    /// opens an upload session, which slim cancels).
-    pub fn mount_blob(
-        &self,
-        r: &RegistryRef,
-        from: &str,
-        digest: &Digest,
-    ) -> Result<bool, RegistryError> {
-        let host = r.api_host();
-        let what = format!(
-            "mounting blob {digest} from {from} into {}/{}",
-            r.registry, r.repository
-        );
-        let path = format!(
-            "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
-            r.repository
-        );
-        let scope = Scope::push_mount(&r.repository, from);
-        let resp = self.execute(host, &scope, &what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
-        })?;
-        match resp.status() {
-            StatusCode::CREATED => Ok(true),
-            StatusCode::ACCEPTED => {
-                if let Some(loc) = header_str(resp.headers(), "location") {
-                    let base = self.base(host)?;
-                    let url = resolve_location(&base, &loc);
-                    let _ = self.execute(host, &scope, &what, 1, &|c, _| {
-                        c.delete(&url).timeout(Duration::from_secs(30))
-                    });
-                }
-                Ok(false)
-            }
-            _ => self
-                .expect_ok(resp, host, &r.repository, &what)
-                .map(|_| false),
-        }
-    }
-
-    /// Uploads a blob from a file: POST to open a session, then one streaming
-    /// PUT with the digest. The whole exchange is retried on transient
-    /// failures, replaying the file.
-    pub fn upload_blob(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        file: &Path,
-        size: u64,
-    ) -> Result<(), RegistryError> {
-        let what = format!("pushing blob {digest} to {}/{}", r.registry, r.repository);
-        let scope = Scope::push(&r.repository);
-        let mut attempt = 0;
-        loop {
-            match self.upload_once(r, digest, file, size, &scope, &what) {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt + 1 < self.opts.attempts && is_retryable(&e) => {
-                    let wait = self.backoff(attempt, None);
-                    tracing::warn!(error = %e, ?wait, "retrying upload");
-                    std::thread::sleep(wait);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn upload_once(
-        &self,
-        r: &RegistryRef,
-        digest: &Digest,
-        file: &Path,
-        size: u64,
-        scope: &Scope,
-        what: &str,
-    ) -> Result<(), RegistryError> {
-        let host = r.api_host();
-        let mut url = self.open_upload(r, scope, what)?;
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
-        // Generous: a minute plus one second per 4 MiB.
-        let timeout = Duration::from_secs(60 + size / (4 << 20));
-        let resp = self.execute(host, scope, what, 1, &|c, _| {
-            let body = match std::fs::File::open(file) {
-                Ok(f) => reqwest::blocking::Body::sized(f, size),
-                Err(_) => reqwest::blocking::Body::from(Vec::new()),
-            };
-            c.put(&url)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_LENGTH, size.to_string())
-                .body(body)
-                .timeout(timeout)
-        })?;
-        if resp.status() != StatusCode::CREATED {
-            return self.expect_ok(resp, host, &r.repository, what).map(|_| ());
-        }
-        Ok(())
-    }
-
-    /// POSTs to open an upload session; returns its absolute URL.
-    fn open_upload(
-        &self,
-        r: &RegistryRef,
-        scope: &Scope,
-        what: &str,
-    ) -> Result<String, RegistryError> {
-        let host = r.api_host();
-        let path = format!("/v2/{}/blobs/uploads/", r.repository);
-        let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
-        })?;
-        if resp.status() != StatusCode::ACCEPTED {
-            self.expect_ok(resp, host, &r.repository, what)?;
-            return Err(RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
-            });
-        }
-        let location =
-            header_str(resp.headers(), "location").ok_or_else(|| RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} opened an upload session without a Location"),
-            })?;
-        Ok(resolve_location(&self.base(host)?, &location))
-    }
-
-    /// Opens an upload session and starts one streaming PATCH whose body is
-    /// read from `body` (a blob still being written, read as it grows).
-    /// [`StreamingUpload::finish`] commits it under its digest (which the
-    /// registry checks).
-    pub fn stream_upload(
-        self: &Arc<Self>,
-        r: &RegistryRef,
-        body: Box<dyn Read + Send>,
-    ) -> Result<StreamingUpload, RegistryError> {
-        let host = r.api_host().to_string();
-        let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
-        let scope = Scope::push(&r.repository);
-        let url = self.open_upload(r, &scope, &what)?;
-        let client = self.clone();
-        let thread_url = url.clone();
-        let thread_host = host.clone();
-        let thread = std::thread::spawn(move || -> Result<String, RegistryError> {
-            // One-shot body: a retry cannot replay it (the caller falls back
-            // to uploading the finished file).
-            let body = Mutex::new(Some(reqwest::blocking::Body::new(body)));
-            let resp = client.execute(&thread_host, &scope, &what, 1, &|c, _| {
-                let body = body
-                    .lock()
-                    .expect("body lock")
-                    .take()
-                    .unwrap_or_else(|| Vec::new().into());
-                c.patch(&thread_url)
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .body(body)
-            })?;
-            if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
-                client.expect_ok(resp, &thread_host, "", &what)?;
-                return Err(RegistryError::Protocol {
-                    what,
-                    reason: "the registry did not accept the streamed data".into(),
-                });
-            }
-            let next = header_str(resp.headers(), "location").unwrap_or(thread_url);
-            Ok(resolve_location(&client.base(&thread_host)?, &next))
-        });
-        Ok(StreamingUpload {
-            client: self.clone(),
-            r: r.clone(),
-            url,
-            thread: Some(thread),
-        })
     }
 
     /// Pushes manifest bytes under a tag or digest; returns the digest the
@@ -913,7 +923,7 @@ impl RegistryClient {
                 c.put(format!("{base}{path}"))
                     .header(header::CONTENT_TYPE, media_type)
                     .body(body.clone())
-                    .timeout(Duration::from_secs(120))
+                    .timeout(self.opts.upload_deadline(body.len() as u64))
             },
         )?;
         let resp = self.expect_ok(resp, host, &r.repository, &what)?;
@@ -933,84 +943,24 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Tags of a repository (`/v2/<name>/tags/list`, following pagination).
-    pub fn list_tags(
-        &self,
-        registry: &str,
-        repository: &str,
-    ) -> Result<Vec<String>, RegistryError> {
-        self.paginated_list(
-            registry,
-            repository,
-            &Scope::pull(repository),
-            format!("/v2/{repository}/tags/list?n=1000"),
-            "tags",
-            &format!("listing tags of {registry}/{repository}"),
-        )
-    }
-
-    /// Repositories of a registry (`/v2/_catalog`, following pagination).
-    pub fn catalog(&self, registry: &str) -> Result<Vec<String>, RegistryError> {
-        self.paginated_list(
-            registry,
-            "",
-            &Scope::catalog(),
-            "/v2/_catalog?n=1000".to_string(),
-            "repositories",
-            &format!("listing repositories of {registry}"),
-        )
-    }
-
-    /// A list the registry pages with `Link: <…>; rel="next"`: the string
-    /// array under `key` of every page.
-    fn paginated_list(
-        &self,
-        registry: &str,
-        repository: &str,
-        scope: &Scope,
-        first: String,
-        key: &str,
-        what: &str,
-    ) -> Result<Vec<String>, RegistryError> {
-        let host = crate::reference::api_host(registry);
-        let mut out = Vec::new();
-        let mut next = Some(first);
-        while let Some(path) = next.take() {
-            let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
-                c.get(format!("{base}{path}"))
-                    .timeout(Duration::from_secs(60))
-            })?;
-            let resp = self.expect_ok(resp, host, repository, what)?;
-            next = next_link(resp.headers());
-            let body = read_limited(resp, 64 << 20, what)?;
-            let page: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
-                    what: what.to_string(),
-                    reason: format!("unreadable answer: {e}"),
-                })?;
-            out.extend(
-                page[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_string)),
-            );
-        }
-        Ok(out)
-    }
-
     fn expect_ok(
         &self,
-        resp: Response,
+        resp: Reply,
         host: &str,
         repository: &str,
         what: &str,
-    ) -> Result<Response, RegistryError> {
+    ) -> Result<Reply, RegistryError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let detail = error_detail(resp);
+        let answered_by = resp.host.clone();
+        let resp_own = resp.own;
+        let attempts = resp.attempts;
+        let mut detail = error_detail(resp);
+        if attempts > 1 {
+            detail.push_str(&format!(" (after {attempts} attempts)"));
+        }
         if status == StatusCode::NOT_FOUND {
             // skopeo verifies TLS unless told otherwise, even on loopback.
             let plain = is_loopback_host(host) || self.is_insecure(host);
@@ -1025,12 +975,77 @@ impl RegistryClient {
                     .if_empty("not found"),
             });
         }
+        if !resp_own {
+            detail.push_str(&format!(
+                " (where {host} redirected slim; it sends no credentials to another host)"
+            ));
+        }
         Err(RegistryError::Status {
             what: what.to_string(),
-            host: host.to_string(),
+            host: answered_by,
             status: status.as_u16(),
             detail,
         })
+    }
+}
+
+/// `host[:port]` of a URL, as messages name hosts.
+fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => url.to_string(),
+    }
+}
+
+/// A registry's answer: status and headers, and a body read under the
+/// low-speed guard.
+pub struct Reply {
+    body: GuardedRead<Response>,
+    /// Where the answer came from (after redirects).
+    url: Url,
+    /// `host[:port]` of `url`.
+    host: String,
+    /// Attempts it took (1: no retry).
+    attempts: u32,
+    /// Whether the registry itself answered (not a host it redirected to).
+    own: bool,
+    /// The silence limit, for [`body_error`].
+    window: Duration,
+}
+
+impl Reply {
+    pub fn status(&self) -> StatusCode {
+        self.body.inner.status()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.body.inner.headers()
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// A failed read of this body as an error about `what`.
+    fn body_error(&self, what: &str, source: io::Error) -> RegistryError {
+        match find_stall(&source, self.window) {
+            Some(stall) => RegistryError::Stalled {
+                what: what.to_string(),
+                host: self.host.clone(),
+                stall,
+            },
+            None => RegistryError::Io {
+                what: what.to_string(),
+                source,
+            },
+        }
+    }
+}
+
+impl Read for Reply {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.body.read(buf)
     }
 }
 
@@ -1056,80 +1071,6 @@ fn registry_name_for(host: &str) -> String {
     }
 }
 
-/// A blob upload that reads the blob while it is being written.
-pub struct StreamingUpload {
-    client: Arc<RegistryClient>,
-    r: RegistryRef,
-    url: String,
-    thread: Option<std::thread::JoinHandle<Result<String, RegistryError>>>,
-}
-
-impl StreamingUpload {
-    /// Waits for the body to end and commits the blob under `digest`.
-    pub fn finish(mut self, digest: &Digest) -> Result<(), RegistryError> {
-        let what = format!(
-            "pushing blob {digest} to {}/{}",
-            self.r.registry, self.r.repository
-        );
-        let location =
-            self.thread
-                .take()
-                .expect("thread")
-                .join()
-                .map_err(|_| RegistryError::Protocol {
-                    what: what.clone(),
-                    reason: "the upload thread panicked".into(),
-                })??;
-        let mut url = location;
-        url.push(if url.contains('?') { '&' } else { '?' });
-        url.push_str(&format!("digest={digest}"));
-        let host = self.r.api_host().to_string();
-        let resp = self.client.execute(
-            &host,
-            &Scope::push(&self.r.repository),
-            &what,
-            1,
-            &|c, _| {
-                c.put(&url)
-                    .header(header::CONTENT_LENGTH, "0")
-                    .timeout(Duration::from_secs(300))
-            },
-        )?;
-        if resp.status() != StatusCode::CREATED {
-            return self
-                .client
-                .expect_ok(resp, &host, &self.r.repository, &what)
-                .map(|_| ());
-        }
-        Ok(())
-    }
-
-    /// Waits for the request to stop (the caller made its body fail) and
-    /// cancels the session.
-    pub fn abort(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let host = self.r.api_host().to_string();
-        let url = self.url.clone();
-        let _ = self.client.execute(
-            &host,
-            &Scope::push(&self.r.repository),
-            "cancelling an upload",
-            1,
-            &|c, _| c.delete(&url).timeout(Duration::from_secs(30)),
-        );
-    }
-}
-
-impl Drop for StreamingUpload {
-    fn drop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A manifest as a registry served it. Not verified yet.
 pub struct FetchedManifest {
     pub bytes: Vec<u8>,
@@ -1139,93 +1080,20 @@ pub struct FetchedManifest {
     pub digest: Option<String>,
 }
 
-/// A blob download that resumes with `Range` after a broken connection.
-pub struct BlobReader {
-    client: Arc<RegistryClient>,
-    r: RegistryRef,
-    digest: Digest,
-    size: u64,
-    offset: u64,
-    current: Option<Response>,
-    failures: u32,
-}
-
-impl BlobReader {
-    fn open(&mut self) -> Result<(), RegistryError> {
-        let mut resp = self
-            .client
-            .blob_request(&self.r, &self.digest, self.offset)?;
-        if self.offset > 0 && resp.status() == StatusCode::OK {
-            // No range support: skip what we already have.
-            io::copy(&mut (&mut resp).take(self.offset), &mut io::sink()).map_err(|source| {
-                RegistryError::Io {
-                    what: format!("resuming blob {}", self.digest),
-                    source,
-                }
-            })?;
-        }
-        self.current = Some(resp);
-        Ok(())
-    }
-}
-
-impl Read for BlobReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.current.is_none() {
-                match self.open() {
-                    Ok(()) => {}
-                    // Resuming from a server without Range support re-reads
-                    // the blob to skip what we have; a break during that skip
-                    // is one more broken transfer to retry like the first
-                    // (it used to end the download at once).
-                    Err(e @ RegistryError::Io { .. })
-                        if self.failures + 1 < self.client.opts.attempts =>
-                    {
-                        tracing::warn!(digest = %self.digest, offset = self.offset, error = %e, "blob download broke while resuming; retrying");
-                        self.failures += 1;
-                        std::thread::sleep(self.client.backoff(self.failures - 1, None));
-                        continue;
-                    }
-                    Err(e) => return Err(io::Error::other(e)),
-                }
-            }
-            let resp = self.current.as_mut().expect("opened");
-            match resp.read(buf) {
-                Ok(n) => {
-                    if n == 0
-                        && self.offset < self.size
-                        && self.failures < self.client.opts.attempts
-                    {
-                        // Closed early: resume from where we are.
-                        self.failures += 1;
-                        self.current = None;
-                        std::thread::sleep(self.client.backoff(self.failures - 1, None));
-                        continue;
-                    }
-                    self.offset += n as u64;
-                    return Ok(n);
-                }
-                Err(e) if self.failures + 1 < self.client.opts.attempts => {
-                    tracing::warn!(digest = %self.digest, offset = self.offset, error = %e, "blob download broke; resuming");
-                    self.failures += 1;
-                    self.current = None;
-                    std::thread::sleep(self.client.backoff(self.failures - 1, None));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
 fn is_transient_status(s: StatusCode) -> bool {
     s == StatusCode::TOO_MANY_REQUESTS
         || s == StatusCode::REQUEST_TIMEOUT
         || matches!(s.as_u16(), 500 | 502 | 503 | 504)
 }
 
+/// A failure worth another attempt: the connection broke or was refused.
+/// Not a timeout or a stall: those cost a whole window each, so a request
+/// that got nowhere in one is not tried again (a blob download that made
+/// progress is resumed by [`BlobReader`]).
 fn is_transient_error(e: &reqwest::Error) -> bool {
-    (e.is_timeout() || e.is_connect() || e.is_request() || e.is_body())
+    (e.is_connect() || e.is_request() || e.is_body())
+        && !e.is_timeout()
+        && find_stall(e, Duration::ZERO).is_none()
         && certificate_problem(e).is_none()
 }
 
@@ -1247,22 +1115,34 @@ fn certificate_problem(e: &reqwest::Error) -> Option<String> {
 }
 
 /// A failed request as an error: a certificate problem says so and what to
-/// do about it; anything else is "cannot talk to the host".
-fn transport_error(what: &str, host: &str, source: reqwest::Error) -> RegistryError {
-    match certificate_problem(&source) {
-        Some(reason) => {
-            tracing::debug!(%host, error = ?source, "TLS certificate rejected");
-            RegistryError::Certificate {
-                what: what.to_string(),
-                host: host.to_string(),
-                reason,
-            }
-        }
-        None => RegistryError::Transport {
+/// do about it, a timeout or a stall is a stall; anything else is "cannot
+/// talk to the host".
+fn transport_error(
+    what: &str,
+    host: &str,
+    source: reqwest::Error,
+    opts: &ClientOptions,
+) -> RegistryError {
+    if let Some(reason) = certificate_problem(&source) {
+        tracing::debug!(%host, error = ?source, "TLS certificate rejected");
+        return RegistryError::Certificate {
             what: what.to_string(),
             host: host.to_string(),
-            source,
-        },
+            reason,
+        };
+    }
+    if let Some(stall) = find_stall(&source, opts.speed_time) {
+        tracing::debug!(%host, error = ?source, "stalled");
+        return RegistryError::Stalled {
+            what: what.to_string(),
+            host: host.to_string(),
+            stall,
+        };
+    }
+    RegistryError::Transport {
+        what: what.to_string(),
+        host: host.to_string(),
+        source,
     }
 }
 
@@ -1327,28 +1207,8 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `Link: </v2/_catalog?last=x&n=100>; rel="next"`.
-fn next_link(h: &HeaderMap) -> Option<String> {
-    let v = header_str(h, "link")?;
-    let start = v.find('<')? + 1;
-    let end = v[start..].find('>')? + start;
-    v[end..]
-        .contains("rel=\"next\"")
-        .then(|| v[start..end].to_string())
-}
-
-fn resolve_location(base: &str, location: &str) -> String {
-    if location.starts_with("http://") || location.starts_with("https://") {
-        location.to_string()
-    } else if location.starts_with('/') {
-        format!("{base}{location}")
-    } else {
-        format!("{base}/{location}")
-    }
-}
-
 /// `: CODE: message` from a registry error body, or the start of the body.
-fn error_detail(resp: Response) -> String {
+fn error_detail(resp: Reply) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -1380,14 +1240,13 @@ fn error_detail(resp: Response) -> String {
     }
 }
 
-fn read_limited(resp: Response, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
+/// A whole (small) body, at most `limit` bytes.
+fn read_limited(resp: Reply, limit: u64, what: &str) -> Result<Vec<u8>, RegistryError> {
     let mut out = Vec::new();
-    resp.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|source| RegistryError::Io {
-            what: what.to_string(),
-            source,
-        })?;
+    let mut resp = resp;
+    if let Err(e) = (&mut resp).take(limit + 1).read_to_end(&mut out) {
+        return Err(resp.body_error(what, e));
+    }
     if out.len() as u64 > limit {
         return Err(RegistryError::Protocol {
             what: what.to_string(),
@@ -1411,63 +1270,6 @@ fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A loopback "registry" that answers every request for a blob with its
-    /// full `Content-Length`, sends only `cuts[i]` bytes of the body on the
-    /// i-th connection and closes, then the whole body; no Range support.
-    fn cutting_server(body: Vec<u8>, cuts: Vec<usize>) -> (String, std::thread::JoinHandle<usize>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let handle = std::thread::spawn(move || {
-            let mut served = 0;
-            for stream in listener.incoming() {
-                let mut stream = stream.unwrap();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-                    line.clear();
-                }
-                let n = cuts.get(served).copied().unwrap_or(body.len());
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&body[..n]);
-                served += 1;
-                if n == body.len() {
-                    return served;
-                }
-            }
-            served
-        });
-        (addr, handle)
-    }
-
-    /// Regression: when resuming from a server without Range support, a
-    /// break while skipping the bytes already read ended the download
-    /// instead of counting as one more retry.
-    #[test]
-    fn blob_reader_retries_a_break_during_the_resume_skip() {
-        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        // First cut at half; the second before the point the first reached.
-        let (addr, server) = cutting_server(body.clone(), vec![50_000, 20_000]);
-        let client = Arc::new(
-            RegistryClient::new(ClientOptions {
-                backoff: Duration::from_millis(1),
-                ..ClientOptions::default()
-            })
-            .unwrap(),
-        );
-        let r = RegistryRef::parse(&format!("{addr}/repo:latest")).unwrap();
-        let digest = Digest::sha256_of(&body);
-        let mut got = Vec::new();
-        client
-            .open_blob(&r, &digest, body.len() as u64)
-            .unwrap()
-            .read_to_end(&mut got)
-            .unwrap();
-        assert_eq!(got, body);
-        assert_eq!(server.join().unwrap(), 3);
-    }
 
     /// Regression: a 401 to a request sent before the challenge was known
     /// dropped the token another thread had fetched meanwhile, so every
@@ -1543,16 +1345,6 @@ mod tests {
             784111777
         );
         assert!(httpdate_parse("yesterday").is_none());
-    }
-
-    #[test]
-    fn link_header() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "link",
-            "</v2/_catalog?last=b&n=2>; rel=\"next\"".parse().unwrap(),
-        );
-        assert_eq!(next_link(&h).as_deref(), Some("/v2/_catalog?last=b&n=2"));
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl Dest for RegistryDest {
 
 impl super::BlobStream for crate::registry::StreamingUpload {
     fn commit(self: Box<Self>, desc: &Descriptor) -> Result<()> {
-        Ok((*self).finish(&desc.digest)?)
+        Ok((*self).finish(&desc.digest, desc.size)?)
     }
 
     fn abort(self: Box<Self>) {

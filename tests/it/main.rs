@@ -8,6 +8,7 @@ mod fuzz_parsers;
 mod harness;
 mod harness_tests;
 mod hostile_inputs;
+mod hostile_registry;
 mod profiles;
 mod rewrite;
 mod squash_model;

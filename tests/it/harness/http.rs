@@ -222,7 +222,17 @@ fn serve_connection(stream: TcpStream, handler: &dyn Fn(&Request) -> Response) {
 }
 
 /// Read one request; `Ok(None)` on a clean end of stream.
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+pub fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+    let Some(mut req) = read_head(reader)? else {
+        return Ok(None);
+    };
+    read_body(reader, &mut req)?;
+    Ok(Some(req))
+}
+
+/// Read a request's line and headers (its body stays unread and empty);
+/// `Ok(None)` on a clean end of stream.
+pub fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -244,12 +254,16 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let mut req = Request {
+    Ok(Some(Request {
         method,
         target,
         headers,
         body: Vec::new(),
-    };
+    }))
+}
+
+/// Read the body [`read_head`] left, as its headers describe it.
+pub fn read_body(reader: &mut impl BufRead, req: &mut Request) -> io::Result<()> {
     if let Some(len) = req
         .header("content-length")
         .and_then(|v| v.parse::<usize>().ok())
@@ -263,10 +277,11 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     {
         req.body = read_chunked(reader)?;
     }
-    Ok(Some(req))
+    Ok(())
 }
 
-fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
+/// Read a `Transfer-Encoding: chunked` body (after the head).
+pub fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut size = String::new();

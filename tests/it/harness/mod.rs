@@ -19,6 +19,9 @@
 //! - [`hostile`] — a `/v2/` server with switchable faults (bad digests,
 //!   truncated bodies, 5xx/429, non-JSON manifests).
 //! - [`http`] — the tiny HTTP/1.1 server and raw client under the two servers.
+//! - [`proxy`] — a fault-injecting reverse proxy in front of a real registry
+//!   (resets, stalls, trickles, 5xx/429 bursts, canned answers, restarts),
+//!   recording what clients sent.
 //! - [`process`] — spawning children that die with the test binary.
 //!
 //! Not every test uses every helper or re-export, hence the `allow` below.
@@ -30,6 +33,7 @@ pub mod hostile;
 pub mod http;
 pub mod judges;
 pub mod process;
+pub mod proxy;
 pub mod registry;
 pub mod token;
 pub mod tree;
@@ -44,6 +48,7 @@ pub use judges::{
     Skopeo, is_root, manifest_digest_of, sha256_digest, skopeo_copy, skopeo_inspect,
     skopeo_inspect_raw, umoci_unpack,
 };
+pub use proxy::{Action, Proxy};
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryConfig};
 pub use token::TokenIssuer;
 pub use tree::{Kind, Node, Tree, assert_same_tree, diff_trees, tree_of};
