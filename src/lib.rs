@@ -7,6 +7,9 @@
 //! ```text
 //! reference  -> reference.rs     what the user typed: registry, oci:, oci-archive:, docker-archive:
 //! fetch      -> transport/       sources and destinations; registry/ speaks the Distribution API
+//!               registry/origin.rs    every request: credentials only to their origin, redirects
+//!               registry/limits.rs    retries, waits, the low-speed and silence limits
+//!               registry/blob.rs, upload.rs, listing.rs   downloads, uploads, catalog and tags
 //!               transport/growing.rs  uploads that follow a blob file while it is written
 //!               digest.rs        every blob and manifest verified while it streams
 //! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes

@@ -23,7 +23,7 @@ use super::{RegistryClient, RegistryError, Scope, header_str, read_limited};
 use crate::reference::{is_valid_repository, is_valid_tag};
 
 /// At most this much JSON per page.
-const MAX_PAGE_BYTES: u64 = 16 << 20;
+const MAX_PAGE_BYTES: u64 = 4 << 20;
 
 /// The names a registry listed, and those it listed that are not names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,7 +123,9 @@ impl RegistryClient {
             let next = next_link(resp.headers());
             let answered_at = resp.url().clone();
             let body = read_limited(resp, MAX_PAGE_BYTES, what)?;
-            let page: serde_json::Value = serde_json::from_slice(&body)
+            // Bounded in values too: a page of `[0,0,…]` costs 16 bytes of
+            // memory for each 2 bytes of text.
+            let page = crate::image::parse_json(what, &body, crate::image::MAX_JSON_VALUES)
                 .map_err(|e| protocol(format!("unreadable answer: {e}")))?;
             for name in page[key]
                 .as_array()
