@@ -157,6 +157,27 @@ fn too_big(what: &str, max: u64) -> anyhow::Error {
     )
 }
 
+/// The refusal of an entry that stands for the root but is not a directory
+/// (`./` as a file, a symlink, a hard link…): extracted, it would replace
+/// the whole tree. umoci refuses it as malicious; containerd skips every
+/// root entry. slim refuses it too: no extractor gives it a meaning.
+fn root_replaced(what: &str, raw_name: &[u8], ty: tar::EntryType) -> anyhow::Error {
+    use tar::EntryType as T;
+    let kind = match ty {
+        T::Regular | T::Continuous | T::GNUSparse => "regular file".to_string(),
+        T::Symlink => "symlink".to_string(),
+        T::Link => "hard link".to_string(),
+        T::Char => "character device".to_string(),
+        T::Block => "block device".to_string(),
+        T::Fifo => "fifo".to_string(),
+        other => format!("entry of type {:?}", other.as_byte() as char),
+    };
+    anyhow::anyhow!(
+        "{what}: entry {:?} names the image root but is a {kind}, not a directory; extracting it would replace the whole tree (umoci refuses it too); the layer is malformed or malicious",
+        String::from_utf8_lossy(raw_name)
+    )
+}
+
 /// A tar error as one line: the tar crate ends some messages with the raw
 /// path bytes of the bad header ("… when getting cksum for <bytes>"), newlines
 /// and all, which are garbage when the header is.
@@ -238,7 +259,12 @@ fn parse_entries(
             let link_raw = e.link_name_bytes().map(|l| l.into_owned());
             let pax = carried_pax(&mut e).with_context(ctx)?;
 
-            let (kind, path, link) = match entry::parse_whiteout(&path) {
+            let whiteout =
+                entry::parse_whiteout(&path).map_err(|err| anyhow::anyhow!("{what}: {err}"))?;
+            if path.is_empty() && whiteout.is_none() && ty != tar::EntryType::Directory {
+                return Err(root_replaced(what, &raw_path, ty));
+            }
+            let (kind, path, link) = match whiteout {
                 Some(Whiteout::Meta) => continue,
                 Some(Whiteout::Delete(p)) => (Kind::Whiteout, p, None),
                 Some(Whiteout::Opaque(p)) => (Kind::Opaque, p, None),
@@ -417,6 +443,116 @@ mod tests {
         // Within the bound the same layer is an ordinary truncated tar.
         let err = format!("{:#}", index(&gzip(&tar), 4 << 20).err().unwrap());
         assert!(!err.contains("decompresses to more"), "{err}");
+    }
+
+    /// A header with `name` written as raw bytes (so `""`, `.` or `..`
+    /// survive), of entry type `ty`, linking to `link`.
+    fn raw_header(name: &[u8], ty: tar::EntryType, size: u64, link: &[u8]) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name);
+        h.as_ustar_mut().unwrap().linkname[..link.len()].copy_from_slice(link);
+        h.set_entry_type(ty);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        h
+    }
+
+    /// A tar of raw `(header, content)` pairs, with its end marker.
+    fn raw_tar(entries: &[(tar::Header, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (h, content) in entries {
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(content);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    /// Regression: an entry named `.`, `./`, `/` or the empty name that is
+    /// not a directory replaced the root in the squash, wiping the tree.
+    /// umoci refuses such a layer ("refusing to change type of root
+    /// directory"); so does slim, naming the layer and the entry.
+    #[test]
+    fn a_root_entry_that_is_not_a_directory_is_refused() {
+        use tar::EntryType as T;
+        let file = raw_header(b"etc/passwd", T::Regular, 5, b"");
+        for name in [&b"."[..], b"./", b"/", b"", b".//.", b"./."] {
+            for (ty, link) in [
+                (T::Regular, &b""[..]),
+                (T::Symlink, b"/etc"),
+                (T::Link, b"etc/passwd"),
+                (T::Fifo, b""),
+                (T::Char, b""),
+            ] {
+                let size = if ty == T::Regular { 4 } else { 0 };
+                let tar = raw_tar(&[
+                    (file.clone(), b"root"),
+                    (raw_header(name, ty, size, link), b"boom"),
+                ]);
+                let err = match index(&tar, 1 << 30) {
+                    Ok(_) => panic!("{name:?} as {ty:?} was accepted"),
+                    Err(e) => format!("{e:#}"),
+                };
+                let shown = String::from_utf8_lossy(name);
+                assert!(
+                    err.contains("layer L: entry") && err.contains(&format!("{shown:?}")),
+                    "{name:?} {ty:?}: {err}"
+                );
+                assert!(err.contains("root"), "{err}");
+            }
+        }
+    }
+
+    /// A `.`/`./` directory entry is legitimate: it sets the root's
+    /// metadata (mode, owner, time).
+    #[test]
+    fn a_root_directory_entry_sets_the_root_metadata() {
+        let mut root = raw_header(b"./", tar::EntryType::Directory, 0, b"");
+        root.set_mode(0o700);
+        root.set_cksum();
+        let ix = index(&raw_tar(&[(root, b"")]), 1 << 30).unwrap();
+        assert_eq!(ix.entries.len(), 1);
+        assert_eq!(&*ix.entries[0].path, b"");
+        assert_eq!(ix.entries[0].kind, Kind::Dir);
+        assert_eq!(ix.entries[0].mode, 0o700);
+    }
+
+    /// Regression: `.wh.` with an empty name, `.wh..` and `.wh...` became
+    /// unnormalised paths (`d/`, `d/.`, `d/..`); umoci treats them as
+    /// whiteouts of the directory itself or of its parent (which can be the
+    /// root) and then fails. Refused, naming the entry.
+    #[test]
+    fn a_whiteout_of_an_empty_dot_or_dotdot_name_is_refused() {
+        for name in [
+            &b"d/.wh."[..],
+            b"d/.wh..",
+            b"d/.wh...",
+            b".wh.",
+            b".wh..",
+            b".wh...",
+        ] {
+            let tar = raw_tar(&[(raw_header(name, tar::EntryType::Regular, 0, b""), b"")]);
+            let err = match index(&tar, 1 << 30) {
+                Ok(ix) => panic!(
+                    "{:?} was accepted as {:?}",
+                    String::from_utf8_lossy(name),
+                    ix.entries
+                        .iter()
+                        .map(|e| (e.display_path(), e.kind))
+                        .collect::<Vec<_>>()
+                ),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(
+                err.contains("layer L: entry") && err.contains("whiteout"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -747,3 +747,86 @@ pub fn per_layer(
     out.reverse();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::read::{IndexOptions, index_layer};
+    use crate::transform::filter::KeepAll;
+
+    /// One tar entry: `(name, type, link target, content)`.
+    type Spec<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    fn tar_of(entries: &[Spec<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, ty, link, content) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(if ty.is_dir() { 0o755 } else { 0o644 });
+            h.set_size(content.len() as u64);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            if ty.is_symlink() || ty.is_hard_link() {
+                b.append_link(&mut h, name, link).unwrap();
+            } else {
+                b.append_data(&mut h, name, *content).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn indexes(layers: &[&[Spec<'_>]]) -> Vec<Arc<LayerIndex>> {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let tar = tar_of(l);
+                Arc::new(
+                    index_layer(
+                        &tar[..],
+                        &format!("layer {}", i + 1),
+                        None,
+                        &std::env::temp_dir(),
+                        &IndexOptions::default(),
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    const DIR: tar::EntryType = tar::EntryType::Directory;
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+    const LINK: tar::EntryType = tar::EntryType::Link;
+
+    fn squash_err(layers: &[&[Spec<'_>]]) -> String {
+        let idx = indexes(layers);
+        let opts = SquashOptions {
+            base_layers: 0,
+            hardlink_dedup: false,
+        };
+        match squash(&idx, opts, &KeepAll) {
+            Ok((plan, _)) => panic!("squashed: {:?}", plan.items),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// A hard link to the root or to a directory cannot be extracted
+    /// (link(2) refuses directories): refused, naming layer and entry.
+    #[test]
+    fn a_hard_link_to_the_root_or_a_directory_is_refused() {
+        for target in ["./", ".", "etc", "etc/"] {
+            let err = squash_err(&[&[
+                ("./", DIR, "", b""),
+                ("etc/", DIR, "", b""),
+                ("etc/passwd", FILE, "", b"root"),
+                ("h", LINK, target, b""),
+            ]]);
+            assert!(
+                err.contains("(#1): hard link /h points to") && err.contains("not a regular file"),
+                "{target}: {err}"
+            );
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod copy;
 mod errors;
 mod harness;
 mod harness_tests;
+mod hostile_layers;
 mod profiles;
 mod rewrite;
 mod squash_model;
