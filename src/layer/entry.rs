@@ -53,7 +53,8 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    pub mtime: u64,
+    /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
+    pub mtime: i64,
     pub uname: Box<[u8]>,
     pub gname: Box<[u8]>,
     pub dev_major: u32,

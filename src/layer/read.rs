@@ -157,6 +157,33 @@ fn too_big(what: &str, max: u64) -> anyhow::Error {
     )
 }
 
+/// A numeric header field in GNU base-256 form (first byte with its high
+/// bit set), read as Go's archive/tar reads it: two's complement, signed
+/// by the next bit. `None` for an octal field (the tar crate reads those)
+/// or a value that does not fit an `i64` (the tar crate then fails too).
+fn signed_field(field: &[u8]) -> Option<i64> {
+    let first = *field.first()?;
+    if first & 0x80 == 0 {
+        return None;
+    }
+    let inv = if first & 0x40 != 0 { 0xff } else { 0 };
+    let mut x: u64 = 0;
+    for (i, b) in field.iter().enumerate() {
+        let mut c = b ^ inv;
+        if i == 0 {
+            c &= 0x7f;
+        }
+        if x >> 56 != 0 {
+            return None;
+        }
+        x = (x << 8) | u64::from(c);
+    }
+    if x >> 63 != 0 {
+        return None;
+    }
+    Some(if inv == 0xff { !(x as i64) } else { x as i64 })
+}
+
 /// The refusal of an entry that stands for the root but is not a directory
 /// (`./` as a file, a symlink, a hard link…): extracted, it would replace
 /// the whole tree. umoci refuses it as malicious; containerd skips every
@@ -251,7 +278,20 @@ fn parse_entries(
             let mode = h.mode().with_context(ctx)?;
             let uid = h.uid().with_context(ctx)?;
             let gid = h.gid().with_context(ctx)?;
-            let mtime = h.mtime().with_context(ctx)?;
+            let old = h.as_old();
+            for (name, field) in [("uid", &old.uid[..]), ("gid", &old.gid[..])] {
+                if signed_field(field).is_some_and(|v| v < 0) {
+                    bail!(
+                        "{}: negative {name} in its header; no owner can be given to it (the layer is malformed or malicious)",
+                        ctx()
+                    );
+                }
+            }
+            let mtime = match signed_field(&old.mtime) {
+                Some(t) => t,
+                None => i64::try_from(h.mtime().with_context(ctx)?)
+                    .with_context(|| format!("{}: mtime out of range", ctx()))?,
+            };
             let uname: Box<[u8]> = h.username_bytes().unwrap_or_default().into();
             let gname: Box<[u8]> = h.groupname_bytes().unwrap_or_default().into();
             let dev_major = h.device_major().ok().flatten().unwrap_or(0);
@@ -550,6 +590,58 @@ mod tests {
             };
             assert!(
                 err.contains("layer L: entry") && err.contains("whiteout"),
+                "{err}"
+            );
+        }
+    }
+
+    /// A GNU base-256 numeric field of `len` bytes holding `v` (two's
+    /// complement, as GNU tar and Go write values octal cannot hold).
+    pub(crate) fn base256(v: i64, len: usize) -> Vec<u8> {
+        let mut f = vec![if v < 0 { 0xff } else { 0 }; len];
+        f[len - 8..].copy_from_slice(&v.to_be_bytes());
+        f[0] |= 0x80;
+        f
+    }
+
+    /// Regression: a negative mtime in a GNU base-256 field (how GNU tar and
+    /// Go's archive/tar write times before 1970) was read as an unsigned
+    /// number: -1 became 18446744073709551615, which slim then wrote as a PAX
+    /// record Go's reader refuses ("invalid tar header"), so umoci could not
+    /// unpack slim's output at all.
+    #[test]
+    fn a_negative_base256_mtime_keeps_its_sign() {
+        for t in [
+            -1i64,
+            -1_000_000_000_000,
+            -2_208_988_800,
+            1_700_000_000,
+            1 << 40,
+        ] {
+            let mut h = raw_header(b"f", tar::EntryType::Regular, 0, b"");
+            h.as_old_mut().mtime.copy_from_slice(&base256(t, 12));
+            h.set_cksum();
+            let ix = index(&raw_tar(&[(h, b"")]), 1 << 30).unwrap();
+            assert_eq!(ix.entries[0].mtime, t);
+        }
+    }
+
+    /// A negative uid or gid has no owner to give a file (Go reads it, and
+    /// chown(-1) means "leave as is"); slim wrote it back as 2^64-1, which
+    /// Go refuses. Refused, naming the entry.
+    #[test]
+    fn a_negative_uid_or_gid_is_refused() {
+        for field in ["uid", "gid"] {
+            let mut h = raw_header(b"f", tar::EntryType::Regular, 0, b"");
+            let bytes = base256(-1, 8);
+            match field {
+                "uid" => h.as_old_mut().uid.copy_from_slice(&bytes),
+                _ => h.as_old_mut().gid.copy_from_slice(&bytes),
+            }
+            h.set_cksum();
+            let err = format!("{:#}", index(&raw_tar(&[(h, b"")]), 1 << 30).err().unwrap());
+            assert!(
+                err.contains("layer L: entry /f") && err.contains(&format!("negative {field}")),
                 "{err}"
             );
         }

@@ -144,3 +144,84 @@ fn a_root_directory_entry_keeps_the_tree() {
     );
     assert!(tree.contains_key("/etc/passwd"), "{tree:?}");
 }
+
+/// A GNU base-256 numeric field of `len` bytes holding `v`.
+fn base256(v: i64, len: usize) -> Vec<u8> {
+    let mut f = vec![if v < 0 { 0xff } else { 0 }; len];
+    f[len - 8..].copy_from_slice(&v.to_be_bytes());
+    f[0] |= 0x80;
+    f
+}
+
+/// A file entry with its mtime in a base-256 header field and, if given,
+/// PAX records before it.
+fn timed_file(name: &str, mtime: Option<i64>, pax: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !pax.is_empty() {
+        let mut records = Vec::new();
+        for (k, v) in pax {
+            let body = format!(" {k}={v}\n");
+            let mut len = body.len() + 1;
+            while len != body.len() + len.to_string().len() {
+                len = body.len() + len.to_string().len();
+            }
+            records.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        let mut h = header(
+            &format!("PaxHeaders.0/{name}"),
+            tar::EntryType::XHeader,
+            records.len() as u64,
+            "",
+        );
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&records);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    let mut h = header(name, tar::EntryType::Regular, name.len() as u64, "");
+    if let Some(t) = mtime {
+        h.as_old_mut().mtime.copy_from_slice(&base256(t, 12));
+    }
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+/// Regression: a time before 1970 in a GNU base-256 header field came out
+/// as 2^64-1 (about 1.8e19), a PAX record Go's reader refuses, so umoci
+/// could not unpack slim's output. Negative times keep their sign (as
+/// umoci and containerd apply them); PAX times, fractional or negative,
+/// go out verbatim.
+#[test]
+fn negative_and_fractional_mtimes_come_out_as_umoci_applies_them() {
+    let ctx = TestContext::new();
+    let mut layer = Vec::new();
+    layer.extend(timed_file("gnu-minus-one", Some(-1), &[]));
+    layer.extend(timed_file("gnu-minus-1e12", Some(-1_000_000_000_000), &[]));
+    layer.extend(timed_file("gnu-1900", Some(-2_208_988_800), &[]));
+    layer.extend(timed_file("pax-minus-one", None, &[("mtime", "-1")]));
+    layer.extend(timed_file("pax-minus-1.5", None, &[("mtime", "-1.5")]));
+    layer.extend(timed_file(
+        "pax-fraction",
+        None,
+        &[("mtime", "1700000000.123")],
+    ));
+    layer.extend(timed_file("both", Some(-5), &[("mtime", "-7")]));
+    layer.extend_from_slice(&[0u8; 1024]);
+    let dir = ctx.path("src");
+    let src = layout_of_tars(&dir, &[layer], "v1");
+    let want = tree_of(&ctx.umoci_unpack(&dir, "v1"));
+    let out_dir = ctx.path("out");
+    slim(&ctx, &src, &out_dir).assert_success();
+    let got = tree_of(&ctx.umoci_unpack(&out_dir, "v1"));
+    crate::harness::tree::assert_same_tree_with(
+        &want,
+        &got,
+        crate::harness::tree::CompareOptions { mtime: true },
+    );
+    assert_eq!(got["/gnu-minus-one"].mtime, -1);
+    assert_eq!(got["/pax-minus-one"].mtime, -1);
+    assert_eq!(got["/both"].mtime, -7);
+}
