@@ -59,18 +59,22 @@ fn layout(ctx: &TestContext, name: &str, layers: &[&[E<'_>]]) -> (std::path::Pat
 }
 
 fn slim(ctx: &TestContext, src: &str, out: &Path) -> Output {
-    ctx.slim_with(
-        &[
-            src,
-            "-o",
-            &format!("oci:{}:v1", out.display()),
-            "--profile",
-            "none",
-            "--no-hardlink-dedup",
-        ],
-        &[("RUST_BACKTRACE", "0")],
-        None,
-    )
+    slim_with(ctx, src, out, &[])
+}
+
+/// `slim SRC -o oci:OUT:v1 --profile none --no-hardlink-dedup EXTRA…`.
+fn slim_with(ctx: &TestContext, src: &str, out: &Path, extra: &[&str]) -> Output {
+    let out_ref = format!("oci:{}:v1", out.display());
+    let mut args = vec![
+        src,
+        "-o",
+        &out_ref,
+        "--profile",
+        "none",
+        "--no-hardlink-dedup",
+    ];
+    args.extend(extra);
+    ctx.slim_with(&args, &[("RUST_BACKTRACE", "0")], None)
 }
 
 /// umoci refuses the source; slim refuses it too, with one error naming
@@ -92,16 +96,29 @@ fn both_refuse(ctx: &TestContext, layers: &[&[E<'_>]], umoci_says: &str, needles
     assert!(!out_dir.exists(), "{} was written", out_dir.display());
 }
 
-/// umoci's unpack of the source and of slim's squash are the same tree.
+/// umoci's unpack of the source and of slim's output are the same tree,
+/// for a full squash, `--squash none` and every `--keep-base N`.
 #[track_caller]
 fn same_as_umoci(ctx: &TestContext, layers: &[&[E<'_>]]) -> Tree {
     let (dir, src) = layout(ctx, "src", layers);
     let want = tree_of(&ctx.umoci_unpack(&dir, "v1"));
-    let out_dir = ctx.path("out");
-    slim(ctx, &src, &out_dir).assert_success();
-    let got = tree_of(&ctx.umoci_unpack(&out_dir, "v1"));
-    assert_same_tree(&want, &got);
-    got
+    let mut modes: Vec<Vec<String>> = vec![vec![], vec!["--squash".into(), "none".into()]];
+    for keep in 1..layers.len() {
+        modes.push(vec!["--keep-base".into(), keep.to_string()]);
+    }
+    for mode in modes {
+        let out_dir = ctx.path(&unique_name("out"));
+        let extra: Vec<&str> = mode.iter().map(String::as_str).collect();
+        slim_with(ctx, &src, &out_dir, &extra).assert_success();
+        let got = tree_of(&ctx.umoci_unpack(&out_dir, "v1"));
+        let diff = crate::harness::tree::diff_trees(&want, &got, Default::default());
+        assert!(
+            diff.is_empty(),
+            "slim {mode:?} differs from umoci:\n{}",
+            diff.join("\n")
+        );
+    }
+    want
 }
 
 #[test]
@@ -224,4 +241,202 @@ fn negative_and_fractional_mtimes_come_out_as_umoci_applies_them() {
     assert_eq!(got["/gnu-minus-one"].mtime, -1);
     assert_eq!(got["/pax-minus-one"].mtime, -1);
     assert_eq!(got["/both"].mtime, -7);
+}
+
+// ------------------------------------------------------ symlinked parents --
+// Extraction resolves each entry's parent through the symlinks of the tree
+// built so far, inside the root (filepath-securejoin in umoci, fs.RootPath
+// in containerd): `a -> /etc` then `a/secret` writes `/etc/secret`.
+
+/// Regression: layer 2 wrote `/etc/secret` through `a -> /etc`, layer 3
+/// deleted it as `etc/.wh.secret`; slim kept `a/secret` apart from
+/// `etc/secret`, so the squash brought the secret back.
+#[test]
+fn a_file_written_through_a_symlinked_directory_is_deleted_by_its_real_path() {
+    let ctx = TestContext::new();
+    let tree = same_as_umoci(
+        &ctx,
+        &[
+            &[E::Dir("etc/"), E::File("etc/passwd", b"root\n")],
+            &[E::Sym("a", "/etc"), E::File("a/secret", b"s3cret\n")],
+            &[E::File("etc/.wh.secret", b"")],
+        ],
+    );
+    assert!(!tree.contains_key("/etc/secret"), "{tree:?}");
+    assert!(!tree.contains_key("/a/secret"), "{tree:?}");
+}
+
+/// The reverse: a whiteout written through the symlink deletes the real
+/// path.
+#[test]
+fn a_whiteout_written_through_a_symlinked_directory_deletes_the_real_path() {
+    let ctx = TestContext::new();
+    let tree = same_as_umoci(
+        &ctx,
+        &[
+            &[E::Dir("etc/"), E::File("etc/secret", b"s\n")],
+            &[E::Sym("a", "/etc")],
+            &[E::File("a/.wh.secret", b"")],
+        ],
+    );
+    assert!(!tree.contains_key("/etc/secret"), "{tree:?}");
+}
+
+/// Two layers write the same file, once through the link and once by its
+/// real path: the upper one wins, whichever name it used.
+#[test]
+fn the_same_file_written_by_its_real_path_and_through_a_link_is_one_file() {
+    for (lower, upper) in [
+        (
+            vec![E::Sym("a", "/etc"), E::File("a/x", b"through the link\n")],
+            vec![E::File("etc/x", b"real path\n")],
+        ),
+        (
+            vec![E::File("etc/x", b"real path\n")],
+            vec![E::Sym("a", "../etc"), E::File("a/x", b"through the link\n")],
+        ),
+    ] {
+        let ctx = TestContext::new();
+        let tree = same_as_umoci(&ctx, &[&[E::Dir("etc/")], &lower, &upper]);
+        assert!(tree.contains_key("/etc/x") && !tree.contains_key("/a/x"));
+    }
+}
+
+/// Hard-link targets resolve through symlinked parents too (the last
+/// component is not followed); an opaque marker through a link empties the
+/// real directory.
+#[test]
+fn hard_link_targets_and_opaque_markers_resolve_through_symlinked_parents() {
+    let ctx = TestContext::new();
+    let tree = same_as_umoci(
+        &ctx,
+        &[
+            &[
+                E::Dir("etc/"),
+                E::File("etc/t", b"target\n"),
+                E::File("etc/old", b"old\n"),
+                E::Sym("a", "/etc"),
+            ],
+            &[E::Link("h", "a/t")],
+            &[E::File("a/.wh..wh..opq", b""), E::File("a/new", b"new\n")],
+        ],
+    );
+    assert_eq!(
+        tree["/h"].hardlinks.len(),
+        0,
+        "etc/t was hidden by the opaque marker"
+    );
+    assert!(tree.contains_key("/etc/new") && !tree.contains_key("/etc/old"));
+}
+
+/// Targets with `..` past the root, absolute targets, chains of links,
+/// links to directories that do not exist yet (extraction creates them),
+/// and `..` after a file in a target (securejoin resolves it lexically).
+#[test]
+fn dotdot_absolute_chained_and_dangling_links_resolve_inside_the_root() {
+    let ctx = TestContext::new();
+    let tree = same_as_umoci(
+        &ctx,
+        &[
+            &[
+                E::Dir("d/"),
+                E::Sym("d/up", "../../../etc"),
+                E::Sym("l1", "l2"),
+                E::Sym("l2", "/usr/lib/"),
+                E::Sym("m", "/missing/deep"),
+                E::File("f", b"file\n"),
+                E::Sym("via", "f/../opt"),
+            ],
+            &[
+                E::File("d/up/x", b"x\n"),
+                E::File("l1/y", b"y\n"),
+                E::File("m/z", b"z\n"),
+                E::File("via/w", b"w\n"),
+            ],
+        ],
+    );
+    for p in ["/etc/x", "/usr/lib/y", "/missing/deep/z", "/opt/w"] {
+        assert!(tree.contains_key(p), "{p} missing: {tree:?}");
+    }
+}
+
+/// A whiteout whose parent is a file (here through a link) deletes
+/// nothing, as umoci's lstat sees ENOTDIR.
+#[test]
+fn a_whiteout_below_a_file_deletes_nothing() {
+    let ctx = TestContext::new();
+    same_as_umoci(
+        &ctx,
+        &[
+            &[E::File("f", b"f\n"), E::Sym("l", "f")],
+            &[E::File("l/.wh.x", b""), E::File("f/.wh.y", b"")],
+        ],
+    );
+}
+
+/// An entry below a file cannot be extracted: umoci's mkdir of the parent
+/// fails with ENOTDIR; slim refuses the image, naming layer and entry.
+#[test]
+fn an_entry_below_a_file_is_refused_as_umoci_refuses_it() {
+    for layers in [
+        vec![vec![E::File("f", b"f\n")], vec![E::File("f/x", b"x\n")]],
+        vec![
+            vec![E::File("f", b"f\n"), E::Sym("l", "f")],
+            vec![E::File("l/x", b"x\n")],
+        ],
+    ] {
+        let ctx = TestContext::new();
+        let layers: Vec<&[E<'_>]> = layers.iter().map(Vec::as_slice).collect();
+        both_refuse(
+            &ctx,
+            &layers,
+            "not a directory",
+            &["layer sha256:", "(#2)", "/x", "/f", "not a directory"],
+        );
+    }
+}
+
+/// A symlink loop in a parent cannot be resolved: umoci fails ("too many
+/// levels of symbolic links"); slim refuses past 40 links, as Linux does.
+#[test]
+fn a_symlink_loop_in_a_parent_is_refused_as_umoci_refuses_it() {
+    let ctx = TestContext::new();
+    both_refuse(
+        &ctx,
+        &[
+            &[E::Sym("a", "b"), E::Sym("b", "/a")],
+            &[E::File("a/x", b"x\n")],
+        ],
+        "too many levels of symbolic links",
+        &["(#2)", "/a/x", "40 symlinks"],
+    );
+}
+
+/// Regression (found by the squash model): an upper layer deletes a base
+/// symlink (or directory) and writes below its name without a directory
+/// entry. Over the kept base, slim's layer wrote only `a/x`, which went
+/// through the base's `a -> /etc` into `/etc/x` (or kept the base
+/// directory's owner and mode). A whiteout of `a` now comes first.
+#[test]
+fn a_base_path_replaced_by_an_implied_directory_is_whited_out_first() {
+    let ctx = TestContext::new();
+    let tree = same_as_umoci(
+        &ctx,
+        &[
+            &[
+                E::Dir("etc/"),
+                E::Sym("a", "/etc"),
+                E::Dir("d/"),
+                E::File("d/old", b"old\n"),
+            ],
+            &[
+                E::File(".wh.a", b""),
+                E::File("a/x", b"x\n"),
+                E::File(".wh.d", b""),
+                E::File("d/new", b"new\n"),
+            ],
+        ],
+    );
+    assert!(tree.contains_key("/a/x") && !tree.contains_key("/etc/x"));
+    assert!(!tree.contains_key("/d/old"));
 }
