@@ -6,8 +6,11 @@
 //!
 //! Checks on the way: the blob's digest (the caller's verifying reader is
 //! drained to its end), the uncompressed content against the diff_id the
-//! config names, a bound on the uncompressed size (decompression bombs), and
-//! paths that would escape the root.
+//! config names, a bound on the uncompressed size (decompression bombs,
+//! sparse files counted at their expanded size), paths that would escape the
+//! root, and the bounds of [`Limits`] on what one entry's headers hold and
+//! what the index keeps (so memory follows the number of files, not what a
+//! layer declares).
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -19,6 +22,7 @@ use sha2::Digest as _;
 
 use super::decode;
 use super::entry::{self, Entry, Kind, PaxRecord, Whiteout};
+use super::limits::{self, HeaderGuard, Limits};
 use super::pipe::{self, PipeReader};
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::image::media::Compression;
@@ -54,11 +58,30 @@ impl Default for IndexOptions {
 /// at its end if they do not match the blob digest; `expected_diff_id`, when
 /// known, is checked against the uncompressed bytes.
 pub fn index_layer(
+    raw: impl Read + Send,
+    what: &str,
+    expected_diff_id: Option<&Digest>,
+    spool_dir: &Path,
+    opts: &IndexOptions,
+) -> Result<LayerIndex> {
+    index_layer_with(
+        raw,
+        what,
+        expected_diff_id,
+        spool_dir,
+        opts,
+        &Limits::default(),
+    )
+}
+
+/// [`index_layer`] within `limits` instead of the defaults.
+pub fn index_layer_with(
     mut raw: impl Read + Send,
     what: &str,
     expected_diff_id: Option<&Digest>,
     spool_dir: &Path,
     opts: &IndexOptions,
+    limits: &Limits,
 ) -> Result<LayerIndex> {
     let spool = tempfile::tempfile_in(spool_dir)
         .with_context(|| format!("creating a spool file in {}", spool_dir.display()))?;
@@ -117,7 +140,7 @@ pub fn index_layer(
             w.finish().with_context(|| format!("{what}: the tar reader stopped"))?;
             Ok(compression)
         });
-        let parser = s.spawn(move || parse_entries(reader, spool_writer, what, opts));
+        let parser = s.spawn(move || parse_entries(reader, spool_writer, what, opts, limits));
         (
             decoder.join().expect("decoder thread panicked"),
             parser.join().expect("tar parser thread panicked"),
@@ -234,8 +257,14 @@ fn parse_entries(
     spool: File,
     what: &str,
     opts: &IndexOptions,
+    limits: &Limits,
 ) -> Result<(Vec<Entry>, Digest, u64)> {
-    let mut archive = tar::Archive::new(HashingReader::new(reader, Algorithm::Sha256));
+    let mut archive = tar::Archive::new(HeaderGuard::new(
+        HashingReader::new(reader, Algorithm::Sha256),
+        limits,
+    ));
+    // PAX record bytes the index keeps for this layer.
+    let mut kept_pax = 0u64;
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
     let mut out: Vec<Entry> = Vec::new();
@@ -249,6 +278,9 @@ fn parse_entries(
         let mut declared = 0u64;
         for e in entries {
             let mut e = e.map_err(|err| {
+                if let Some(o) = limits::oversized_in(&err) {
+                    return anyhow::anyhow!("{what}: {o}");
+                }
                 let place = match out.last() {
                     Some(last) => format!("after entry {}", entry::display(&last.path)),
                     None => "at the start of the layer".to_string(),
@@ -258,9 +290,10 @@ fn parse_entries(
                     tar_error_text(&err)
                 )
             })?;
+            // An old-GNU sparse entry is spooled at its expanded size.
             declared = declared
                 .saturating_add(512)
-                .saturating_add(e.header().entry_size().unwrap_or(0));
+                .saturating_add(e.header().entry_size().unwrap_or(0).max(e.size()));
             if declared > opts.max_uncompressed {
                 return Err(too_big(what, opts.max_uncompressed));
             }
@@ -270,6 +303,14 @@ fn parse_entries(
                 continue;
             }
             let raw_path = e.path_bytes().into_owned();
+            if raw_path.len() > limits.name {
+                bail!(
+                    "{what}: entry {}…: a path of {} bytes, longer than PATH_MAX ({}); the layer is malformed or malicious",
+                    entry::display(&raw_path[..raw_path.len().min(64)]),
+                    raw_path.len(),
+                    limits.name
+                );
+            }
             let path =
                 entry::normalize(&raw_path).map_err(|err| anyhow::anyhow!("{what}: {err}"))?;
             let shown = entry::display(&path);
@@ -297,7 +338,31 @@ fn parse_entries(
             let dev_major = h.device_major().ok().flatten().unwrap_or(0);
             let dev_minor = h.device_minor().ok().flatten().unwrap_or(0);
             let link_raw = e.link_name_bytes().map(|l| l.into_owned());
+            if let Some(l) = &link_raw
+                && l.len() > limits.name
+            {
+                bail!(
+                    "{}: a link target of {} bytes, longer than PATH_MAX ({}); the layer is malformed or malicious",
+                    ctx(),
+                    l.len(),
+                    limits.name
+                );
+            }
             let pax = carried_pax(&mut e).with_context(ctx)?;
+            if let Some(records) = &pax {
+                check_pax(records, limits).map_err(|why| anyhow::anyhow!("{}: {why}", ctx()))?;
+                kept_pax += records
+                    .iter()
+                    .map(|(k, v)| (k.len() + v.len()) as u64)
+                    .sum::<u64>();
+                if kept_pax > limits.layer_pax {
+                    bail!(
+                        "{}: the layer's entries up to this one carry more than {} of PAX records (xattrs, times), more than slim keeps for one layer; the layer is malformed or malicious",
+                        ctx(),
+                        limits::size(limits.layer_pax)
+                    );
+                }
+            }
 
             let whiteout =
                 entry::parse_whiteout(&path).map_err(|err| anyhow::anyhow!("{what}: {err}"))?;
@@ -392,10 +457,43 @@ fn parse_entries(
     // to the end of its stream (and its checks).
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink())?;
-    let (diff_id, size) = rest.finish();
+    let (diff_id, size) = rest.into_inner().finish();
     // The index lives until the image is written: drop the growth slack.
     out.shrink_to_fit();
     Ok((out, diff_id, size))
+}
+
+/// An entry's carried records against [`Limits`]: how many, and its xattrs
+/// as Linux bounds them (one value, the list of names).
+fn check_pax(records: &[PaxRecord], limits: &Limits) -> Result<(), String> {
+    if records.len() > limits.pax_records {
+        return Err(format!(
+            "{} PAX records, more than the {} one entry may carry; the layer is malformed or malicious",
+            records.len(),
+            limits.pax_records
+        ));
+    }
+    let mut names = 0;
+    for (k, v) in records {
+        let Some(name) = k.strip_prefix("SCHILY.xattr.") else {
+            continue;
+        };
+        if v.len() > limits.xattr_value {
+            return Err(format!(
+                "xattr {name} of {} bytes, more than Linux allows for one value ({}); the layer is malformed or malicious",
+                v.len(),
+                limits::size(limits.xattr_value as u64)
+            ));
+        }
+        names += name.len() + 1;
+    }
+    if names > limits.xattr_names {
+        return Err(format!(
+            "xattr names of {names} bytes in all, more than Linux lists for one file ({}); the layer is malformed or malicious",
+            limits::size(limits.xattr_names as u64)
+        ));
+    }
+    Ok(())
 }
 
 /// PAX records to carry over: everything but what slim writes itself
@@ -645,6 +743,273 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// `"%d key=value\n"` records.
+    fn pax_records(records: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in records {
+            let body = k.len() + v.len() + 3;
+            let mut len = body + 1;
+            while len != body + len.to_string().len() {
+                len = body + len.to_string().len();
+            }
+            out.extend_from_slice(format!("{len} {k}=").as_bytes());
+            out.extend_from_slice(v);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// A file entry `name` with `content`, preceded by an extension entry
+    /// of type `ext` (`x` PAX, `L` GNU long name) holding `ext_data`.
+    fn with_extension(ext: u8, ext_data: &[u8], name: &[u8], content: &[u8]) -> Vec<u8> {
+        let ty = tar::EntryType::new(ext);
+        let mut h = raw_header(b"././@LongLink", ty, ext_data.len() as u64, b"");
+        if ext == b'L' {
+            // GNU long names come with GNU headers.
+            h.as_mut_bytes()[257..265].copy_from_slice(b"ustar  \0");
+            h.set_cksum();
+            assert!(h.as_gnu().is_some());
+        }
+        let mut tar = raw_tar(&[
+            (h, ext_data),
+            (
+                raw_header(name, tar::EntryType::Regular, content.len() as u64, b""),
+                content,
+            ),
+        ]);
+        tar.truncate(tar.len() - 1024);
+        tar
+    }
+
+    fn end(mut tar: Vec<u8>) -> Vec<u8> {
+        tar.extend_from_slice(&[0u8; 1024]);
+        tar
+    }
+
+    fn index_limited(tar: &[u8], limits: &Limits) -> Result<LayerIndex> {
+        let opts = IndexOptions {
+            hash_contents: false,
+            max_uncompressed: 1 << 40,
+        };
+        index_layer_with(
+            io::Cursor::new(tar),
+            "layer L",
+            None,
+            &std::env::temp_dir(),
+            &opts,
+            limits,
+        )
+    }
+
+    fn refusal(tar: &[u8]) -> String {
+        match index_limited(tar, &Limits::default()) {
+            Ok(ix) => panic!("accepted ({} entries)", ix.entries.len()),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Regression: 2,000 files each with 16 xattrs of 64 KiB (a 9.6 MiB
+    /// layer) made slim keep 2 GiB of PAX records. Linux caps one xattr
+    /// value at 64 KiB (XATTR_SIZE_MAX) and the list of an inode's xattr
+    /// names at 64 KiB (XATTR_LIST_MAX): an entry past either cannot be
+    /// extracted as it says, and is refused, naming the entry and the limit.
+    #[test]
+    fn xattrs_past_what_linux_allows_are_refused() {
+        let at_limit = vec![b'v'; 64 << 10];
+        let ok = end(with_extension(
+            b'x',
+            &pax_records(&[("SCHILY.xattr.user.big", &at_limit)]),
+            b"f",
+            b"",
+        ));
+        index_limited(&ok, &Limits::default()).unwrap();
+
+        let over = vec![b'v'; (64 << 10) + 1];
+        let err = refusal(&end(with_extension(
+            b'x',
+            &pax_records(&[("SCHILY.xattr.user.big", &over)]),
+            b"f",
+            b"",
+        )));
+        assert!(
+            err.contains("layer L: entry /f")
+                && err.contains("xattr user.big")
+                && err.contains("64 KiB"),
+            "{err}"
+        );
+
+        let names: Vec<(String, Vec<u8>)> = (0..200)
+            .map(|i| (format!("SCHILY.xattr.user.{i:0>400}"), b"v".to_vec()))
+            .collect();
+        let records: Vec<(&str, &[u8])> = names.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        let err = refusal(&end(with_extension(
+            b'x',
+            &pax_records(&records),
+            b"f",
+            b"",
+        )));
+        assert!(
+            err.contains("layer L: entry /f")
+                && err.contains("xattr names")
+                && err.contains("64 KiB"),
+            "{err}"
+        );
+    }
+
+    /// Every record costs the index two allocations: their number per
+    /// entry is bounded too.
+    #[test]
+    fn too_many_pax_records_for_one_entry_are_refused() {
+        let keys: Vec<String> = (0..300).map(|i| format!("x.k{i}")).collect();
+        let records: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b""[..])).collect();
+        let err = refusal(&end(with_extension(
+            b'x',
+            &pax_records(&records),
+            b"f",
+            b"",
+        )));
+        assert!(
+            err.contains("layer L: entry /f")
+                && err.contains("300 PAX records")
+                && err.contains("256"),
+            "{err}"
+        );
+    }
+
+    /// The tar crate reads a PAX header or GNU long name whole into memory,
+    /// at the size its header declares: one of 1 GiB would be 1 GiB of RAM.
+    /// They are refused from the header, before they are read.
+    #[test]
+    fn oversized_pax_headers_and_long_names_are_refused_before_they_are_read() {
+        let big = vec![b'v'; 1 << 20];
+        let pax = pax_records(&[("comment", &big)]);
+        let err = refusal(&end(with_extension(b'x', &pax, b"f", b"")));
+        assert!(
+            err.contains("layer L: a PAX header")
+                && err.contains(&format!("{} bytes", pax.len()))
+                && err.contains("256 KiB"),
+            "{err}"
+        );
+        // A header declaring far more than the stream holds: refused from
+        // the declaration alone.
+        let mut h = raw_header(b"PaxHeaders.0/f", tar::EntryType::XHeader, 1 << 30, b"");
+        h.set_cksum();
+        let err = refusal(h.as_bytes());
+        assert!(err.contains("1073741824 bytes"), "{err}");
+
+        let long = vec![b'n'; 8 << 10];
+        let err = refusal(&end(with_extension(b'L', &long, b"f", b"")));
+        assert!(
+            err.contains("layer L: a GNU long name") && err.contains("8192 bytes"),
+            "{err}"
+        );
+        // PATH_MAX and its NUL: accepted.
+        let mut at_limit = vec![b'n'; 4096];
+        at_limit.push(0);
+        index_limited(
+            &end(with_extension(b'L', &at_limit, b"f", b"")),
+            &Limits::default(),
+        )
+        .unwrap();
+    }
+
+    /// Paths and link targets longer than PATH_MAX (4096) cannot be
+    /// created; refused.
+    #[test]
+    fn paths_and_link_targets_past_path_max_are_refused() {
+        let long = "d/".repeat(2100);
+        for key in ["path", "linkpath"] {
+            let pax = pax_records(&[(key, long.as_bytes())]);
+            let mut tar = with_extension(b'x', &pax, b"f", b"");
+            if key == "linkpath" {
+                // Make the entry a symlink.
+                let at = tar.len() - 512;
+                let mut h = raw_header(b"f", tar::EntryType::Symlink, 0, b"x");
+                h.set_cksum();
+                tar[at..].copy_from_slice(h.as_bytes());
+            }
+            let err = refusal(&end(tar));
+            assert!(
+                err.contains("4200 bytes") && err.contains("4096"),
+                "{key}: {err}"
+            );
+        }
+        let err = refusal(&end(with_extension(b'L', long.as_bytes(), b"f", b"")));
+        assert!(err.contains("4200 bytes") && err.contains("4096"), "{err}");
+    }
+
+    /// The index keeps each entry's carried PAX records until the image is
+    /// written: their total per layer is bounded (64 MiB by default; here
+    /// 256 KiB), and a layer past it is refused naming the entry.
+    #[test]
+    fn pax_records_a_layer_keeps_are_bounded() {
+        let limits = Limits {
+            layer_pax: 256 << 10,
+            ..Limits::default()
+        };
+        let value = vec![b'v'; 32 << 10];
+        let mut tar = Vec::new();
+        for i in 0..7 {
+            tar.extend(with_extension(
+                b'x',
+                &pax_records(&[("SCHILY.xattr.user.v", &value)]),
+                format!("f{i}").as_bytes(),
+                b"",
+            ));
+        }
+        let ix = index_limited(&end(tar.clone()), &limits).unwrap();
+        let kept: usize = ix
+            .entries
+            .iter()
+            .flat_map(|e| e.pax.iter().flatten())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        assert!(kept <= 256 << 10, "{kept}");
+        for i in 7..9 {
+            tar.extend(with_extension(
+                b'x',
+                &pax_records(&[("SCHILY.xattr.user.v", &value)]),
+                format!("f{i}").as_bytes(),
+                b"",
+            ));
+        }
+        let err = format!("{:#}", index_limited(&end(tar), &limits).err().unwrap());
+        assert!(
+            err.contains("layer L: entry /f7") && err.contains("256 KiB of PAX records"),
+            "{err}"
+        );
+    }
+
+    /// An old-GNU sparse entry is expanded into the spool: its logical size
+    /// counts against the bound, not the few bytes it stores.
+    #[test]
+    fn a_sparse_entry_expanding_past_the_bound_is_refused() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("sparse").unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(512);
+        let g = h.as_gnu_mut().unwrap();
+        let octal = |v: u64, f: &mut [u8; 12]| {
+            let s = format!("{v:011o}\0");
+            f.copy_from_slice(s.as_bytes());
+        };
+        octal((8 << 20) - 512, &mut g.sparse[0].offset);
+        octal(512, &mut g.sparse[0].numbytes);
+        octal(8 << 20, &mut g.realsize);
+        h.set_cksum();
+        let tar = end(raw_tar(&[(h, &[7u8; 512])])[..1024].to_vec());
+        index(&tar, 16 << 20).unwrap();
+        let err = format!("{:#}", index(&tar, 4 << 20).err().unwrap());
+        assert!(
+            err.contains("decompresses to more than 4194304 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -440,3 +440,83 @@ fn a_base_path_replaced_by_an_implied_directory_is_whited_out_first() {
     assert!(tree.contains_key("/a/x") && !tree.contains_key("/etc/x"));
     assert!(!tree.contains_key("/d/old"));
 }
+
+// ------------------------------------------------------------- memory --
+
+/// A file entry preceded by a PAX header of `records`.
+fn pax_file(name: &str, records: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        let body = k.len() + v.len() + 3;
+        let mut len = body + 1;
+        while len != body + len.to_string().len() {
+            len = body + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {k}=").as_bytes());
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    let mut out = Vec::new();
+    let mut h = header(
+        &format!("PaxHeaders.0/{name}"),
+        tar::EntryType::XHeader,
+        data.len() as u64,
+        "",
+    );
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(header(name, tar::EntryType::Regular, 0, "").as_bytes());
+    out
+}
+
+/// Regression: 2,000 files each with 16 xattrs of 64 KiB (a layer of a
+/// few MiB) made slim hold 2 GiB; one PAX record of 1 GiB, 3 GiB. One
+/// entry's PAX header is bounded (256 KiB, checked before the tar reader
+/// reads it), as are xattrs (Linux's 64 KiB per value and per name list)
+/// and what a layer's index keeps (64 MiB): past them the image is refused,
+/// naming the layer, the entry and the bound.
+#[test]
+fn headers_past_the_memory_bounds_are_refused_naming_entry_and_bound() {
+    let value = vec![b'v'; 64 << 10];
+    let sixteen: Vec<(String, Vec<u8>)> = (0..16)
+        .map(|i| (format!("SCHILY.xattr.user.a{i}"), value.clone()))
+        .collect();
+    let mut bomb = Vec::new();
+    for i in 0..3 {
+        bomb.extend(pax_file(&format!("f{i}"), &sixteen));
+    }
+    bomb.extend_from_slice(&[0u8; 1024]);
+
+    let big_value = vec![(
+        "SCHILY.xattr.user.big".to_string(),
+        vec![b'v'; (64 << 10) + 1],
+    )];
+    let mut one_big = pax_file("big", &big_value);
+    one_big.extend_from_slice(&[0u8; 1024]);
+
+    for (name, layer, needles) in [
+        (
+            "sixteen",
+            bomb,
+            vec!["layer 1/1", "a PAX header", "PaxHeaders.0/f0", "256 KiB"],
+        ),
+        (
+            "value",
+            one_big,
+            vec!["layer 1/1", "entry /big", "xattr user.big", "64 KiB"],
+        ),
+    ] {
+        let ctx = TestContext::new();
+        let dir = ctx.path(name);
+        let src = layout_of_tars(&dir, &[layer], "v1");
+        let out_dir = ctx.path("out");
+        let out = slim(&ctx, &src, &out_dir);
+        crate::errors::assert_clean_failure(&out, 1);
+        for n in needles {
+            out.assert_stderr_contains(n);
+        }
+        assert!(!out_dir.exists());
+    }
+}
