@@ -4,6 +4,7 @@ mod batch;
 mod cli;
 mod copy;
 mod errors;
+mod fuzz_layers;
 mod harness;
 mod harness_tests;
 mod hostile_layers;
