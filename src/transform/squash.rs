@@ -191,7 +191,8 @@ impl<'a> Merge<'a> {
     /// A whiteout: removes what the layers below `li` made at `path` (if
     /// `include_self`) and below it. What layer `li` wrote stays, and so do
     /// the directories above it: umoci counts them as this layer's paths.
-    fn remove_lower(&mut self, path: &[u8], li: usize, include_self: bool) {
+    /// Returns whether some of what stays comes from the kept base.
+    fn remove_lower(&mut self, path: &[u8], li: usize, include_self: bool) -> bool {
         let li = li as u32;
         let mut upper: HashSet<&[u8]> = HashSet::new();
         for (k, n) in Self::children(&self.nodes, path) {
@@ -211,11 +212,16 @@ impl<'a> Merge<'a> {
         {
             keys.push(k.clone());
         }
+        let base = self.base as u32;
+        let base_stays = upper
+            .iter()
+            .any(|p| self.nodes.get(*p).is_some_and(|n| n.layer < base));
         for k in keys {
             if let Some(n) = self.nodes.remove(&k) {
                 self.count_shadowed(n);
             }
         }
+        base_stays
     }
 
     fn remove_subtree(&mut self, path: &[u8]) {
@@ -346,8 +352,12 @@ impl<'a> Merge<'a> {
                 };
                 // Below a file nothing exists: such a whiteout deletes
                 // nothing (umoci's lstat sees ENOTDIR).
-                self.remove_lower(&real, li, e.kind == Kind::Whiteout);
-                self.mark_reset(li, &real);
+                // A base directory that stays (this layer wrote below it)
+                // keeps what else of the base stays: then the paths it
+                // lost get their own whiteouts, no opaque marker.
+                if !self.remove_lower(&real, li, e.kind == Kind::Whiteout) {
+                    self.mark_reset(li, &real);
+                }
                 continue;
             }
             let node = Node {
@@ -756,6 +766,41 @@ pub fn squash(
     Ok(merge(layers, opts.base_layers)?.squash(opts.hardlink_dedup, filter))
 }
 
+/// Whether a whiteout or opaque marker of `layer` comes after entries of
+/// the same layer below what it removes, with a directory between them
+/// that has no entry of its own before it: that directory then stays only
+/// because of those entries. (Writers that put a directory's entry before
+/// its children never do this.)
+fn shields_directories(layer: &LayerIndex, real: &[Arc<[u8]>]) -> bool {
+    let mut written: HashSet<&[u8]> = HashSet::new();
+    let mut implied: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
+    for (e, path) in layer.entries.iter().zip(real) {
+        if !e.kind.is_whiteout() {
+            written.insert(path);
+            for a in entry::ancestors(path) {
+                if !written.contains(a) {
+                    implied.insert(a);
+                }
+            }
+            continue;
+        }
+        // Directories the marker would remove: the target and below
+        // (a whiteout), or below it only (an opaque marker).
+        let hit = if path.is_empty() {
+            implied.iter().next().is_some()
+        } else {
+            implied
+                .range::<&[u8], _>(&path[..]..)
+                .take_while(|a| a.starts_with(path))
+                .any(|a| (e.kind == Kind::Whiteout && *a == &path[..]) || is_under(a, path))
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
 /// Rewrites each layer on its own (`--squash none`): whiteouts stay, entries
 /// a higher layer replaces or deletes are dropped, the filter applies.
 pub fn per_layer(
@@ -770,6 +815,22 @@ pub fn per_layer(
     let Merge {
         moved, moved_links, ..
     } = merge(layers, 0)?.m;
+    let real_of = |li: usize| -> Vec<Arc<[u8]>> {
+        layers[li]
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(ei, e)| match moved.get(&(li as u32, ei as u32)) {
+                Some(p) => p.clone(),
+                None => e.path.clone(),
+            })
+            .collect()
+    };
+    // Dropping what a higher layer hides assumes each entry acts alone. A
+    // whiteout after entries of its own layer below what it removes keeps
+    // the directories above them (umoci's "upper paths"): then what is
+    // hidden may still matter to the layer, and everything stays.
+    let drop_hidden = !(0..n).any(|li| shields_directories(&layers[li], &real_of(li)));
     let mut out: Vec<(Plan, SquashStats)> = Vec::with_capacity(n);
     // What the layers above the current one do.
     let mut deleted: HashSet<Arc<[u8]>> = HashSet::new();
@@ -780,15 +841,7 @@ pub fn per_layer(
 
     for li in (0..n).rev() {
         let layer = &layers[li];
-        let real: Vec<Arc<[u8]>> = layer
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(ei, e)| match moved.get(&(li as u32, ei as u32)) {
-                Some(p) => p.clone(),
-                None => e.path.clone(),
-            })
-            .collect();
+        let real = real_of(li);
         let link_of = |ei: usize| -> &[u8] {
             match moved_links.get(&(li as u32, ei as u32)) {
                 Some(t) => t,
@@ -846,7 +899,7 @@ pub fn per_layer(
             seen.insert(path.clone());
             let is_protected =
                 protected.contains(path) || replaced_earlier || layer_targets.contains(&path[..]);
-            if !e.kind.is_dir() && hidden(path) && !is_protected {
+            if drop_hidden && !e.kind.is_dir() && hidden(path) && !is_protected {
                 if e.kind == Kind::File {
                     stats.shadowed.add(1, e.size);
                 } else if !e.kind.is_dir() {
