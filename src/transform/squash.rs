@@ -959,16 +959,33 @@ pub fn per_layer(
             }
         }
         let mut items: Vec<Item> = Vec::with_capacity(kept.len());
-        // Root -> the paths that name its inode in the output so far.
+        // Root -> the paths that name its inode in the output so far, and
+        // the other way round (each path names one inode at a time), so
+        // that an entry finds what it replaces without a scan of them all.
         let mut names: HashMap<usize, Vec<Arc<[u8]>>> = HashMap::new();
+        let mut named: BTreeMap<Arc<[u8]>, usize> = BTreeMap::new();
         for ei in kept {
             let e = &layer.entries[ei];
             let path = &real[ei];
             if !e.kind.is_whiteout() {
                 // Whatever this entry replaces no longer names an inode.
-                let p: &[u8] = path;
-                for list in names.values_mut() {
-                    list.retain(|c| !(&c[..] == p || (!e.kind.is_dir() && is_under(c, p))));
+                let mut gone: Vec<Arc<[u8]>> = Vec::new();
+                if let Some((k, _)) = named.get_key_value(&path[..]) {
+                    gone.push(k.clone());
+                }
+                if !e.kind.is_dir() {
+                    gone.extend(
+                        named
+                            .range::<Arc<[u8]>, _>(Merge::children_range(path))
+                            .map(|(k, _)| k.clone()),
+                    );
+                }
+                for k in gone {
+                    if let Some(root) = named.remove(&k)
+                        && let Some(list) = names.get_mut(&root)
+                    {
+                        list.retain(|c| *c != k);
+                    }
                 }
             }
             match e.kind {
@@ -979,6 +996,7 @@ pub fn per_layer(
                     let list = names.entry(root).or_default();
                     let link_to = list.first().cloned();
                     list.push(path.clone());
+                    named.insert(path.clone(), root);
                     stats.files += 1;
                     items.push(Item::Entry {
                         path: path.clone(),
