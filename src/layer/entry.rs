@@ -53,7 +53,8 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    pub mtime: u64,
+    /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
+    pub mtime: i64,
     pub uname: Box<[u8]>,
     pub gname: Box<[u8]>,
     pub dev_major: u32,
@@ -96,6 +97,10 @@ pub enum PathError {
         "entry {path:?} escapes the image root (contains '..'); the layer is malformed or malicious"
     )]
     Escapes { path: String },
+    #[error(
+        "entry {path:?} is a whiteout of an empty, '.' or '..' name, which would delete its own directory or the one above it; the layer is malformed or malicious"
+    )]
+    BadWhiteout { path: String },
 }
 
 /// Normalises a tar path: strips `/` and `./` prefixes, `.` components and
@@ -135,22 +140,32 @@ pub enum Whiteout {
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE: &[u8] = b".wh..wh..opq";
 
-pub fn parse_whiteout(path: &[u8]) -> Option<Whiteout> {
+/// `Ok(None)` for an ordinary path. A whiteout of `""`, `.` or `..` is
+/// refused: it names no entry of the directory (umoci deletes the directory
+/// itself, or its parent, and then fails).
+pub fn parse_whiteout(path: &[u8]) -> Result<Option<Whiteout>, PathError> {
     let (dir, base) = split_parent(path);
     if dir
         .split(|b| *b == b'/')
         .any(|c| c.starts_with(b".wh..wh."))
     {
-        return Some(Whiteout::Meta);
+        return Ok(Some(Whiteout::Meta));
     }
-    let name = base.strip_prefix(WHITEOUT_PREFIX)?;
+    let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) else {
+        return Ok(None);
+    };
     if base == OPAQUE {
-        return Some(Whiteout::Opaque(dir.into()));
+        return Ok(Some(Whiteout::Opaque(dir.into())));
     }
     if name.starts_with(WHITEOUT_PREFIX) {
-        return Some(Whiteout::Meta);
+        return Ok(Some(Whiteout::Meta));
     }
-    Some(Whiteout::Delete(join(dir, name)))
+    if matches!(name, b"" | b"." | b"..") {
+        return Err(PathError::BadWhiteout {
+            path: String::from_utf8_lossy(path).into_owned(),
+        });
+    }
+    Ok(Some(Whiteout::Delete(join(dir, name))))
 }
 
 /// `(parent, basename)`; the parent of a top-level name is the root (empty).
@@ -216,25 +231,26 @@ mod tests {
 
     #[test]
     fn whiteouts() {
+        let parse = |p: &[u8]| parse_whiteout(p).unwrap();
         assert_eq!(
-            parse_whiteout(b"tmp/.wh.build.log"),
+            parse(b"tmp/.wh.build.log"),
             Some(Whiteout::Delete(b"tmp/build.log"[..].into()))
         );
+        assert_eq!(parse(b".wh.top"), Some(Whiteout::Delete(b"top"[..].into())));
         assert_eq!(
-            parse_whiteout(b".wh.top"),
-            Some(Whiteout::Delete(b"top"[..].into()))
-        );
-        assert_eq!(
-            parse_whiteout(b"app/.wh..wh..opq"),
+            parse(b"app/.wh..wh..opq"),
             Some(Whiteout::Opaque(b"app"[..].into()))
         );
         assert_eq!(
-            parse_whiteout(b".wh..wh..opq"),
+            parse(b".wh..wh..opq"),
             Some(Whiteout::Opaque(b""[..].into()))
         );
-        assert_eq!(parse_whiteout(b".wh..wh.plnk/12"), Some(Whiteout::Meta));
-        assert_eq!(parse_whiteout(b"x/.wh..wh.plnk"), Some(Whiteout::Meta));
-        assert_eq!(parse_whiteout(b"usr/bin/ls"), None);
+        assert_eq!(parse(b".wh..wh.plnk/12"), Some(Whiteout::Meta));
+        assert_eq!(parse(b"x/.wh..wh.plnk"), Some(Whiteout::Meta));
+        assert_eq!(parse(b"usr/bin/ls"), None);
+        for bad in [&b"d/.wh."[..], b"d/.wh..", b"d/.wh...", b".wh."] {
+            assert!(parse_whiteout(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

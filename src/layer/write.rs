@@ -166,7 +166,10 @@ fn write_header<W: Write + ?Sized>(
     if e.gid > octal_max(8) && !has("gid") {
         pax.push(("gid", e.gid.to_string().into_bytes()));
     }
-    if e.mtime > octal_max(12) && !has("mtime") {
+    // Octal has no sign: a time before 1970 (or past the field) goes in
+    // a PAX record, as Go's archive/tar writes it, unless one is carried.
+    let mtime_field = e.mtime.clamp(0, octal_max(12) as i64) as u64;
+    if i128::from(mtime_field) != i128::from(e.mtime) && !has("mtime") {
         pax.push(("mtime", e.mtime.to_string().into_bytes()));
     }
     if e.uname.len() > 32 && !has("uname") {
@@ -212,7 +215,7 @@ fn write_header<W: Write + ?Sized>(
     h.set_mode(e.mode);
     h.set_uid(e.uid.min(octal_max(8)));
     h.set_gid(e.gid.min(octal_max(8)));
-    h.set_mtime(e.mtime.min(octal_max(12)));
+    h.set_mtime(mtime_field);
     h.set_size(size.min(octal_max(12)));
     set_name(&mut h, name);
     if let Some(l) = link {
@@ -279,6 +282,68 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(mtime: i64, pax: Option<Box<[crate::layer::entry::PaxRecord]>>) -> Entry {
+        Entry {
+            path: b"f"[..].into(),
+            kind: Kind::Fifo,
+            link: None,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime,
+            uname: Box::default(),
+            gname: Box::default(),
+            dev_major: 0,
+            dev_minor: 0,
+            size: 0,
+            offset: 0,
+            content_hash: None,
+            pax,
+        }
+    }
+
+    /// (header mtime field, PAX mtime record) of what slim writes.
+    fn written(e: &Entry) -> (u64, Option<String>) {
+        let mut out = Vec::new();
+        write_header(&mut out, b"f", e.kind, None, e, 0).unwrap();
+        out.extend_from_slice(&[0u8; 1024]);
+        let mut a = tar::Archive::new(&out[..]);
+        let mut ent = a.entries().unwrap().next().unwrap().unwrap();
+        let field = ent.header().mtime().unwrap();
+        let pax = ent.pax_extensions().unwrap().and_then(|exts| {
+            exts.map(|x| x.unwrap())
+                .find(|x| x.key() == Ok("mtime"))
+                .map(|x| x.value().unwrap().to_string())
+        });
+        (field, pax)
+    }
+
+    /// Negative times keep their sign, as umoci and containerd apply them
+    /// (Go's archive/tar reads them): a PAX `mtime` record, the header
+    /// field 0 (octal has no sign). Regression: the header field was 2^64-1.
+    #[test]
+    fn negative_mtimes_are_written_as_signed_pax_records() {
+        assert_eq!(written(&entry(-1, None)), (0, Some("-1".into())));
+        assert_eq!(
+            written(&entry(-1_000_000_000_000, None)),
+            (0, Some("-1000000000000".into()))
+        );
+        // Ordinary times: the header field alone, as before.
+        assert_eq!(written(&entry(1_700_000_000, None)), (1_700_000_000, None));
+        // Past the octal field: PAX, header field at its maximum, as before.
+        assert_eq!(
+            written(&entry(1 << 40, None)),
+            (octal_max(12), Some((1u64 << 40).to_string()))
+        );
+        // A carried PAX mtime (fractional, negative) goes out verbatim and
+        // is the only one; the header field never goes negative.
+        for v in ["-1.5", "1700000000.123", "-1"] {
+            let pax = Some(vec![("mtime".into(), v.as_bytes().into())].into_boxed_slice());
+            let got = written(&entry(-2, pax));
+            assert_eq!(got, (0, Some(v.to_string())), "{v}");
+        }
+    }
 
     #[test]
     fn pax_record_length_counts_itself() {

@@ -10,13 +10,27 @@
 //! - `--squash none`: each layer on its own, in its own entry order,
 //!   whiteouts kept, minus the entries a higher layer replaces or deletes.
 //!
-//! Semantics (OCI image spec, "Applying Changesets"): a layer's whiteouts act
-//! on lower layers only, so they are applied before the layer's own entries;
+//! Semantics (OCI image spec, "Applying Changesets"): entries apply in tar
+//! order; a layer's whiteouts act on lower layers only, so one never removes
+//! what its own layer wrote before it (umoci keeps the same rule);
 //! a directory over a directory merges (the upper metadata wins), anything
 //! else replaces the lower path and everything below it. A hard link names
 //! the inode its target has when the link's layer is extracted: an inode
 //! whose first name disappears later is carried by its next name, with the
 //! content and metadata of the entry that created it.
+//!
+//! Symlinked parents: extraction resolves each entry's parent directory
+//! through the symlinks of the tree built so far, inside the root, as
+//! filepath-securejoin does for umoci and `fs.RootPath` for containerd (an
+//! absolute target or `..` never leaves the root, a missing component is
+//! taken as it is and created later, `..` is lexical). `a -> /etc` then
+//! `a/secret` writes `etc/secret`. So the tree here holds real paths, and
+//! so does every output layer. The last component is never followed (an
+//! entry replaces a symlink at its own path). Whiteouts and hard-link
+//! targets have their parent resolved the same way. An entry whose parent
+//! is a file, or whose parent passes more than [`MAX_LINKS`] symlinks, is
+//! refused (extraction fails there); a whiteout below a file deletes
+//! nothing (umoci's lstat sees ENOTDIR).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
@@ -88,6 +102,23 @@ pub struct SquashOptions {
 
 const NO_INODE: u32 = u32::MAX;
 
+/// Symlinks one parent path may pass, as Linux allows in one lookup
+/// (ELOOP past it; umoci and containerd stop at 255, but such a path cannot
+/// be opened at run time either).
+pub const MAX_LINKS: usize = 40;
+
+/// A directory path resolved through the tree's symlinks.
+struct Resolved {
+    /// The real path: no symlink in it; `..` and `.` gone.
+    path: Vec<u8>,
+    /// The first prefix of `path` (its length) that is not a directory, if
+    /// any: then nothing can be created below it.
+    blocked: Option<usize>,
+}
+
+/// Resolving a parent passed more than [`MAX_LINKS`] symlinks.
+struct TooManyLinks;
+
 type PathRange = (Bound<Arc<[u8]>>, Bound<Arc<[u8]>>);
 
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +141,12 @@ struct Merge<'a> {
     shadowed: Count,
     /// Layers below this index are the kept base.
     base: usize,
+    /// `(layer, index)` -> real path, for entries (whiteouts included)
+    /// written through a symlinked parent.
+    moved: HashMap<(u32, u32), Arc<[u8]>>,
+    /// `(layer, index)` -> real target, for hard links whose target names a
+    /// symlinked parent.
+    moved_links: HashMap<(u32, u32), Arc<[u8]>>,
 }
 
 impl<'a> Merge<'a> {
@@ -151,6 +188,42 @@ impl<'a> Merge<'a> {
         }
     }
 
+    /// A whiteout: removes what the layers below `li` made at `path` (if
+    /// `include_self`) and below it. What layer `li` wrote stays, and so do
+    /// the directories above it: umoci counts them as this layer's paths.
+    /// Returns whether some of what stays comes from the kept base.
+    fn remove_lower(&mut self, path: &[u8], li: usize, include_self: bool) -> bool {
+        let li = li as u32;
+        let mut upper: HashSet<&[u8]> = HashSet::new();
+        for (k, n) in Self::children(&self.nodes, path) {
+            if n.layer == li {
+                upper.extend(entry::ancestors(k).take_while(|a| a.len() > path.len()));
+                upper.insert(path);
+            }
+        }
+        let mut keys: Vec<Arc<[u8]>> = Self::children(&self.nodes, path)
+            .filter(|(k, n)| n.layer < li && !upper.contains(&k[..]))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if include_self
+            && !upper.contains(path)
+            && let Some((k, n)) = self.nodes.get_key_value(path)
+            && n.layer < li
+        {
+            keys.push(k.clone());
+        }
+        let base = self.base as u32;
+        let base_stays = upper
+            .iter()
+            .any(|p| self.nodes.get(*p).is_some_and(|n| n.layer < base));
+        for k in keys {
+            if let Some(n) = self.nodes.remove(&k) {
+                self.count_shadowed(n);
+            }
+        }
+        base_stays
+    }
+
     fn remove_subtree(&mut self, path: &[u8]) {
         if let Some(n) = self.nodes.remove(path) {
             self.count_shadowed(n);
@@ -173,73 +246,192 @@ impl<'a> Merge<'a> {
         }
     }
 
-    fn apply_layer(&mut self, li: usize) -> Result<()> {
-        let layer = &self.layers[li];
-        // Whiteouts act on the layers below only: apply them first.
-        for e in layer.entries.iter().filter(|e| e.kind.is_whiteout()) {
-            match e.kind {
-                Kind::Whiteout if !e.path.is_empty() => {
-                    self.remove_subtree(&e.path);
-                    self.mark_reset(li, &e.path);
-                }
-                Kind::Opaque => {
-                    self.remove_children(&e.path);
-                    self.mark_reset(li, &e.path);
+    /// Resolves the directory path `dir` through the symlinks of the tree
+    /// as it is now, inside the root, as filepath-securejoin does: each
+    /// component that is a symlink is replaced by its target (an absolute
+    /// one starts again from the root), `..` drops the last real component
+    /// (never above the root), a missing component is kept as it is.
+    fn resolve_dir(&self, dir: &'a [u8]) -> Result<Resolved, TooManyLinks> {
+        let mut todo: Vec<&'a [u8]> = dir.rsplit(|b| *b == b'/').collect();
+        let mut out: Vec<u8> = Vec::with_capacity(dir.len());
+        // Per real component: where it starts in `out` (for `..`) and
+        // whether a non-directory sits there.
+        let mut comps: Vec<(usize, bool)> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            match c {
+                b"" | b"." => continue,
+                b".." => {
+                    if let Some((start, _)) = comps.pop() {
+                        out.truncate(start.saturating_sub(1));
+                    }
+                    continue;
                 }
                 _ => {}
             }
+            let start = if out.is_empty() { 0 } else { out.len() + 1 };
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(c);
+            let Some(n) = self.nodes.get(&out[..]) else {
+                comps.push((start, false));
+                continue;
+            };
+            let e = self.entry(*n);
+            if e.kind == Kind::Symlink {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(TooManyLinks);
+                }
+                out.truncate(start.saturating_sub(1));
+                let target: &'a [u8] = e.link.as_deref().unwrap_or_default();
+                if target.starts_with(b"/") {
+                    out.clear();
+                    comps.clear();
+                }
+                todo.extend(target.rsplit(|b| *b == b'/'));
+                continue;
+            }
+            comps.push((start, !e.kind.is_dir()));
         }
+        let blocked = comps.iter().enumerate().find(|(_, c)| c.1).map(|(i, _)| {
+            comps
+                .get(i + 1)
+                .map_or(out.len(), |(next, _)| next.saturating_sub(1))
+        });
+        Ok(Resolved { path: out, blocked })
+    }
+
+    /// Where `path` really is: its parent resolved, its last component as
+    /// it is. `None` when the parent is not a directory.
+    fn real_path(&self, path: &'a [u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), TooManyLinks> {
+        let (dir, base) = entry::split_parent(path);
+        let r = self.resolve_dir(dir)?;
+        let blocked = r.blocked.map(|n| r.path[..n].to_vec());
+        Ok((entry::join(&r.path, base).into_vec(), blocked))
+    }
+
+    fn apply_layer(&mut self, li: usize) -> Result<()> {
+        let layers = self.layers;
+        let layer = &layers[li];
+        let at = |e: &Entry| {
+            format!(
+                "layer {} (#{}): entry {}",
+                layer.diff_id,
+                li + 1,
+                e.display_path()
+            )
+        };
+        let too_many = |e: &Entry| {
+            anyhow::anyhow!(
+                "{}: resolving its parent passes more than {MAX_LINKS} symlinks (a loop?); extraction fails there too",
+                at(e)
+            )
+        };
+        // In tar order, as extractors go: each entry resolves its parent in
+        // the tree so far; a whiteout deletes what the layers below made,
+        // never what this layer wrote before it (OCI: whiteouts "MUST only
+        // apply to resources in lower/parent layers"; umoci tracks this
+        // layer's paths for the same reason).
         for (ei, e) in layer.entries.iter().enumerate() {
+            if e.kind == Kind::Whiteout && e.path.is_empty() {
+                continue; // the reader refuses it; never delete the root
+            }
+            if e.kind.is_whiteout() {
+                let real = match e.kind {
+                    Kind::Whiteout => self.real_path(&e.path).map_err(|_| too_many(e))?.0,
+                    _ => self.resolve_dir(&e.path).map_err(|_| too_many(e))?.path,
+                };
+                let real: Arc<[u8]> = if real[..] == e.path[..] {
+                    e.path.clone()
+                } else {
+                    let real: Arc<[u8]> = real.into();
+                    self.moved.insert((li as u32, ei as u32), real.clone());
+                    real
+                };
+                // Below a file nothing exists: such a whiteout deletes
+                // nothing (umoci's lstat sees ENOTDIR).
+                // A base directory that stays (this layer wrote below it)
+                // keeps what else of the base stays: then the paths it
+                // lost get their own whiteouts, no opaque marker.
+                if !self.remove_lower(&real, li, e.kind == Kind::Whiteout) {
+                    self.mark_reset(li, &real);
+                }
+                continue;
+            }
             let node = Node {
                 layer: li as u32,
                 index: ei as u32,
                 inode: NO_INODE,
             };
+            let (real, blocked) = self.real_path(&e.path).map_err(|_| too_many(e))?;
+            if let Some(file) = blocked {
+                let (dir, _) = entry::split_parent(&real);
+                bail!(
+                    "{}: its parent resolves to {}, and {} is not a directory; extraction fails there too (the layer is malformed or malicious)",
+                    at(e),
+                    entry::display(dir),
+                    entry::display(&file),
+                );
+            }
+            let path: Arc<[u8]> = if real[..] == e.path[..] {
+                e.path.clone()
+            } else {
+                let real: Arc<[u8]> = real.into();
+                self.moved.insert((li as u32, ei as u32), real.clone());
+                real
+            };
             match e.kind {
-                Kind::Whiteout | Kind::Opaque => {}
+                Kind::Whiteout | Kind::Opaque => unreachable!("handled above"),
                 Kind::Dir => {
                     // Over a directory (or an implicit one: children but no
                     // entry) it merges; over anything else it replaces.
                     let replaces = self
                         .nodes
-                        .get(&e.path)
+                        .get(&path)
                         .is_some_and(|n| !self.entry(*n).kind.is_dir());
                     if replaces {
-                        self.remove_subtree(&e.path);
-                        self.mark_reset(li, &e.path);
+                        self.remove_subtree(&path);
+                        self.mark_reset(li, &path);
                     }
-                    self.nodes.insert(e.path.clone(), node);
+                    self.nodes.insert(path, node);
                 }
                 Kind::Hardlink => {
-                    let target = e.link.as_deref().unwrap_or_default();
-                    if target == &e.path[..] {
+                    let named = e.link.as_deref().unwrap_or_default();
+                    let (target, blocked) = self.real_path(named).map_err(|_| too_many(e))?;
+                    if target[..] != *named {
+                        self.moved_links
+                            .insert((li as u32, ei as u32), target.clone().into());
+                    }
+                    if target[..] == path[..] {
                         continue;
                     }
-                    let inode = match self.nodes.get(target) {
-                        Some(t) if t.inode != NO_INODE => t.inode,
+                    let inode = match self.nodes.get(&target[..]) {
+                        Some(t) if t.inode != NO_INODE && blocked.is_none() => t.inode,
                         _ => bail!(
                             "layer {} (#{}): hard link {} points to {}, which is not a regular file at that point",
                             layer.diff_id,
                             li + 1,
                             e.display_path(),
-                            entry::display(target)
+                            entry::display(named)
                         ),
                     };
-                    self.remove_subtree(&e.path);
-                    self.mark_reset(li, &e.path);
-                    self.nodes.insert(e.path.clone(), Node { inode, ..node });
+                    self.remove_subtree(&path);
+                    self.mark_reset(li, &path);
+                    self.nodes.insert(path, Node { inode, ..node });
                 }
                 Kind::File => {
-                    self.remove_subtree(&e.path);
-                    self.mark_reset(li, &e.path);
+                    self.remove_subtree(&path);
+                    self.mark_reset(li, &path);
                     let inode = self.creators.len() as u32;
                     self.creators.push((li as u32, ei as u32));
-                    self.nodes.insert(e.path.clone(), Node { inode, ..node });
+                    self.nodes.insert(path, Node { inode, ..node });
                 }
                 Kind::Symlink | Kind::Char | Kind::Block | Kind::Fifo => {
-                    self.remove_subtree(&e.path);
-                    self.mark_reset(li, &e.path);
-                    self.nodes.insert(e.path.clone(), node);
+                    self.remove_subtree(&path);
+                    self.mark_reset(li, &path);
+                    self.nodes.insert(path, node);
                 }
             }
         }
@@ -413,8 +605,27 @@ impl<'a> Merge<'a> {
                     || Self::children(&self.nodes, p).next().is_some()
             };
             let mut whiteouts: BTreeMap<Arc<[u8]>, ()> = BTreeMap::new();
+            // A base path the upper layers removed and then filled again
+            // without an entry of its own (a directory only implied by
+            // what is below it): over the base, the base's object would
+            // stay there (its owner and mode, or a symlink to write
+            // through). A whiteout removes it first; the entries below
+            // then imply the directory again, as in the original stack.
+            let mut wiped: HashSet<&[u8]> = HashSet::new();
             for path in base_nodes.keys() {
-                if exists(path) {
+                let implied = !path.is_empty()
+                    && !self.nodes.contains_key(path)
+                    && Self::children(&self.nodes, path).next().is_some();
+                let covered = entry::ancestors(path)
+                    .chain(std::iter::once(&b""[..]))
+                    .any(|a| wiped.contains(a) || opaque.contains(a));
+                if implied && !covered {
+                    wiped.insert(path);
+                    whiteouts.insert(path.clone(), ());
+                }
+            }
+            for path in base_nodes.keys() {
+                if exists(path) || entry::ancestors(path).any(|a| wiped.contains(a)) {
                     continue;
                 }
                 let mut chain: Vec<&[u8]> = entry::ancestors(path).collect();
@@ -462,6 +673,8 @@ pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_
         creators: Vec::new(),
         shadowed: Count::default(),
         base: base_layers,
+        moved: HashMap::new(),
+        moved_links: HashMap::new(),
     };
     for li in 0..base_layers {
         m.apply_layer(li)?;
@@ -553,6 +766,41 @@ pub fn squash(
     Ok(merge(layers, opts.base_layers)?.squash(opts.hardlink_dedup, filter))
 }
 
+/// Whether a whiteout or opaque marker of `layer` comes after entries of
+/// the same layer below what it removes, with a directory between them
+/// that has no entry of its own before it: that directory then stays only
+/// because of those entries. (Writers that put a directory's entry before
+/// its children never do this.)
+fn shields_directories(layer: &LayerIndex, real: &[Arc<[u8]>]) -> bool {
+    let mut written: HashSet<&[u8]> = HashSet::new();
+    let mut implied: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
+    for (e, path) in layer.entries.iter().zip(real) {
+        if !e.kind.is_whiteout() {
+            written.insert(path);
+            for a in entry::ancestors(path) {
+                if !written.contains(a) {
+                    implied.insert(a);
+                }
+            }
+            continue;
+        }
+        // Directories the marker would remove: the target and below
+        // (a whiteout), or below it only (an opaque marker).
+        let hit = if path.is_empty() {
+            implied.iter().next().is_some()
+        } else {
+            implied
+                .range::<&[u8], _>(&path[..]..)
+                .take_while(|a| a.starts_with(path))
+                .any(|a| (e.kind == Kind::Whiteout && *a == &path[..]) || is_under(a, path))
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
 /// Rewrites each layer on its own (`--squash none`): whiteouts stay, entries
 /// a higher layer replaces or deletes are dropped, the filter applies.
 pub fn per_layer(
@@ -560,6 +808,29 @@ pub fn per_layer(
     filter: &dyn PathFilter,
 ) -> Result<Vec<(Plan, SquashStats)>> {
     let n = layers.len();
+    // Where each entry really lands (its parent resolved through the
+    // symlinks of the stack below it): the output layers name real paths,
+    // so that dropping a symlink a higher layer replaces never moves what
+    // was written through it.
+    let Merge {
+        moved, moved_links, ..
+    } = merge(layers, 0)?.m;
+    let real_of = |li: usize| -> Vec<Arc<[u8]>> {
+        layers[li]
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(ei, e)| match moved.get(&(li as u32, ei as u32)) {
+                Some(p) => p.clone(),
+                None => e.path.clone(),
+            })
+            .collect()
+    };
+    // Dropping what a higher layer hides assumes each entry acts alone. A
+    // whiteout after entries of its own layer below what it removes keeps
+    // the directories above them (umoci's "upper paths"): then what is
+    // hidden may still matter to the layer, and everything stays.
+    let drop_hidden = !(0..n).any(|li| shields_directories(&layers[li], &real_of(li)));
     let mut out: Vec<(Plan, SquashStats)> = Vec::with_capacity(n);
     // What the layers above the current one do.
     let mut deleted: HashSet<Arc<[u8]>> = HashSet::new();
@@ -570,6 +841,13 @@ pub fn per_layer(
 
     for li in (0..n).rev() {
         let layer = &layers[li];
+        let real = real_of(li);
+        let link_of = |ei: usize| -> &[u8] {
+            match moved_links.get(&(li as u32, ei as u32)) {
+                Some(t) => t,
+                None => layer.entries[ei].link.as_deref().unwrap_or_default(),
+            }
+        };
         let mut stats = SquashStats::default();
         let hidden = |p: &[u8]| -> bool {
             if deleted.contains(p) {
@@ -602,10 +880,11 @@ pub fn per_layer(
         let layer_targets: HashSet<&[u8]> = layer
             .entries
             .iter()
-            .filter(|e| e.kind == Kind::Hardlink)
-            .filter_map(|e| e.link.as_deref())
+            .enumerate()
+            .filter(|(_, e)| e.kind == Kind::Hardlink)
+            .map(|(ei, _)| link_of(ei))
             .collect();
-        for ei in 0..layer.entries.len() {
+        for (ei, path) in real.iter().enumerate() {
             let e = &layer.entries[ei];
             if e.kind.is_whiteout() {
                 kept.push(ei);
@@ -614,14 +893,13 @@ pub fn per_layer(
             // Dropping a non-directory that replaced a directory earlier in
             // this layer would bring that directory's entries back.
             let replaced_earlier = !e.kind.is_dir() && {
-                let range = Merge::children_range(&e.path);
+                let range = Merge::children_range(path);
                 seen.range::<Arc<[u8]>, _>(range).next().is_some()
             };
-            seen.insert(e.path.clone());
-            let is_protected = protected.contains(&e.path)
-                || replaced_earlier
-                || layer_targets.contains(&e.path[..]);
-            if !e.kind.is_dir() && hidden(&e.path) && !is_protected {
+            seen.insert(path.clone());
+            let is_protected =
+                protected.contains(path) || replaced_earlier || layer_targets.contains(&path[..]);
+            if drop_hidden && !e.kind.is_dir() && hidden(path) && !is_protected {
                 if e.kind == Kind::File {
                     stats.shadowed.add(1, e.size);
                 } else if !e.kind.is_dir() {
@@ -631,16 +909,16 @@ pub fn per_layer(
             }
             let size = if e.kind == Kind::File { e.size } else { 0 };
             if !is_protected
-                && let Some(cat) = entry::ancestors(&e.path).find_map(|a| removed_dirs.get(a))
+                && let Some(cat) = entry::ancestors(path).find_map(|a| removed_dirs.get(a))
             {
                 if !e.kind.is_dir() {
                     stats.removed.record(&cat.clone(), 1, size);
                 }
                 continue;
             }
-            if !is_protected && let Some(cat) = filter.remove(&e.path, e.kind) {
+            if !is_protected && let Some(cat) = filter.remove(path, e.kind) {
                 if e.kind.is_dir() {
-                    removed_dirs.insert(e.path.clone(), cat.to_string());
+                    removed_dirs.insert(path.clone(), cat.to_string());
                 } else {
                     stats.removed.record(cat, 1, size);
                 }
@@ -657,51 +935,71 @@ pub fn per_layer(
         let mut root_for: HashMap<usize, usize> = HashMap::new();
         let mut cross_targets: Vec<&[u8]> = Vec::new();
         for (ei, e) in layer.entries.iter().enumerate() {
+            let path: &[u8] = &real[ei];
             match e.kind {
                 Kind::File => {
-                    root_of.insert(&e.path, ei);
+                    root_of.insert(path, ei);
                     root_for.insert(ei, ei);
                 }
                 Kind::Hardlink => {
-                    let t = e.link.as_deref().unwrap_or_default();
+                    let t = link_of(ei);
                     if let Some(&r) = root_of.get(t) {
-                        root_of.insert(&e.path, r);
+                        root_of.insert(path, r);
                         root_for.insert(ei, r);
                     } else {
                         // The target comes from a lower layer: keep it there.
                         cross_targets.push(t);
-                        root_of.remove(&e.path[..]);
+                        root_of.remove(path);
                     }
                 }
                 Kind::Whiteout | Kind::Opaque => {}
                 _ => {
-                    root_of.remove(&e.path[..]);
+                    root_of.remove(path);
                 }
             }
         }
         let mut items: Vec<Item> = Vec::with_capacity(kept.len());
-        // Root -> the paths that name its inode in the output so far.
+        // Root -> the paths that name its inode in the output so far, and
+        // the other way round (each path names one inode at a time), so
+        // that an entry finds what it replaces without a scan of them all.
         let mut names: HashMap<usize, Vec<Arc<[u8]>>> = HashMap::new();
+        let mut named: BTreeMap<Arc<[u8]>, usize> = BTreeMap::new();
         for ei in kept {
             let e = &layer.entries[ei];
+            let path = &real[ei];
             if !e.kind.is_whiteout() {
                 // Whatever this entry replaces no longer names an inode.
-                let p: &[u8] = &e.path;
-                for list in names.values_mut() {
-                    list.retain(|c| !(&c[..] == p || (!e.kind.is_dir() && is_under(c, p))));
+                let mut gone: Vec<Arc<[u8]>> = Vec::new();
+                if let Some((k, _)) = named.get_key_value(&path[..]) {
+                    gone.push(k.clone());
+                }
+                if !e.kind.is_dir() {
+                    gone.extend(
+                        named
+                            .range::<Arc<[u8]>, _>(Merge::children_range(path))
+                            .map(|(k, _)| k.clone()),
+                    );
+                }
+                for k in gone {
+                    if let Some(root) = named.remove(&k)
+                        && let Some(list) = names.get_mut(&root)
+                    {
+                        list.retain(|c| *c != k);
+                    }
                 }
             }
             match e.kind {
-                Kind::Whiteout => items.push(Item::Whiteout(e.path.clone())),
-                Kind::Opaque => items.push(Item::Opaque(e.path.clone())),
+                Kind::Whiteout => items.push(Item::Whiteout(path.clone())),
+                Kind::Opaque => items.push(Item::Opaque(path.clone())),
                 Kind::File | Kind::Hardlink if root_for.contains_key(&ei) => {
                     let root = root_for[&ei];
                     let list = names.entry(root).or_default();
                     let link_to = list.first().cloned();
-                    list.push(e.path.clone());
+                    list.push(path.clone());
+                    named.insert(path.clone(), root);
                     stats.files += 1;
                     items.push(Item::Entry {
-                        path: e.path.clone(),
+                        path: path.clone(),
                         layer: li as u32,
                         index: root as u32,
                         link_to,
@@ -711,11 +1009,14 @@ pub fn per_layer(
                     if !e.kind.is_dir() {
                         stats.files += 1;
                     }
+                    // A hard link to a lower layer names its target's real
+                    // path.
+                    let link_to = moved_links.get(&(li as u32, ei as u32)).cloned();
                     items.push(Item::Entry {
-                        path: e.path.clone(),
+                        path: path.clone(),
                         layer: li as u32,
                         index: ei as u32,
-                        link_to: None,
+                        link_to,
                     });
                 }
             }
@@ -724,20 +1025,20 @@ pub fn per_layer(
 
         // This layer now hides things from the ones below.
         protected.extend(cross_targets.into_iter().map(Arc::from));
-        for e in &layer.entries {
+        for (e, path) in layer.entries.iter().zip(real) {
             match e.kind {
                 Kind::Whiteout => {
-                    deleted.insert(e.path.clone());
+                    deleted.insert(path);
                 }
                 Kind::Opaque => {
-                    opaque.insert(e.path.clone());
+                    opaque.insert(path);
                 }
                 Kind::Hardlink => {
-                    upper.insert(e.path.clone(), false);
+                    upper.insert(path, false);
                 }
                 k => {
                     let is_dir = k.is_dir();
-                    let slot = upper.entry(e.path.clone()).or_insert(is_dir);
+                    let slot = upper.entry(path).or_insert(is_dir);
                     // A directory does not un-hide what a non-directory hid.
                     *slot = *slot && is_dir;
                 }
@@ -746,4 +1047,87 @@ pub fn per_layer(
     }
     out.reverse();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::read::{IndexOptions, index_layer};
+    use crate::transform::filter::KeepAll;
+
+    /// One tar entry: `(name, type, link target, content)`.
+    type Spec<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    fn tar_of(entries: &[Spec<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, ty, link, content) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(if ty.is_dir() { 0o755 } else { 0o644 });
+            h.set_size(content.len() as u64);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            if ty.is_symlink() || ty.is_hard_link() {
+                b.append_link(&mut h, name, link).unwrap();
+            } else {
+                b.append_data(&mut h, name, *content).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn indexes(layers: &[&[Spec<'_>]]) -> Vec<Arc<LayerIndex>> {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let tar = tar_of(l);
+                Arc::new(
+                    index_layer(
+                        &tar[..],
+                        &format!("layer {}", i + 1),
+                        None,
+                        &std::env::temp_dir(),
+                        &IndexOptions::default(),
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    const DIR: tar::EntryType = tar::EntryType::Directory;
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+    const LINK: tar::EntryType = tar::EntryType::Link;
+
+    fn squash_err(layers: &[&[Spec<'_>]]) -> String {
+        let idx = indexes(layers);
+        let opts = SquashOptions {
+            base_layers: 0,
+            hardlink_dedup: false,
+        };
+        match squash(&idx, opts, &KeepAll) {
+            Ok((plan, _)) => panic!("squashed: {:?}", plan.items),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// A hard link to the root or to a directory cannot be extracted
+    /// (link(2) refuses directories): refused, naming layer and entry.
+    #[test]
+    fn a_hard_link_to_the_root_or_a_directory_is_refused() {
+        for target in ["./", ".", "etc", "etc/"] {
+            let err = squash_err(&[&[
+                ("./", DIR, "", b""),
+                ("etc/", DIR, "", b""),
+                ("etc/passwd", FILE, "", b"root"),
+                ("h", LINK, target, b""),
+            ]]);
+            assert!(
+                err.contains("(#1): hard link /h points to") && err.contains("not a regular file"),
+                "{target}: {err}"
+            );
+        }
+    }
 }

@@ -221,6 +221,13 @@ pub fn is_root() -> bool {
 /// `umoci unpack --image LAYOUT:TAG BUNDLE` (`--rootless` unless root) and
 /// return `BUNDLE/rootfs`. `bundle` must not exist yet.
 pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    umoci_try_unpack(layout, tag, bundle).assert_success();
+    bundle.join("rootfs")
+}
+
+/// [`umoci_unpack`] without checking the outcome: for images an extractor
+/// must refuse.
+pub fn umoci_try_unpack(layout: &Path, tag: &str, bundle: &Path) -> Output {
     let mut cmd = Command::new("umoci");
     cmd.arg("unpack");
     if !is_root() {
@@ -230,14 +237,12 @@ pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
         .arg(format!("{}:{tag}", layout.display()))
         .arg(bundle);
     let out = cmd.output().expect("running umoci (is it installed?)");
-    let out = Output::from_std(
+    Output::from_std(
         format!(
             "umoci unpack {}:{tag} {}",
             layout.display(),
             bundle.display()
         ),
         out,
-    );
-    out.assert_success();
-    bundle.join("rootfs")
+    )
 }

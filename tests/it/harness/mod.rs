@@ -41,12 +41,13 @@ pub mod tree;
 pub use context::{Output, SLIM, TestContext, unique_name};
 pub use fixture::{
     FIXTURE_TAG, FixtureImage, MultiArch, fixture_image, fixture_layout, fixture_ref,
-    multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2, put_blob, tag_only,
+    layout_of_tars, multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2,
+    put_blob, tag_only,
 };
 pub use hostile::{Fault, Hostile};
 pub use judges::{
     Skopeo, is_root, manifest_digest_of, sha256_digest, skopeo_copy, skopeo_inspect,
-    skopeo_inspect_raw, umoci_unpack,
+    skopeo_inspect_raw, umoci_try_unpack, umoci_unpack,
 };
 pub use proxy::{Action, Proxy};
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryConfig};
