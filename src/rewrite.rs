@@ -23,6 +23,7 @@ use crate::image::config::{self, LayerChange};
 use crate::image::media::{self, Compression};
 use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform};
 use crate::layer::encode::{self, Codec};
+use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
 use crate::profile::ProfileSet;
@@ -81,6 +82,8 @@ pub struct RewriteOptions {
     /// "slimmed the same way".
     pub settings: String,
     pub max_layer_bytes: u64,
+    /// Entries the image's layers may hold together (`--max-files`).
+    pub max_files: u64,
 }
 
 impl RewriteOptions {
@@ -521,6 +524,10 @@ impl Copier<'_> {
         let idx_opts = IndexOptions {
             hash_contents: opts.hardlink_dedup,
             max_uncompressed: opts.max_layer_bytes,
+            budget: Some(Arc::new(IndexBudget::new(
+                opts.max_files,
+                crate::layer::limits::MAX_NAME_BYTES,
+            ))),
         };
         let results: Vec<Mutex<Option<Result<LayerIndex>>>> =
             unique.iter().map(|_| Mutex::new(None)).collect();

@@ -47,6 +47,7 @@ pub struct Settings {
     pub platforms: Vec<String>,
     pub threads: Option<usize>,
     pub max_layer_gib: Option<u64>,
+    pub max_files: Option<u64>,
 }
 
 impl Settings {
@@ -71,6 +72,7 @@ impl Settings {
             platforms: pick(&self.platforms, &over.platforms),
             threads: over.threads.or(self.threads),
             max_layer_gib: over.max_layer_gib.or(self.max_layer_gib),
+            max_files: over.max_files.or(self.max_files),
         }
     }
 
@@ -211,6 +213,9 @@ impl Settings {
             profiles,
             dry_run,
             max_layer_bytes: self.max_layer_gib.unwrap_or(64).saturating_mul(1 << 30),
+            max_files: self
+                .max_files
+                .unwrap_or(crate::layer::limits::DEFAULT_MAX_FILES),
         }))
     }
 

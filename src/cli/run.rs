@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// Refuse layers that decompress to more than this many GiB.
     #[arg(long = "max-layer-size", value_name = "GIB", default_value_t = 64)]
     pub max_layer_gib: u64,
+
+    /// Refuse images whose layers hold more entries than this together (slim indexes every entry in memory, about 700 bytes each).
+    #[arg(long = "max-files", value_name = "N", default_value_t = crate::layer::limits::DEFAULT_MAX_FILES)]
+    pub max_files: u64,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -151,6 +155,7 @@ impl RunArgs {
             platforms: self.platform.clone(),
             threads: self.threads,
             max_layer_gib: Some(self.max_layer_gib),
+            max_files: Some(self.max_files),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What one entry may hold and a layer's index may keep.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,4 +325,78 @@ impl<R: Read> Read for HeaderGuard<R> {
 /// The guard's refusal, if `e` (an error from the tar reader) carries one.
 pub fn oversized_in(e: &io::Error) -> Option<&OversizedHeader> {
     e.get_ref()?.downcast_ref::<OversizedHeader>()
+}
+
+/// What the indexes of one image's layers may hold together. Each entry of
+/// a layer index costs memory until the image is written (its header, its
+/// place in the squash tree and the plan: 400–700 bytes measured at a
+/// million entries), plus its path and link target. Shared by the layers
+/// decoded for one image, so a stack of layers is bounded as a whole.
+#[derive(Debug)]
+pub struct IndexBudget {
+    max_entries: u64,
+    max_name_bytes: u64,
+    entries: AtomicU64,
+    name_bytes: AtomicU64,
+}
+
+/// An image past its [`IndexBudget`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverBudget {
+    #[error(
+        "the image's layers hold more than {0} entries (--max-files); slim keeps an index of every entry in memory (raise --max-files if the machine has the memory: about 700 bytes per entry)"
+    )]
+    Entries(u64),
+    #[error(
+        "the image's paths and link targets take more than {} together; slim keeps them in memory (the layers are unusual or malicious)",
+        size(*.0)
+    )]
+    Names(u64),
+}
+
+impl IndexBudget {
+    pub fn new(max_entries: u64, max_name_bytes: u64) -> IndexBudget {
+        IndexBudget {
+            max_entries,
+            max_name_bytes,
+            entries: AtomicU64::new(0),
+            name_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one entry with `name_bytes` of path and link target.
+    pub fn charge(&self, name_bytes: u64) -> Result<(), OverBudget> {
+        if self.entries.fetch_add(1, Ordering::Relaxed) >= self.max_entries {
+            return Err(OverBudget::Entries(self.max_entries));
+        }
+        if self.name_bytes.fetch_add(name_bytes, Ordering::Relaxed) + name_bytes
+            > self.max_name_bytes
+        {
+            return Err(OverBudget::Names(self.max_name_bytes));
+        }
+        Ok(())
+    }
+}
+
+/// The default `--max-files`: at about 700 bytes an entry, it keeps one
+/// image's index under 400 MB.
+pub const DEFAULT_MAX_FILES: u64 = 500_000;
+/// Paths and link targets of one image, together.
+pub const MAX_NAME_BYTES: u64 = 128 << 20;
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_counts_entries_and_names_across_layers() {
+        let b = IndexBudget::new(3, 100);
+        b.charge(10).unwrap();
+        b.charge(10).unwrap();
+        b.charge(10).unwrap();
+        assert_eq!(b.charge(1), Err(OverBudget::Entries(3)));
+        let b = IndexBudget::new(10, 100);
+        b.charge(60).unwrap();
+        assert_eq!(b.charge(41), Err(OverBudget::Names(100)));
+    }
 }

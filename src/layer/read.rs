@@ -43,6 +43,9 @@ pub struct IndexOptions {
     pub hash_contents: bool,
     /// Refuse layers that decompress to more than this.
     pub max_uncompressed: u64,
+    /// What the indexes of the image's layers may hold together (`None`:
+    /// unbounded).
+    pub budget: Option<std::sync::Arc<limits::IndexBudget>>,
 }
 
 impl Default for IndexOptions {
@@ -50,6 +53,7 @@ impl Default for IndexOptions {
         IndexOptions {
             hash_contents: true,
             max_uncompressed: 64 << 30,
+            budget: None,
         }
     }
 }
@@ -408,6 +412,12 @@ fn parse_entries(
                 }
             };
 
+            if let Some(budget) = &opts.budget {
+                let names = path.len() + link.as_ref().map_or(0, |l| l.len());
+                budget.charge(names as u64).map_err(|e| {
+                    anyhow::anyhow!("{what}: at entry {}: {e}", entry::display(&path))
+                })?;
+            }
             let mut size = 0;
             let start = offset;
             let mut content_hash = None;
@@ -540,6 +550,7 @@ mod tests {
         let opts = IndexOptions {
             hash_contents: false,
             max_uncompressed: max,
+            budget: None,
         };
         index_layer(
             io::Cursor::new(blob),
@@ -792,6 +803,7 @@ mod tests {
         let opts = IndexOptions {
             hash_contents: false,
             max_uncompressed: 1 << 40,
+            budget: None,
         };
         index_layer_with(
             io::Cursor::new(tar),

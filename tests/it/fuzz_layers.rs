@@ -44,6 +44,7 @@ fn opts() -> IndexOptions {
         hash_contents: true,
         // Small, so that lying sizes meet the bomb check too.
         max_uncompressed: 64 << 20,
+        budget: None,
     }
 }
 

@@ -487,3 +487,34 @@ fn a_config_with_a_malformed_history_is_refused() {
     );
     assert!(!out_dir.exists());
 }
+
+// ---------------------------------------------------------------------------
+// Memory per file
+// ---------------------------------------------------------------------------
+
+/// Regression: memory followed the number of entries without bound (a
+/// 10 MB layer of a million empty files took 450–710 MB). The image's
+/// layers together may hold `--max-files` entries; past that the run is
+/// refused naming the layer, the entry and the flag.
+#[test]
+fn an_image_with_more_entries_than_max_files_is_refused() {
+    let ctx = TestContext::new();
+    let out_dir = ctx.path("out");
+    let out = ctx.slim(&[
+        &fixture_ref(),
+        "-o",
+        &oci_ref(&out_dir, "slim"),
+        "--max-files",
+        "20",
+    ]);
+    assert_clean_failure(&out, 1);
+    let err = out.stderr_str();
+    assert!(
+        err.contains("more than 20 entries (--max-files)") && err.contains("at entry /"),
+        "{out}"
+    );
+    assert!(!out_dir.exists());
+    // The default takes the fixture.
+    ctx.slim(&[&fixture_ref(), "-o", &oci_ref(&out_dir, "slim")])
+        .assert_success();
+}
