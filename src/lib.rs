@@ -17,6 +17,7 @@
 //! copy       -> copy.rs          the image tree, children first, root last; blobs verified before use
 //! slim       -> rewrite.rs       per image: decode -> squash/filter/dedup -> encode -> push
 //! decode     -> layer/read.rs    blob -> entries + spooled contents (layer/entry.rs: whiteouts)
+//!               layer/limits.rs  what one entry's headers and one image's index may hold
 //! squash     -> transform/       squash.rs (whiteouts, shadowing, hard links, dedup), filter.rs
 //! encode     -> layer/write.rs   deterministic tar; layer/encode.rs: parallel gzip | zstd, digests
 //! config     -> image/config.rs  diff_ids and history rewritten together
