@@ -80,7 +80,7 @@ pub enum HttpError {
     Malformed { address: String, reason: String },
     #[error("{address} closed the connection in the middle of the answer")]
     Truncated { address: String },
-    #[error("{address} sent more than {limit} bytes where at most that was expected")]
+    #[error("{address} sent more than the {limit} bytes slim accepts here")]
     TooLarge { address: String, limit: u64 },
 }
 
@@ -716,7 +716,7 @@ mod tests {
             .unwrap()
             .read_body(10)
             .unwrap_err();
-        assert!(e.to_string().contains("more than 10 bytes"), "{e}");
+        assert!(e.to_string().contains("more than the 10 bytes"), "{e}");
 
         // A truncated chunked body is an error, not a short read.
         let (_d, p) = serve(

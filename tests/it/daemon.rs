@@ -552,19 +552,28 @@ fn a_large_image_streams_through_in_bounded_memory_and_an_interrupted_load_loads
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
-    while loading().is_none() {
+    let spooled = loop {
+        if let Some(p) = loading() {
+            break p;
+        }
         assert!(
             child.try_wait().unwrap().is_none(),
             "slim ended before it began loading"
         );
         assert!(Instant::now() < deadline, "slim never began loading");
         std::thread::sleep(Duration::from_millis(2));
-    }
+    };
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let at_signal = std::fs::metadata(&spooled).map_or(0, |m| m.len());
     let out = child.wait_with_output().unwrap();
     let out = Output::from_std("slim (interrupted)".into(), out);
+    eprintln!(
+        "SIGTERM when the engine had {} MiB of the archive",
+        at_signal >> 20
+    );
     out.assert_code(143);
+    out.assert_stderr_contains("interrupted (SIGTERM)");
     assert!(
         !engine.exists(&target),
         "the interrupted load made {target}:\n{out}"
