@@ -437,9 +437,11 @@ fn random_rootfs_tar(path: &Path, size: u64, file_size: u64) {
     b.into_inner().unwrap();
 }
 
-/// Runs `cmd`, returning what it printed and its peak RSS in KiB (from
-/// `wait4`, for this child alone; `wait4` reaps it).
-#[allow(clippy::zombie_processes)]
+/// Runs `cmd`, returning what it printed and its peak RSS in KiB: the
+/// largest `VmHWM` of `/proc/PID/status`, read every few milliseconds while
+/// it runs. (Not `wait4`'s `ru_maxrss`: a child spawned from this test
+/// binary inherits the binary's own high-water mark at exec, hundreds of
+/// MiB while other tests run.)
 fn run_measuring_rss(mut cmd: Command) -> (Output, u64) {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning slim");
@@ -455,19 +457,29 @@ fn run_measuring_rss(mut cmd: Command) -> (Output, u64) {
         let _ = se.read_to_end(&mut v);
         v
     });
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child; rusage is plain old data.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4 failed");
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     let out = Output {
         command: format!("{cmd:?}"),
-        code,
+        code: status.code(),
         stdout: t_out.join().unwrap(),
         stderr: t_err.join().unwrap(),
     };
-    (out, usage.ru_maxrss as u64)
+    (out, peak_kib)
 }
 
 /// Memory stays flat while a large image streams out of the engine (and
