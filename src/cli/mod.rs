@@ -92,7 +92,7 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "DURATION", global = true, value_parser = parse_timeout)]
     pub timeout: Option<Timeout>,
 
-    /// Refuse a docker-archive on stdin larger than this (GiB); it is spooled to TMPDIR.
+    /// Refuse a docker-archive on stdin, or an image exported by the local engine, larger than this (GiB); both are spooled to TMPDIR.
     #[arg(
         long = "max-archive-size",
         value_name = "GIB",

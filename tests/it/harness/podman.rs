@@ -7,7 +7,9 @@
 //! `--tmpdir`, `TMPDIR` (where the API spools loads), `XDG_RUNTIME_DIR`,
 //! `HOME`, and `CONTAINERS_CONF`, `CONTAINERS_STORAGE_CONF` and
 //! `CONTAINERS_REGISTRIES_CONF` files written here, so neither the host's
-//! `/etc/containers` nor its images are read or changed. The service is
+//! `/etc/containers` nor its images are read or changed; and in a private
+//! mount namespace where `/var/tmp`, `/run/runc` and
+//! `/var/lib/containers/cache` are its own (see `PRIVATE_MOUNTS`). The service is
 //! tethered ([`super::process`]): it dies with the test binary. If it does
 //! not come up, the test fails with podman's own log.
 //!
@@ -43,12 +45,31 @@ pub struct Podman {
 }
 
 /// containers.conf: runc (Debian's crun refuses cgroups in hybrid mode),
-/// cgroupfs and file events (no systemd, no journald in CI).
-const CONTAINERS_CONF: &str = r#"[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-"#;
+/// cgroupfs and file events (no systemd, no journald in CI); the network
+/// configuration (and its lock) in `DIR/networks`, not `/etc/cni/net.d`.
+fn containers_conf(dir: &Path) -> String {
+    format!(
+        "[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
+         [network]\nnetwork_config_dir = \"{}\"\n",
+        dir.join("networks").display()
+    )
+}
+
+/// Where podman 4.3 writes whatever its configuration says: `podman load`
+/// (and the API's) untars each archive into `/var/tmp` while it guesses the
+/// format, runc keeps container state in `/run/runc`, and containers/image
+/// its blob-info cache in `/var/lib/containers/cache`. Every podman of the
+/// harness runs in a mount namespace of its own (`unshare --mount`, root
+/// only, as podman itself here) where each of these that exists is this
+/// instance's directory. `$1` is the instance's directory; the rest are
+/// podman's arguments.
+const PRIVATE_MOUNTS: &str = r#"set -e
+dir=$1; shift
+for pair in /var/tmp:vartmp /run/runc:runc /var/lib/containers/cache:cache; do
+  target=${pair%%:*}
+  if [ -d "$target" ]; then mount --bind "$dir/${pair#*:}" "$target"; fi
+done
+exec podman "$@""#;
 
 /// Short names resolve as Docker's do.
 const REGISTRIES_CONF: &str = r#"unqualified-search-registries = ["docker.io"]
@@ -87,10 +108,20 @@ impl Podman {
         } else {
             (Some(tempdir), Some(runroot_dir))
         };
-        for sub in ["root", "tmp", "xdg", "home", "libpod-tmp"] {
+        for sub in [
+            "root",
+            "tmp",
+            "xdg",
+            "home",
+            "libpod-tmp",
+            "networks",
+            "vartmp",
+            "runc",
+            "cache",
+        ] {
             fs::create_dir_all(dir.join(sub)).expect("creating podman dirs");
         }
-        fs::write(dir.join("containers.conf"), CONTAINERS_CONF).expect("containers.conf");
+        fs::write(dir.join("containers.conf"), containers_conf(&dir)).expect("containers.conf");
         fs::write(
             dir.join("storage.conf"),
             format!(
@@ -127,10 +158,15 @@ impl Podman {
         podman
     }
 
-    /// `podman` with this instance's storage, config and environment.
+    /// `podman` with this instance's storage, config and environment, in a
+    /// private mount namespace (see [`PRIVATE_MOUNTS`]).
     fn command_in(dir: &Path, runroot: &Path) -> Command {
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root")
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+            .arg(PRIVATE_MOUNTS)
+            .arg("slim-test-podman")
+            .arg(dir)
+            .arg("--root")
             .arg(dir.join("root"))
             .arg("--runroot")
             .arg(runroot)
