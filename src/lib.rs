@@ -5,8 +5,10 @@
 //! The pipeline, one module per stage:
 //!
 //! ```text
-//! reference  -> reference.rs     what the user typed: registry, oci:, oci-archive:, docker-archive:
+//! reference  -> reference.rs     what the user typed: registry, oci:, oci-archive:, docker-archive:, docker-daemon:
+//!               transport/resolve.rs  short names: the local engine's image first, else the registry
 //! fetch      -> transport/       sources and destinations; registry/ speaks the Distribution API
+//!               transport/engine.rs, unix_http.rs  the Docker Engine API (Docker, Podman) on a Unix socket
 //!               registry/origin.rs    every request: credentials only to their origin, redirects
 //!               registry/limits.rs    retries, waits, the low-speed and silence limits
 //!               registry/blob.rs, upload.rs, listing.rs   downloads, uploads, catalog and tags

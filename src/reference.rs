@@ -7,6 +7,11 @@
 //! | `oci:PATH[:TAG]` | an OCI image layout directory |
 //! | `oci-archive:PATH[:TAG]` | a tar of an OCI image layout |
 //! | `docker-archive:PATH[:NAME[:TAG]]` (`-` = stdin/stdout) | `docker save` / `docker load` format |
+//! | `docker-daemon:NAME[:TAG]` (`docker-daemon:sha256:ID` to read) | an image in the local Docker or Podman engine |
+//!
+//! A short name (no transport, no registry host: [`is_short_name`]) is
+//! parsed as a Docker Hub image here; `transport::resolve` decides whether
+//! it means the local engine's image instead.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -32,6 +37,11 @@ pub enum ImageRef {
         path: Option<PathBuf>,
         name: Option<String>,
     },
+    /// An image in the local engine: `NAME:TAG`, `NAME@DIGEST` or an image
+    /// ID (`sha256:…`), as the engine is asked for it.
+    DockerDaemon {
+        name: String,
+    },
 }
 
 /// A registry image: `registry/repository[:tag][@digest]`.
@@ -49,7 +59,7 @@ pub enum ReferenceError {
     #[error("empty image reference")]
     Empty,
     #[error(
-        "unknown transport {transport:?} in {input:?} (use a registry name, docker://, oci:, oci-archive: or docker-archive:)"
+        "unknown transport {transport:?} in {input:?} (use a registry name, docker://, oci:, oci-archive:, docker-archive: or docker-daemon:)"
     )]
     UnknownTransport { transport: String, input: String },
     #[error(
@@ -106,6 +116,23 @@ impl FromStr for ImageRef {
             let path = (path != "-").then(|| PathBuf::from(path));
             return Ok(ImageRef::DockerArchive { path, name });
         }
+        if let Some(name) = input.strip_prefix("docker-daemon:") {
+            if name.is_empty() {
+                return Err(ReferenceError::Malformed {
+                    input: input.to_string(),
+                    reason: "docker-daemon: needs an image name, e.g. docker-daemon:myapp:latest"
+                        .into(),
+                });
+            }
+            // An image ID (`sha256:HEX`), or a name the grammar accepts.
+            let is_id = name.parse::<Digest>().is_ok() && name.starts_with("sha256:");
+            if !is_id {
+                RegistryRef::parse(name)?;
+            }
+            return Ok(ImageRef::DockerDaemon {
+                name: name.to_string(),
+            });
+        }
         match RegistryRef::parse(input) {
             Ok(r) => Ok(ImageRef::Registry(r)),
             Err(e) => {
@@ -154,6 +181,26 @@ fn split_path_tag(
         });
     }
     Ok((PathBuf::from(path), tag))
+}
+
+/// Whether `input` is a short name: a registry reference spelled without a
+/// transport and without a registry host (`myapp:latest`, `team/app:1.2`),
+/// which the Docker CLI resolves to a local image first. The host rule is
+/// Docker's (`splitDockerDomain` in distribution/reference): the part
+/// before the first `/` is a host when it holds a `.` or a `:`, is
+/// `localhost`, or has upper-case letters.
+pub fn is_short_name(input: &str) -> bool {
+    if input.starts_with("docker://") || !matches!(input.parse(), Ok(ImageRef::Registry(_))) {
+        return false;
+    }
+    match input.split_once('/') {
+        None => true,
+        Some((first, _)) => {
+            !first.contains(['.', ':'])
+                && first != "localhost"
+                && !first.chars().any(|c| c.is_ascii_uppercase())
+        }
+    }
 }
 
 /// An OCI layout `org.opencontainers.image.ref.name` (image-layout spec,
@@ -345,6 +392,7 @@ impl fmt::Display for ImageRef {
                 }
                 name.iter().try_for_each(|n| write!(f, ":{n}"))
             }
+            ImageRef::DockerDaemon { name } => write!(f, "docker-daemon:{name}"),
         }
     }
 }
@@ -430,6 +478,61 @@ mod tests {
                 name: Some("app:1".into())
             }
         );
+    }
+
+    #[test]
+    fn docker_daemon_references() {
+        assert_eq!(
+            "docker-daemon:myapp:latest".parse::<ImageRef>().unwrap(),
+            ImageRef::DockerDaemon {
+                name: "myapp:latest".into()
+            }
+        );
+        let id = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            format!("docker-daemon:{id}").parse::<ImageRef>().unwrap(),
+            ImageRef::DockerDaemon { name: id.into() }
+        );
+        assert_eq!(
+            "docker-daemon:team/app:1.2"
+                .parse::<ImageRef>()
+                .unwrap()
+                .to_string(),
+            "docker-daemon:team/app:1.2"
+        );
+        for bad in ["docker-daemon:", "docker-daemon:UPPER", "docker-daemon:a b"] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn short_names_have_no_transport_and_no_host() {
+        for short in [
+            "myapp",
+            "myapp:latest",
+            "team/app:1.2",
+            "library/debian",
+            "a/b/c:v1",
+            "myapp@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert!(is_short_name(short), "{short}");
+        }
+        for long in [
+            "docker://myapp:latest",
+            "docker.io/library/myapp:latest",
+            "registry.example.com/app",
+            "localhost/app",
+            "localhost:5000/app",
+            "127.0.0.1:5000/app:v1",
+            "[::1]:5000/app",
+            "docker-daemon:myapp:latest",
+            "oci:dir:tag",
+            "docker-archive:x.tar",
+            "Team/app",
+            "",
+        ] {
+            assert!(!is_short_name(long), "{long}");
+        }
     }
 
     #[test]

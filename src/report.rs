@@ -31,6 +31,11 @@ pub struct Report {
 #[derive(Debug, Serialize, Default)]
 pub struct SideReport {
     pub reference: String,
+    /// Where the image was read from (`the local engine
+    /// (unix:///var/run/docker.sock)`, `the registry docker.io`, …); set
+    /// for the source of a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     pub digest: Option<String>,
     pub layers: usize,
     pub compressed_bytes: u64,
@@ -64,6 +69,7 @@ pub struct PlatformReport {
 fn side(reference: &str, digest: Option<String>, s: &Side) -> SideReport {
     SideReport {
         reference: reference.to_string(),
+        from: None,
         digest,
         layers: s.layers,
         compressed_bytes: s.compressed_bytes,

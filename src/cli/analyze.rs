@@ -13,12 +13,12 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use crate::copy::{CopyOptions, copy_image};
-use crate::reference::ImageRef;
 use crate::report::human;
 use crate::rewrite::{ImageReport, LayerStat};
 use crate::settings::Settings;
 use crate::transform::filter::Count;
-use crate::transport::{Discard, open_source};
+use crate::transport::Discard;
+use crate::transport::resolve;
 
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
@@ -42,6 +42,8 @@ pub struct AnalyzeArgs {
 #[derive(Serialize)]
 struct Analysis {
     reference: String,
+    /// Where the image was read from (the local engine, a registry, …).
+    from: String,
     digest: String,
     images: Vec<ImageAnalysis>,
 }
@@ -103,7 +105,10 @@ fn analysis(img: &ImageReport) -> ImageAnalysis {
 }
 
 pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
-    let image: ImageRef = args.image.parse()?;
+    let image = resolve::source(&args.image)?;
+    if !global.quiet {
+        super::run::say_where(&image);
+    }
     let settings = Settings {
         profile: Some(args.profile.clone()),
         platforms: args.platform.clone(),
@@ -112,7 +117,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
     let platforms = settings.platforms()?;
     let client = global.client()?;
     let rewrite = settings.rewrite(&client, true)?;
-    let src = open_source(&image, &client, global.source_limits())?;
+    let src = image.open_source(&client, global.source_limits())?;
     let dst = Discard::new()?;
     let terminal = super::progress::Terminal::new(global.quiet, !args.json);
     let opts = CopyOptions {
@@ -125,6 +130,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
     let outcome = outcome.with_context(|| format!("analyzing {}", src.name()))?;
     let result = Analysis {
         reference: src.name(),
+        from: image.describe(),
         digest: outcome.source_digest.to_string(),
         images: outcome.images.iter().map(analysis).collect(),
     };
@@ -133,7 +139,11 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
         return Ok(0);
     }
     let mut out = String::new();
-    writeln!(out, "{} ({})", result.reference, result.digest)?;
+    writeln!(
+        out,
+        "{} ({}), from {}",
+        result.reference, result.digest, result.from
+    )?;
     for img in &result.images {
         writeln!(
             out,

@@ -23,16 +23,20 @@ pub const EXIT_THRESHOLD: u8 = 3;
     about = "Make container images small: squash, strip and recompress, no Docker engine needed",
     subcommand_negates_reqs = true,
     after_help = "Examples:
-  slim myapp:latest -o myapp:slim
+  slim myapp:latest -o myapp:slim     # the image you just built, back into the same engine
   slim oci:fixtures/oci:demo:latest -o oci:/tmp/demo-slim:latest
   docker save myapp | slim docker-archive:- -o docker-archive:slim.tar
   slim registry.example.com/team/api:1.4 -o registry.example.com/team/api:1.4-slim --squash none
 
 Image references:
-  NAME[:TAG][@DIGEST], docker://...   a registry image (Docker Hub rules for short names)
+  NAME[:TAG]                          a short name: the local engine's image if it has one, else Docker Hub's
+  HOST/NAME[:TAG][@DIGEST], docker://...   a registry image (Docker Hub rules for docker://NAME)
   oci:PATH[:TAG]                      an OCI image layout directory
   oci-archive:PATH[:TAG]              a tar of an OCI image layout
   docker-archive:PATH[:NAME:TAG]      docker save / docker load format (PATH '-' = stdin/stdout)
+  docker-daemon:NAME[:TAG]            an image in the local Docker or Podman engine (DOCKER_HOST=unix://...,
+                                      /var/run/docker.sock, or Podman's socket)
+When a short name came from the engine, a short -o name is loaded into that engine.
 
 Exit codes: 0 success, 1 failure (also --timeout), 2 usage error, 3 a --fail-if-* threshold not met;
 130/143 interrupted by SIGINT/SIGTERM (what the run wrote is removed)."
@@ -88,7 +92,7 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "DURATION", global = true, value_parser = parse_timeout)]
     pub timeout: Option<Timeout>,
 
-    /// Refuse a docker-archive on stdin larger than this (GiB); it is spooled to TMPDIR.
+    /// Refuse a docker-archive on stdin, or an image exported by the local engine, larger than this (GiB); both are spooled to TMPDIR.
     #[arg(
         long = "max-archive-size",
         value_name = "GIB",

@@ -12,7 +12,7 @@ use crate::copy::{CopyOptions, copy_image};
 use crate::reference::ImageRef;
 use crate::report::{Report, human};
 use crate::settings::Settings;
-use crate::transport::{open_dest, open_source};
+use crate::transport::resolve::{self, Resolved};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompressionArg {
@@ -162,10 +162,15 @@ impl RunArgs {
 
 pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let started = Instant::now();
-    let source: ImageRef = args.source.as_deref().unwrap_or_default().parse()?;
-    let output: ImageRef = args.output.as_deref().unwrap_or_default().parse()?;
+    // Parsed first, so that a malformed output fails before the engine is asked.
+    let _: ImageRef = args.output.as_deref().unwrap_or_default().parse()?;
+    let source = resolve::source(args.source.as_deref().unwrap_or_default())?;
+    let output = resolve::output(args.output.as_deref().unwrap_or_default(), &source)?;
+    if !global.quiet {
+        say_where(&source);
+    }
     let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
-    if report_to_stdout && matches!(output, ImageRef::DockerArchive { path: None, .. }) {
+    if report_to_stdout && matches!(output.image, ImageRef::DockerArchive { path: None, .. }) {
         return Err(UsageError(
             "--report - and docker-archive:- both want stdout; write the report to a file".into(),
         )
@@ -175,11 +180,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let platforms = settings.platforms()?;
     let client = global.client()?;
     let rewrite = settings.rewrite(&client, args.dry_run)?;
-    let src = open_source(&source, &client, global.source_limits())?;
+    let src = source.open_source(&client, global.source_limits())?;
     let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
         Box::new(crate::transport::Discard::new()?)
     } else {
-        open_dest(&output, &client)?
+        output.open_dest(&client)?
     };
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
@@ -194,7 +199,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
 
     let keeps_manifests = dst.capabilities().keeps_manifests;
     let output_digest = (keeps_manifests && !args.dry_run).then(|| outcome.root.digest.to_string());
-    let report = Report::new(
+    let mut report = Report::new(
         &src.name(),
         &dst.name(),
         &outcome,
@@ -202,11 +207,16 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         started.elapsed().as_secs_f64(),
         args.dry_run,
     );
+    report.source.from = Some(source.describe());
     if !global.quiet {
         print_summary(
             &outcome,
             &report,
             dst.as_ref(),
+            output
+                .engine()
+                .filter(|_| !args.dry_run)
+                .map(|_| output.describe()),
             started,
             args.dry_run,
             global.verbose > 0,
@@ -256,10 +266,21 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// Where a short name or an engine reference was read from, or why a short
+/// name went to the registry. Shared with `slim analyze`.
+pub fn say_where(source: &Resolved) {
+    if let Some(note) = &source.note {
+        eprintln!("note: {note}");
+    } else if source.engine().is_some() {
+        eprintln!("{}: from {}", source.typed, source.describe());
+    }
+}
+
 fn print_summary(
     outcome: &crate::copy::CopyOutcome,
     report: &Report,
     dst: &dyn crate::transport::Dest,
+    into_engine: Option<String>,
     started: Instant,
     dry_run: bool,
     verbose: bool,
@@ -277,7 +298,18 @@ fn print_summary(
             .config()?
             .map(|c| c.digest.to_string())
             .unwrap_or_default();
-        let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
+        match into_engine {
+            Some(engine) => {
+                let _ = writeln!(
+                    err,
+                    "wrote {} (image config {config}), loaded into {engine}",
+                    dst.name()
+                );
+            }
+            None => {
+                let _ = writeln!(err, "wrote {} (image config {config})", dst.name());
+            }
+        }
     }
     if !outcome.images.is_empty() && !dry_run {
         let _ = write!(err, "{}", report.table());

@@ -4,13 +4,15 @@
 //! Reading: the archive's `manifest.json` lists, per image, a config file and
 //! layer tars. slim presents it as a Docker v2s2 image: the config blob as
 //! is, and each layer as it is stored (plain tars are addressed by their
-//! diff_id, compressed ones by their own digest). stdin is spooled to a temp
-//! file first, since `manifest.json` may come last.
+//! diff_id, compressed ones by their own digest). A stream (stdin, or an
+//! engine's export for `docker-daemon:`) is spooled to a temp file first,
+//! since `manifest.json` may come last.
 //!
 //! Writing: layers are stored uncompressed and named by diff_id, as
 //! `docker save` and containers/image do, which checks each diff_id against
 //! the config. The archive is written to a temp file renamed over the target,
-//! or to stdout only once everything is ready.
+//! or to stdout (or into an engine's `docker load`) only once everything is
+//! ready.
 
 use std::collections::HashMap;
 use std::fs;
@@ -57,27 +59,54 @@ impl DockerArchiveSource {
         name: Option<String>,
         max_archive: u64,
     ) -> Result<DockerArchiveSource> {
-        let (file, spool, location) = match path {
+        match path {
             Some(p) => {
                 if !p.is_file() {
                     bail!("{}: no such file", p.display());
                 }
-                (
+                Self::from_file(
                     p.to_path_buf(),
                     None,
                     format!("docker-archive:{}", p.display()),
+                    name,
                 )
             }
-            None => {
-                let dir = StagingDir::create_temp("slim-stdin-")?;
-                let path = dir.path().join("archive.tar");
-                let file = fs::File::create(&path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-                spool_tar(io::stdin().lock(), file, max_archive)
-                    .context("docker-archive:-: reading the archive from stdin")?;
-                (path, Some(dir), "docker-archive:-".to_string())
-            }
-        };
+            None => Self::from_stream(
+                io::stdin().lock(),
+                Spool {
+                    location: "docker-archive:-".to_string(),
+                    reading: "reading the archive from stdin".to_string(),
+                    prefix: "slim-stdin-",
+                    max: max_archive,
+                },
+                name,
+            ),
+        }
+    }
+
+    /// Reads a `docker save` stream (stdin, an engine's export): spooled to
+    /// a temp directory up to its end-of-archive marker and at most
+    /// `spool.max` bytes (`manifest.json` may come last), then opened.
+    pub fn from_stream(
+        input: impl Read,
+        spool: Spool,
+        name: Option<String>,
+    ) -> Result<DockerArchiveSource> {
+        let dir = StagingDir::create_temp(spool.prefix)?;
+        let path = dir.path().join("archive.tar");
+        let file =
+            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        spool_tar(input, file, spool.max)
+            .with_context(|| format!("{}: {}", spool.location, spool.reading))?;
+        Self::from_file(path, Some(dir), spool.location, name)
+    }
+
+    fn from_file(
+        file: PathBuf,
+        spool: Option<StagingDir>,
+        location: String,
+        name: Option<String>,
+    ) -> Result<DockerArchiveSource> {
         let index = TarIndex::build(&file)?;
         let list_bytes = index
             .read("manifest.json", MAX_MANIFEST_BYTES)
@@ -163,6 +192,18 @@ impl DockerArchiveSource {
             _spool: spool,
         })
     }
+}
+
+/// Where a streamed archive comes from, for [`DockerArchiveSource::from_stream`].
+pub struct Spool {
+    /// The reference, for messages (`docker-archive:-`).
+    pub location: String,
+    /// What reading it is, for messages (`reading the archive from stdin`).
+    pub reading: String,
+    /// The temp directory's name prefix.
+    pub prefix: &'static str,
+    /// At most this many bytes are spooled.
+    pub max: u64,
 }
 
 fn pick_entry(location: &str, list: Vec<ArchiveEntry>, name: Option<&str>) -> Result<ArchiveEntry> {
@@ -326,6 +367,9 @@ impl Source for DockerArchiveSource {
 enum Target {
     File(PathBuf),
     Stdout,
+    /// To whoever holds this destination, through
+    /// [`DockerArchiveDest::write_archive`] (an engine's `docker load`).
+    Caller,
 }
 
 pub struct DockerArchiveDest {
@@ -358,14 +402,32 @@ impl DockerArchiveDest {
         })
     }
 
-    fn write_archive<W: Write>(&self, out: W, root: &Manifest) -> Result<W> {
+    /// Blobs are staged in a temp directory (`PREFIX…`); the archive is
+    /// written only by [`DockerArchiveDest::write_archive`], which its
+    /// holder calls in place of [`Dest::commit`].
+    pub fn staged(name: Option<String>, prefix: &str) -> Result<DockerArchiveDest> {
+        Ok(DockerArchiveDest {
+            target: Target::Caller,
+            name: name.as_deref().map(repo_tag),
+            staging: StagingDir::create_temp(prefix)?,
+            stored: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The `RepoTags` entry the archive names its image by.
+    pub fn repo_tag(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The config's diff_ids, from the staged config blob of `root`.
+    pub fn diff_ids(&self, root: &Manifest) -> Result<Vec<String>> {
         let stored = self.stored.lock().expect("stored lock");
         let config = root.config()?.context("the image has no config")?;
         let (config_file, _) = stored
             .get(&config.digest)
             .context("config was not written")?;
         let config_json: Value = serde_json::from_slice(&fs::read(config_file)?)?;
-        let diff_ids: Vec<String> = config_json
+        Ok(config_json
             .pointer("/rootfs/diff_ids")
             .and_then(Value::as_array)
             .map(|a| {
@@ -373,7 +435,18 @@ impl DockerArchiveDest {
                     .filter_map(|d| d.as_str().map(str::to_string))
                     .collect()
             })
-            .unwrap_or_default();
+            .unwrap_or_default())
+    }
+
+    /// Writes the archive of `root` (whose blobs were all put here) to
+    /// `out`, in one pass over the staged files.
+    pub fn write_archive<W: Write>(&self, out: W, root: &Manifest) -> Result<W> {
+        let diff_ids = self.diff_ids(root)?;
+        let stored = self.stored.lock().expect("stored lock");
+        let config = root.config()?.context("the image has no config")?;
+        let (config_file, _) = stored
+            .get(&config.digest)
+            .context("config was not written")?;
         let layers = root.layers()?;
         if diff_ids.len() != layers.len() {
             bail!(
@@ -449,7 +522,7 @@ impl Dest for DockerArchiveDest {
     fn name(&self) -> String {
         let base = match &self.target {
             Target::File(p) => format!("docker-archive:{}", p.display()),
-            Target::Stdout => "docker-archive:-".to_string(),
+            Target::Stdout | Target::Caller => "docker-archive:-".to_string(),
         };
         match &self.name {
             Some(n) => format!("{base}:{n}"),
@@ -539,6 +612,7 @@ impl Dest for DockerArchiveDest {
                     self.write_archive(io::BufWriter::with_capacity(256 << 10, stdout), root)?;
                 w.flush().context("writing the archive to stdout")?;
             }
+            Target::Caller => bail!("this archive is written by its holder, not committed"),
         }
         Ok(())
     }

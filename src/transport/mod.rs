@@ -13,12 +13,21 @@
 //! | `oci:` | [`layout::LayoutSource`] over a directory | [`layout::LayoutDest`] |
 //! | `oci-archive:` | [`layout::LayoutSource`] over a tar index | [`layout::ArchiveDest`] |
 //! | `docker-archive:` | [`docker_archive::DockerArchiveSource`] | [`docker_archive::DockerArchiveDest`] |
+//! | `docker-daemon:` | [`docker_daemon::open_source`] (a docker-archive stream) | [`docker_daemon::DockerDaemonDest`] |
+//!
+//! [`resolve`] decides what a short name (`myapp:latest`) means: the local
+//! engine's image, or a registry's. [`engine`] speaks the Docker Engine API
+//! over [`unix_http`].
 
 pub mod docker_archive;
+pub mod docker_daemon;
+pub mod engine;
 pub mod growing;
 pub mod layout;
 pub mod registry;
+pub mod resolve;
 pub mod tarindex;
+pub mod unix_http;
 
 use std::io::Read;
 use std::path::Path;
@@ -201,7 +210,8 @@ pub fn io_error(e: std::io::Error) -> anyhow::Error {
 /// Bounds on what opening a source may take.
 #[derive(Clone, Copy, Debug)]
 pub struct SourceLimits {
-    /// How much of a `docker-archive:-` stream is spooled at most.
+    /// How much of a `docker-archive:-` stream, or of an engine's export, is
+    /// spooled at most.
     pub max_archive_bytes: u64,
 }
 
@@ -239,6 +249,14 @@ pub fn open_source(
             )
             .with_context(|| format!("opening {r}"))?,
         ),
+        ImageRef::DockerDaemon { name } => {
+            let engine = engine::Engine::discover().with_context(|| format!("opening {r}"))?;
+            Box::new(docker_daemon::open_source(
+                &engine,
+                name,
+                limits.max_archive_bytes,
+            )?)
+        }
     })
 }
 
@@ -261,6 +279,14 @@ pub fn open_dest(r: &ImageRef, client: &Arc<RegistryClient>) -> Result<Box<dyn D
             docker_archive::DockerArchiveDest::create(path.as_deref(), name.clone())
                 .with_context(|| format!("opening {r} for writing"))?,
         ),
+        ImageRef::DockerDaemon { name } => {
+            let engine =
+                engine::Engine::discover().with_context(|| format!("opening {r} for writing"))?;
+            Box::new(
+                docker_daemon::DockerDaemonDest::create(engine, name)
+                    .with_context(|| format!("opening {r} for writing"))?,
+            )
+        }
     })
 }
 

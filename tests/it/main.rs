@@ -3,6 +3,7 @@
 mod batch;
 mod cli;
 mod copy;
+mod daemon;
 mod errors;
 mod fuzz_layers;
 mod fuzz_parsers;

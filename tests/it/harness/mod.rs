@@ -23,6 +23,10 @@
 //!   (resets, stalls, trickles, 5xx/429 bursts, canned answers, restarts),
 //!   recording what clients sent.
 //! - [`process`] — spawning children that die with the test binary.
+//! - [`podman`] — a real Docker Engine API: `podman system service` on a
+//!   Unix socket with its own storage and config; the podman CLI as judge.
+//! - [`tripwire`] — a proxy and a credential helper that record any attempt
+//!   to reach a registry.
 //!
 //! Not every test uses every helper or re-export, hence the `allow` below.
 #![allow(dead_code, unused_imports)]
@@ -32,11 +36,13 @@ pub mod fixture;
 pub mod hostile;
 pub mod http;
 pub mod judges;
+pub mod podman;
 pub mod process;
 pub mod proxy;
 pub mod registry;
 pub mod token;
 pub mod tree;
+pub mod tripwire;
 
 pub use context::{Output, SLIM, TestContext, unique_name};
 pub use fixture::{
@@ -49,10 +55,12 @@ pub use judges::{
     Skopeo, is_root, manifest_digest_of, sha256_digest, skopeo_copy, skopeo_inspect,
     skopeo_inspect_raw, umoci_try_unpack, umoci_unpack,
 };
+pub use podman::Podman;
 pub use proxy::{Action, Proxy};
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryConfig};
 pub use token::TokenIssuer;
 pub use tree::{Kind, Node, Tree, assert_same_tree, diff_trees, tree_of};
+pub use tripwire::Tripwire;
 
 /// The one user the authenticated registries and the token issuer accept.
 pub const USER: &str = "slim";
