@@ -194,6 +194,10 @@ impl TestContext {
             .env("XDG_RUNTIME_DIR", self.path("run"))
             .env("NO_COLOR", "1")
             .env_remove("REGISTRY_AUTH_FILE")
+            // A backtrace on stderr is not what a user sees (tests that
+            // want one set it again).
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .env_remove("XDG_CONFIG_HOME")
             .stdin(Stdio::null());
         cmd
