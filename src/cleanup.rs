@@ -69,8 +69,12 @@ pub fn permit() -> io::Result<RwLockReadGuard<'static, bool>> {
     Ok(guard)
 }
 
+/// How the command line tells the user why the run stopped (set by
+/// [`install`]; nothing below the command line prints).
+static NOTIFY: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
 /// Stops the run: waits for writers to finish the step they are in, runs
-/// every undo action (newest first), prints `message` and exits.
+/// every undo action (newest first), says why and exits.
 pub fn stop_and_exit(code: i32, message: &str) -> ! {
     let mut stopping = STOPPING.write().unwrap_or_else(|e| e.into_inner());
     *stopping = true;
@@ -81,14 +85,16 @@ pub fn stop_and_exit(code: i32, message: &str) -> ! {
     for action in actions.iter().rev() {
         action();
     }
-    // A progress bar may hold the cursor mid-line.
-    eprintln!("\nerror: {message}");
+    if let Some(notify) = NOTIFY.get() {
+        notify(message);
+    }
     std::process::exit(code)
 }
 
 /// Stops the run on SIGINT, SIGTERM and SIGHUP (exit 128 + the signal, as
-/// shells report it), and after `timeout` (exit 1).
-pub fn install(timeout: Option<Duration>) {
+/// shells report it), and after `timeout` (exit 1); `notify` tells the user.
+pub fn install(timeout: Option<Duration>, notify: fn(&str)) {
+    let _ = NOTIFY.set(notify);
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(mut signals) => {

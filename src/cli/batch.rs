@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::run::human_bytes;
 use super::{EXIT_FAILURE, EXIT_USAGE, GlobalArgs, UsageError};
 use crate::batch::{
     self, BatchOptions, BatchProgress, ImageResult, JobFile, Shard, Status, WorkItem, WorkList,
 };
+use crate::report::human;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
@@ -166,9 +166,9 @@ impl Printer {
         } else {
             format!(
                 "{} saved ({} -> {})",
-                signed_bytes(t.saved_bytes),
-                human_bytes(t.source_compressed_bytes),
-                human_bytes(t.output_compressed_bytes)
+                human(t.saved_bytes),
+                human(t.source_compressed_bytes),
+                human(t.output_compressed_bytes)
             )
         };
         self.line(&format!(
@@ -190,14 +190,6 @@ impl Printer {
                 ));
             }
         }
-    }
-}
-
-fn signed_bytes(n: i64) -> String {
-    if n < 0 {
-        format!("-{}", human_bytes(n.unsigned_abs()))
-    } else {
-        human_bytes(n as u64)
     }
 }
 
@@ -257,8 +249,8 @@ impl BatchProgress for Printer {
                                 / s.source.compressed_bytes.max(1) as f64);
                     format!(
                         ": {} -> {} ({pct:.0}% smaller)",
-                        human_bytes(s.source.compressed_bytes),
-                        human_bytes(s.output.compressed_bytes)
+                        human(s.source.compressed_bytes),
+                        human(s.output.compressed_bytes)
                     )
                 });
                 format!("{sizes}, {:.1}s", r.duration_seconds)
@@ -276,7 +268,7 @@ impl BatchProgress for Printer {
         let saved = if self.dry_run || r.status != Status::Slimmed {
             String::new()
         } else {
-            format!("; {} saved", signed_bytes(saved))
+            format!("; {} saved", human(saved))
         };
         self.line(&format!(
             "[{done}/{total}] {status} {} -> {}{what}{saved}",

@@ -166,7 +166,11 @@ pub fn main() -> ExitCode {
         Some(Command::Batch(_)) => std::time::Duration::from_secs(24 * 3600),
         _ => std::time::Duration::from_secs(3600),
     };
-    crate::cleanup::install(cli.global.timeout.map_or(Some(default_timeout), |t| t.0));
+    crate::cleanup::install(
+        cli.global.timeout.map_or(Some(default_timeout), |t| t.0),
+        // A progress bar may hold the cursor mid-line.
+        |message| eprintln!("\nerror: {message}"),
+    );
     let result = match cli.command {
         None => run::run(cli.run, &cli.global),
         Some(Command::Profiles(a)) => profiles::run(a),

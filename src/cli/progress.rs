@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::run::human_bytes;
 use crate::image::Descriptor;
 use crate::progress::{BlobOutcome, Reporter};
+use crate::report::human;
 
 pub struct Terminal {
     bars: Option<MultiProgress>,
@@ -100,11 +100,7 @@ impl Reporter for Terminal {
                 bar.finish();
             }
             (None, Some(multi)) => {
-                let _ = multi.println(format!(
-                    "{what:>8} {} ({})",
-                    desc.short(),
-                    human_bytes(desc.size)
-                ));
+                let _ = multi.println(format!("{what:>8} {} ({})", desc.short(), human(desc.size)));
             }
             (None, None) => {}
         }
@@ -125,7 +121,7 @@ impl Reporter for Terminal {
     fn layer_done(&self, id: u64, desc: &Descriptor) {
         if let Some(bar) = self.layers.lock().expect("bars").remove(&id) {
             bar.set_prefix("written");
-            bar.set_message(format!("{} ({})", desc.short(), human_bytes(desc.size)));
+            bar.set_message(format!("{} ({})", desc.short(), human(desc.size)));
             bar.finish();
         }
     }

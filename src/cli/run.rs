@@ -403,8 +403,3 @@ fn print_summary(
     }
     Ok(())
 }
-
-/// Bytes for people.
-pub fn human_bytes(n: u64) -> String {
-    human(n)
-}
