@@ -6,14 +6,32 @@
 //! auth.json), then `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`
 //! (`auths`, `credHelpers`, `credsStore`, via the docker_credential crate).
 //! Secrets are never printed: [`Credential`]'s Debug hides them.
+//!
+//! A host's challenge is learnt from its first 401 ([`HostAuth::challenged`]);
+//! from then on every request carries Basic credentials or a Bearer token
+//! for its [`Scope`] ([`HostAuth::header`]), fetched from the realm once per
+//! scope however many threads ask at once. Credentials go to the realm's
+//! origin only, and not at all to a plain-HTTP realm of an HTTPS registry
+//! ([`super::origin`]).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use reqwest::blocking::Client;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{StatusCode, Url};
+
+pub use super::error::CredentialError;
+use super::error::{RegistryError, is_transient_error, is_transient_status, transport_error};
+use super::limits::{GiveUp, Retries};
+use super::options::ClientOptions;
+use super::origin::{self, Credentials, Origin, SendError};
+use super::reply::{Reply, authority, error_detail, read_limited, retry_after};
 
 /// What the user configured for a registry.
 #[derive(Clone)]
@@ -52,16 +70,6 @@ impl Credential {
 pub struct FoundCredential {
     pub credential: Credential,
     pub source: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    #[error("reading credentials for {registry} from {path}: {reason}")]
-    Read {
-        registry: String,
-        path: PathBuf,
-        reason: String,
-    },
 }
 
 /// The key config.json uses for a registry (Docker Hub's is historical).
@@ -223,6 +231,383 @@ impl TokenResponse {
     }
 }
 
+/// Which actions a request needs on which repositories (token scopes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope(Vec<(String, &'static str)>);
+
+impl Scope {
+    pub fn pull(repository: &str) -> Scope {
+        Scope(vec![(repository.to_string(), "pull")])
+    }
+
+    pub fn push(repository: &str) -> Scope {
+        Scope(vec![(repository.to_string(), "pull,push")])
+    }
+
+    /// Push to `repository` and pull from `from` (a cross-repository mount).
+    pub fn push_mount(repository: &str, from: &str) -> Scope {
+        let mut s = Scope::push(repository);
+        if from != repository {
+            s.0.push((from.to_string(), "pull"));
+        }
+        s
+    }
+
+    /// The catalog endpoint.
+    pub fn catalog() -> Scope {
+        Scope(vec![("catalog:*".to_string(), "*")])
+    }
+
+    fn params(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(repo, actions)| {
+                if repo.starts_with("catalog:") {
+                    "registry:catalog:*".to_string()
+                } else {
+                    format!("repository:{repo}:{actions}")
+                }
+            })
+            .collect()
+    }
+
+    /// What a denied request wanted to do, in words.
+    pub(super) fn action(&self) -> &'static str {
+        if self.0.iter().any(|(_, a)| a.contains("push")) {
+            "push to"
+        } else {
+            "pull from"
+        }
+    }
+}
+
+/// The registry name credentials are stored under for an API host.
+fn registry_name_for(host: &str) -> String {
+    match host {
+        "registry-1.docker.io" => "docker.io".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The registry a request goes to, as authentication needs to know it.
+pub(super) struct RegistryHost<'a> {
+    /// `host[:port]` of the API, as messages name it.
+    pub host: &'a str,
+    /// The origin of the base URL slim settled on for it.
+    pub origin: &'a Origin,
+    /// The HTTP client for it (verifying TLS, or not for an insecure host).
+    pub http: &'a Client,
+    pub opts: &'a ClientOptions,
+}
+
+/// What slim knows about one host's authentication; shared by the threads
+/// that talk to it.
+#[derive(Default)]
+pub(super) struct HostAuth {
+    pub(super) state: Mutex<AuthState>,
+    /// Held while a token is fetched, so that threads needing the same
+    /// scope at once wait for one token instead of each fetching their own.
+    fetching: Mutex<()>,
+}
+
+#[derive(Default)]
+pub(super) struct AuthState {
+    pub(super) challenge: Option<Challenge>,
+    /// `None` = not looked up yet.
+    credential: Option<Option<FoundCredential>>,
+    pub(super) tokens: HashMap<Scope, Token>,
+    tokens_issued: u64,
+    /// The plain-HTTP realm slim did not send this HTTPS host's credentials
+    /// to, if it named one.
+    withheld_from: Option<String>,
+}
+
+impl HostAuth {
+    fn state(&self) -> MutexGuard<'_, AuthState> {
+        self.state.lock().expect("host lock")
+    }
+
+    /// How many Bearer tokens slim fetched for the host.
+    pub(super) fn tokens_issued(&self) -> u64 {
+        self.state().tokens_issued
+    }
+
+    /// Learns from the registry's own 401 (its `headers`) to a request
+    /// that carried `sent`: the challenge, and that the token it carried,
+    /// if any, is no good.
+    pub(super) fn challenged(&self, scope: &Scope, sent: Option<&str>, headers: &HeaderMap) {
+        let challenge = headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse);
+        let mut s = self.state();
+        // Drop the token only if this request carried it. A 401 to a
+        // request sent before the challenge was known says nothing about a
+        // token another thread fetched meanwhile; dropping that one made
+        // every concurrent first request fetch its own token.
+        let rejected = s
+            .tokens
+            .get(scope)
+            .is_some_and(|t| sent == Some(format!("Bearer {}", t.value).as_str()));
+        if rejected {
+            s.tokens.remove(scope);
+        }
+        if challenge.is_some() {
+            s.challenge = challenge;
+        }
+    }
+
+    /// The user's credentials for `host`, looked up once.
+    fn credential(&self, host: &str) -> Result<Option<FoundCredential>, RegistryError> {
+        let mut s = self.state();
+        if s.credential.is_none() {
+            s.credential = Some(lookup(&registry_name_for(host))?);
+        }
+        Ok(s.credential.clone().flatten())
+    }
+
+    /// The error for a request `host` still refused after a fresh
+    /// challenge: which credentials it refused and what to do, or that
+    /// slim withheld them.
+    pub(super) fn unauthorized(&self, host: &str, what: &str, detail: String) -> RegistryError {
+        if let Some(realm) = self.state().withheld_from.clone() {
+            return RegistryError::CredentialsWithheld {
+                what: what.to_string(),
+                host: host.to_string(),
+                realm,
+            };
+        }
+        let hint = match self.credential(host) {
+            Ok(Some(found)) => format!(
+                "the ones in {}; check them with `docker login {host}`",
+                found.source.display()
+            ),
+            _ => format!(
+                "no credentials for {host} found; run `docker login {host}` or point REGISTRY_AUTH_FILE at an auth.json"
+            ),
+        };
+        RegistryError::Unauthorized {
+            what: what.to_string(),
+            host: host.to_string(),
+            detail,
+            hint,
+        }
+    }
+
+    /// The Authorization header for a request, once the host has challenged.
+    pub(super) fn header(
+        &self,
+        to: &RegistryHost<'_>,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let challenge = self.state().challenge.clone();
+        match challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self
+                .credential(to.host)?
+                .and_then(|c| c.credential.basic_header())),
+            Some(Challenge::Bearer { realm, service }) => {
+                let cached = || {
+                    self.state()
+                        .tokens
+                        .get(scope)
+                        .filter(|t| t.is_fresh())
+                        .map(|t| format!("Bearer {}", t.value))
+                };
+                if let Some(v) = cached() {
+                    return Ok(Some(v));
+                }
+                // One fetch at a time per host: with `-j N`, N blob requests
+                // start together and would otherwise each ask the realm for
+                // the same scope (N tokens where one does). Whoever waited
+                // finds the token the first one stored.
+                let _fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(v) = cached() {
+                    return Ok(Some(v));
+                }
+                let token = self.fetch_token(to, &realm, service.as_deref(), scope, what)?;
+                let value = format!("Bearer {}", token.value);
+                let mut s = self.state();
+                s.tokens.insert(scope.clone(), token);
+                s.tokens_issued += 1;
+                Ok(Some(value))
+            }
+        }
+    }
+
+    /// Asks the realm for a token (Docker token protocol): GET with Basic
+    /// credentials, or the OAuth2 refresh-token POST for identity tokens.
+    /// The credentials go to the realm's origin only, and not at all to a
+    /// plain-HTTP realm of an HTTPS registry.
+    fn fetch_token(
+        &self,
+        to: &RegistryHost<'_>,
+        realm: &str,
+        service: Option<&str>,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<Token, RegistryError> {
+        let host = to.host;
+        let protocol = |reason: String| RegistryError::Protocol {
+            what: what.to_string(),
+            reason,
+        };
+        let mut url = Url::parse(realm).map_err(|e| {
+            protocol(format!(
+                "{host} sent a malformed token realm {realm:?}: {e}"
+            ))
+        })?;
+        let realm_origin = Origin::of(&url).ok_or_else(|| {
+            protocol(format!(
+                "{host} sent a token realm without a host: {realm:?}"
+            ))
+        })?;
+        let mut credential = self.credential(host)?.map(|c| c.credential);
+        if credential.is_some() && !origin::realm_may_receive_credentials(to.origin, &url) {
+            let mut s = self.state();
+            if s.withheld_from.is_none() {
+                tracing::warn!(%host, %realm, "not sending credentials to a plain-HTTP token realm of an HTTPS registry");
+                s.withheld_from = Some(realm.to_string());
+            }
+            credential = None;
+        }
+        let scopes = scope.params();
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in &scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let http = to.http;
+        let mut retries = Retries::new(to.opts, to.opts.attempts);
+        let reply = |resp, at, retries: &Retries| {
+            Reply::new(resp, at, to.opts, retries.attempts(), true)
+        };
+        let transport = |e| {
+            transport_error(
+                &format!("{what} (token request to {realm})"),
+                host,
+                e,
+                to.opts,
+            )
+        };
+        loop {
+            let (req, credentials) = match &credential {
+                Some(Credential::IdentityToken(refresh)) => {
+                    let mut form: Vec<(&str, &str)> = vec![
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh.as_str()),
+                        ("client_id", "slim"),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s));
+                    }
+                    let joined = scopes.join(" ");
+                    form.push(("scope", &joined));
+                    let body = form
+                        .iter()
+                        .map(|(k, v)| format!("{}={}", k, url_encode(v)))
+                        .collect::<Vec<_>>()
+                        .join("&");
+                    let req = http
+                        .post(realm)
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(body);
+                    (req, None)
+                }
+                other => {
+                    let credentials = other
+                        .as_ref()
+                        .and_then(Credential::basic_header)
+                        .and_then(|h| Credentials::new(realm_origin.clone(), &h));
+                    (http.get(url.clone()), credentials)
+                }
+            };
+            let req = req
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| protocol(format!("cannot make a token request of {realm}: {e}")))?;
+            match origin::send(http, req, credentials.as_ref()) {
+                Ok((resp, at)) if resp.status().is_success() => {
+                    let raw = read_limited(reply(resp, at, &retries), 1 << 20, what)?;
+                    let body: TokenResponse = serde_json::from_slice(&raw).map_err(|e| {
+                        protocol(format!(
+                            "the token service of {host} sent an unreadable answer: {e}"
+                        ))
+                    })?;
+                    return body.into_token().ok_or_else(|| {
+                        protocol(format!("the token service of {host} sent no token"))
+                    });
+                }
+                Ok((resp, at)) if is_transient_status(resp.status()) => {
+                    match retries.next_wait(retry_after(resp.headers())) {
+                        Ok(wait) => retries.sleep(wait),
+                        Err(GiveUp::RetryAfter { asked, max }) => {
+                            return Err(RegistryError::RetryAfter {
+                                what: format!("{what} (token request)"),
+                                host: authority(&at),
+                                asked,
+                                max,
+                            });
+                        }
+                        Err(_) => {
+                            return Err(token_status(host, what, reply(resp, at, &retries)));
+                        }
+                    }
+                }
+                Ok((resp, _))
+                    if matches!(
+                        resp.status(),
+                        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                    ) =>
+                {
+                    let detail = error_detail(reply(resp, url.clone(), &retries));
+                    return Err(self.unauthorized(host, what, detail));
+                }
+                Ok((resp, at)) => return Err(token_status(host, what, reply(resp, at, &retries))),
+                Err(SendError::Redirect(why)) => {
+                    return Err(protocol(format!(
+                        "the token service of {host} answered with {why}"
+                    )));
+                }
+                Err(SendError::Http(e)) if is_transient_error(&e) => {
+                    match retries.next_wait(None) {
+                        Ok(wait) => retries.sleep(wait),
+                        Err(_) => return Err(transport(e)),
+                    }
+                }
+                Err(SendError::Http(e)) => return Err(transport(e)),
+            }
+        }
+    }
+}
+
+/// A token service's failing answer as an error.
+fn token_status(host: &str, what: &str, reply: Reply) -> RegistryError {
+    RegistryError::Status {
+        what: format!("{what} (token request)"),
+        host: host.to_string(),
+        status: reply.status().as_u16(),
+        detail: error_detail(reply),
+    }
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +641,13 @@ mod tests {
         };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!format!("{:?}", Credential::IdentityToken("tok".into())).contains("tok"));
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(
+            Scope::push_mount("a", "b").params(),
+            vec!["repository:a:pull,push", "repository:b:pull"]
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! Blob downloads: one GET, resumed with `Range` when the connection
-//! breaks, or when it stalls after real progress
-//! ([`super::ClientOptions::resume_after`]); a stall before that fails at once,
-//! naming the blob and the host. The caller verifies the digest.
+//! Blobs on a registry: whether a repository has one (HEAD), and
+//! downloads: one GET, resumed with `Range` when the connection breaks, or
+//! when it stalls after real progress
+//! ([`super::ClientOptions::resume_after`]); a stall before that fails at
+//! once, naming the blob and the host. The caller verifies the digest.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -9,8 +10,12 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use reqwest::header;
 
+use super::auth::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
 use super::limits::Retries;
-use super::{RegistryClient, RegistryError, Reply, Scope};
+use super::reply::Reply;
+use super::request::Call;
 use crate::digest::Digest;
 use crate::reference::RegistryRef;
 
@@ -38,34 +43,41 @@ impl RegistryClient {
         Ok(reader)
     }
 
+    /// Whether the repository has the blob (HEAD).
+    pub fn blob_exists(
+        &self,
+        r: &RegistryRef,
+        digest: &Digest,
+        scope: &Scope,
+    ) -> Result<bool, RegistryError> {
+        let what = format!("checking blob {digest} in {}/{}", r.registry, r.repository);
+        let resp = Call::new(r, scope.clone(), what)
+            .head(blob_path(r, digest))
+            .or(StatusCode::NOT_FOUND)
+            .send(self)?;
+        Ok(resp.status().is_success())
+    }
+
+    /// A GET of the blob from `offset` on (a 206 or, from a registry
+    /// without Range support, a 200 with the whole blob).
     fn blob_request(
         &self,
         r: &RegistryRef,
         digest: &Digest,
         offset: u64,
     ) -> Result<Reply, RegistryError> {
-        let host = r.api_host();
-        let what = blob_what(r, digest);
-        let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let resp = self.execute(
-            host,
-            &Scope::pull(&r.repository),
-            &what,
-            self.opts.attempts,
-            &|c, base| {
-                let req = c.get(format!("{base}{path}"));
-                if offset > 0 {
-                    req.header(header::RANGE, format!("bytes={offset}-"))
-                } else {
-                    req
-                }
-            },
-        )?;
-        if resp.status() == StatusCode::PARTIAL_CONTENT && offset > 0 {
-            return Ok(resp);
+        let mut call = Call::new(r, Scope::pull(&r.repository), blob_what(r, digest))
+            .get(blob_path(r, digest));
+        if offset > 0 {
+            call = call.header(header::RANGE, format!("bytes={offset}-"));
         }
-        self.expect_ok(resp, host, &r.repository, &what)
+        call.send(self)
     }
+}
+
+/// `/v2/<name>/blobs/<digest>`.
+fn blob_path(r: &RegistryRef, digest: &Digest) -> String {
+    format!("/v2/{}/blobs/{digest}", r.repository)
 }
 
 /// What a blob download is, for messages.
@@ -190,7 +202,7 @@ impl Read for BlobReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ClientOptions;
+    use crate::registry::options::ClientOptions;
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};

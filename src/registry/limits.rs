@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use super::ClientOptions;
+use super::options::ClientOptions;
 
 /// Why there is no next attempt.
 #[derive(Debug)]

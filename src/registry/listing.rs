@@ -18,8 +18,12 @@ use std::collections::HashSet;
 use reqwest::Url;
 use reqwest::header::HeaderMap;
 
+use super::auth::Scope;
+use super::client::RegistryClient;
+use super::error::RegistryError;
 use super::origin::{self, Origin};
-use super::{RegistryClient, RegistryError, Scope, header_str, read_limited};
+use super::reply::{header_str, read_limited};
+use super::request::Call;
 use crate::reference::{is_valid_repository, is_valid_tag};
 
 /// At most this much JSON per page.
@@ -115,11 +119,9 @@ impl RegistryClient {
                     self.opts.max_list_pages
                 )));
             }
-            let page_url = url.clone();
-            let resp = self.execute(host, scope, what, self.opts.attempts, &|c, _| {
-                c.get(page_url.clone())
-            })?;
-            let resp = self.expect_ok(resp, host, repository, what)?;
+            let resp = Call::on(host, repository, scope.clone(), what)
+                .get(url.clone())
+                .send(self)?;
             let next = next_link(resp.headers());
             let answered_at = resp.url().clone();
             let body = read_limited(resp, MAX_PAGE_BYTES, what)?;
@@ -178,7 +180,7 @@ fn next_link(h: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ClientOptions;
+    use crate::registry::options::ClientOptions;
     use std::io::{BufRead, BufReader, Write};
 
     /// A loopback catalog that never ends: every page holds `per_page` new

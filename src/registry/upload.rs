@@ -12,13 +12,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use reqwest::blocking::{Body, Client, RequestBuilder};
+use reqwest::blocking::Body;
 use reqwest::header;
 use reqwest::{StatusCode, Url};
 
+use super::auth::Scope;
+use super::client::RegistryClient;
+use super::error::{RegistryError, is_retryable};
 use super::limits::{BodyWatch, GuardedBody, Retries, Stall};
 use super::origin;
-use super::{RegistryClient, RegistryError, Reply, Scope, header_str, is_retryable};
+use super::reply::{Reply, header_str};
+use super::request::Call;
 use crate::digest::Digest;
 use crate::reference::RegistryRef;
 
@@ -32,32 +36,29 @@ impl RegistryClient {
         from: &str,
         digest: &Digest,
     ) -> Result<bool, RegistryError> {
-        let host = r.api_host();
         let what = format!(
             "mounting blob {digest} from {from} into {}/{}",
             r.registry, r.repository
         );
-        let path = format!(
-            "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
-            r.repository
-        );
-        let scope = Scope::push_mount(&r.repository, from);
-        let resp = self.execute(host, &scope, &what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-                .timeout(Duration::from_secs(60))
-        })?;
+        let call = Call::new(r, Scope::push_mount(&r.repository, from), what);
+        let resp = call
+            .clone()
+            .post(format!(
+                "/v2/{}/blobs/uploads/?mount={digest}&from={from}",
+                r.repository
+            ))
+            .header(header::CONTENT_LENGTH, "0")
+            .timeout(Duration::from_secs(60))
+            .send(self)?;
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
-                if let Ok(url) = self.location(&resp, host, &what) {
-                    let _ = self.execute(host, &scope, &what, 1, &|c, _| c.delete(url.clone()));
+                if let Ok(url) = self.location(&resp, call.host(), call.what()) {
+                    let _ = call.delete(url).attempts(1).send_unchecked(self);
                 }
                 Ok(false)
             }
-            _ => self
-                .expect_ok(resp, host, &r.repository, &what)
-                .map(|_| false),
+            _ => Ok(false),
         }
     }
 
@@ -85,10 +86,10 @@ impl RegistryClient {
         size: u64,
     ) -> Result<(), RegistryError> {
         let what = format!("pushing blob {digest} to {}/{}", r.registry, r.repository);
-        let scope = Scope::push(&r.repository);
+        let call = Call::new(r, Scope::push(&r.repository), what);
         let mut retries = Retries::new(&self.opts, self.opts.attempts);
         loop {
-            match self.upload_once(r, digest, file, size, &scope, &what) {
+            match self.upload_once(&call, digest, file, size) {
                 Ok(()) => return Ok(()),
                 Err(e) if is_retryable(&e) => match retries.next_wait(None) {
                     Ok(wait) => {
@@ -102,96 +103,77 @@ impl RegistryClient {
         }
     }
 
+    /// One session and one PUT of the file (`call`: the upload, before a
+    /// method and target).
     fn upload_once(
         self: &Arc<Self>,
-        r: &RegistryRef,
+        call: &Call,
         digest: &Digest,
         file: &Path,
         size: u64,
-        scope: &Scope,
-        what: &str,
     ) -> Result<(), RegistryError> {
-        let host = r.api_host();
-        let mut url = self.open_upload(r, scope, what)?;
+        let mut url = self.open_upload(call)?;
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let watch = BodyWatch::new();
         let (w, opts, file) = (watch.clone(), self.opts.clone(), file.to_path_buf());
-        let deadline = self.opts.upload_deadline(size);
-        let resp = self
-            .send_body(host, scope, what, &watch, size, move |c| {
+        let put = call
+            .clone()
+            .put(url)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, size.to_string())
+            .body(move || {
                 // Opened again if the request is replayed (after a 401).
-                let body = match std::fs::File::open(&file) {
+                match std::fs::File::open(&file) {
                     Ok(f) => Body::sized(GuardedBody::new(f, &opts, &w), size),
                     Err(_) => Body::from(Vec::new()),
-                };
-                c.put(url.clone())
-                    .header(header::CONTENT_TYPE, "application/octet-stream")
-                    .header(header::CONTENT_LENGTH, size.to_string())
-                    .body(body)
-                    .timeout(deadline)
+                }
             })
-            .wait()?;
-        if resp.status() != StatusCode::CREATED {
-            return self.expect_ok(resp, host, &r.repository, what).map(|_| ());
-        }
+            .timeout(self.opts.upload_deadline(size));
+        let resp = self.send_body(put.clone(), &watch, size).wait()?;
+        put.check(self, resp)?;
         Ok(())
     }
 
-    /// Sends the request `build` makes, whose body `watch` follows, on a
-    /// thread of its own, so that slim can stop waiting for a registry
-    /// that stops taking the body or answering it ([`Sending::wait`]).
-    /// `commits`: the size of the blob the request commits (0 for none).
-    fn send_body(
-        self: &Arc<Self>,
-        host: &str,
-        scope: &Scope,
-        what: &str,
-        watch: &BodyWatch,
-        commits: u64,
-        build: impl Fn(&Client) -> RequestBuilder + Send + 'static,
-    ) -> Sending {
+    /// Sends `call`, whose body `watch` follows, once, on a thread of its
+    /// own, so that slim can stop waiting for a registry that stops taking
+    /// the body or answering it ([`Sending::wait`]). The answer is not
+    /// checked. `commits`: the size of the blob the request commits (0 for
+    /// none).
+    fn send_body(self: &Arc<Self>, call: Call, watch: &BodyWatch, commits: u64) -> Sending {
         let (done, result) = mpsc::channel();
-        let (client, h, sc, w) = (
-            self.clone(),
-            host.to_string(),
-            scope.clone(),
-            what.to_string(),
-        );
+        let (what, host) = (call.what().to_string(), call.host().to_string());
+        let client = self.clone();
         std::thread::spawn(move || {
-            let _ = done.send(client.execute(&h, &sc, &w, 1, &|c, _| build(c)));
+            let _ = done.send(call.attempts(1).send_unchecked(&client));
         });
         Sending {
             result,
             watch: watch.clone(),
-            what: what.to_string(),
-            host: host.to_string(),
+            what,
+            host,
             window: self.opts.speed_time,
             answer: self.opts.commit_deadline(commits),
         }
     }
 
     /// POSTs to open an upload session; returns its absolute URL.
-    fn open_upload(
-        &self,
-        r: &RegistryRef,
-        scope: &Scope,
-        what: &str,
-    ) -> Result<Url, RegistryError> {
-        let host = r.api_host();
-        let path = format!("/v2/{}/blobs/uploads/", r.repository);
-        let resp = self.execute(host, scope, what, self.opts.attempts, &|c, base| {
-            c.post(format!("{base}{path}"))
-                .header(header::CONTENT_LENGTH, "0")
-        })?;
+    fn open_upload(&self, call: &Call) -> Result<Url, RegistryError> {
+        let resp = call
+            .clone()
+            .post(format!("/v2/{}/blobs/uploads/", call.repository()))
+            .header(header::CONTENT_LENGTH, "0")
+            .send(self)?;
         if resp.status() != StatusCode::ACCEPTED {
-            self.expect_ok(resp, host, &r.repository, what)?;
             return Err(RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("{host} did not open an upload session (expected 202 Accepted)"),
+                what: call.what().to_string(),
+                reason: format!(
+                    "{} did not open an upload session (expected 202 Accepted)",
+                    call.host()
+                ),
             });
         }
-        self.location(&resp, host, what)
+        self.location(&resp, call.host(), call.what())
     }
 
     /// Opens an upload session and starts one streaming PATCH whose body is
@@ -203,34 +185,32 @@ impl RegistryClient {
         r: &RegistryRef,
         body: Box<dyn Read + Send>,
     ) -> Result<StreamingUpload, RegistryError> {
-        let host = r.api_host();
         let what = format!("streaming a blob to {}/{}", r.registry, r.repository);
-        let scope = Scope::push(&r.repository);
-        let url = self.open_upload(r, &scope, &what)?;
+        let url = self.open_upload(&Call::new(r, Scope::push(&r.repository), &what))?;
         let watch = BodyWatch::new();
-        let (w, opts, session) = (watch.clone(), self.opts.clone(), url.clone());
+        let (w, opts) = (watch.clone(), self.opts.clone());
         // One-shot body: a replay (after a 401) sends nothing, the commit
         // then fails, and the caller uploads the finished file instead.
         let body = Mutex::new(Some(body));
-        let sending = self.send_body(host, &scope, &what, &watch, 0, move |c| {
-            let body = match body.lock().expect("body lock").take() {
+        // A 404 to the PATCH is the session's, not the repository's: the
+        // hint names no repository.
+        let patch = Call::on(r.api_host(), "", Scope::push(&r.repository), what)
+            .patch(url.clone())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(move || match body.lock().expect("body lock").take() {
                 Some(b) => Body::new(GuardedBody::new(b, &opts, &w)),
                 None => Body::from(Vec::new()),
-            };
+            })
             // The body follows slim's own writing, so neither its length
             // nor its pace is known: the speed guard and the watch bound
             // it, this deadline only ends an abandoned request.
-            c.patch(session.clone())
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(body)
-                .timeout(STREAM_DEADLINE)
-        });
+            .timeout(STREAM_DEADLINE);
         Ok(StreamingUpload {
             client: self.clone(),
             r: r.clone(),
             url,
-            sending,
-            what,
+            sending: self.send_body(patch.clone(), &watch, 0),
+            patch,
         })
     }
 }
@@ -288,49 +268,38 @@ pub struct StreamingUpload {
     /// The session, for cancelling it.
     url: Url,
     sending: Sending,
-    what: String,
+    /// The PATCH, for judging its answer.
+    patch: Call,
 }
 
 impl StreamingUpload {
     /// Waits for the body to be sent and commits the blob (`size` bytes)
     /// under `digest`.
     pub fn finish(self, digest: &Digest, size: u64) -> Result<(), RegistryError> {
-        let host = self.r.api_host().to_string();
+        let client = &self.client;
         let what = format!(
             "pushing blob {digest} to {}/{}",
             self.r.registry, self.r.repository
         );
-        let resp = self.sending.wait()?;
+        let resp = self.patch.check(client, self.sending.wait()?)?;
         if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
-            self.client.expect_ok(resp, &host, "", &self.what)?;
             return Err(RegistryError::Protocol {
-                what: self.what,
+                what: self.patch.what().to_string(),
                 reason: "the registry did not accept the streamed data".into(),
             });
         }
         let mut url = match header_str(resp.headers(), "location") {
-            Some(_) => self.client.location(&resp, &host, &what)?,
+            Some(_) => client.location(&resp, self.r.api_host(), &what)?,
             None => self.url.clone(),
         };
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
-        let resp = self.client.execute(
-            &host,
-            &Scope::push(&self.r.repository),
-            &what,
-            1,
-            &|c, _| {
-                c.put(url.clone())
-                    .header(header::CONTENT_LENGTH, "0")
-                    .timeout(self.client.opts.commit_deadline(size))
-            },
-        )?;
-        if resp.status() != StatusCode::CREATED {
-            return self
-                .client
-                .expect_ok(resp, &host, &self.r.repository, &what)
-                .map(|_| ());
-        }
+        Call::new(&self.r, Scope::push(&self.r.repository), what)
+            .put(url)
+            .header(header::CONTENT_LENGTH, "0")
+            .timeout(client.opts.commit_deadline(size))
+            .attempts(1)
+            .send(client)?;
         Ok(())
     }
 
@@ -338,21 +307,21 @@ impl StreamingUpload {
     /// cancels the session.
     pub fn abort(self) {
         let _ = self.sending.wait();
-        let host = self.r.api_host().to_string();
-        let _ = self.client.execute(
-            &host,
-            &Scope::push(&self.r.repository),
+        let _ = Call::new(
+            &self.r,
+            Scope::push(&self.r.repository),
             "cancelling an upload",
-            1,
-            &|c, _| c.delete(self.url.clone()),
-        );
+        )
+        .delete(self.url.clone())
+        .attempts(1)
+        .send_unchecked(&self.client);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ClientOptions;
+    use crate::registry::options::ClientOptions;
     use std::io::{BufRead, BufReader, Write};
     use std::time::Instant;
 
