@@ -5,9 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::copy::oci_ref;
 use crate::harness::*;
-use crate::profiles::{Layer, write_layout};
 
 fn run(ctx: &TestContext, args: &[&str]) -> Output {
     ctx.slim_with(args, &[("RUST_BACKTRACE", "0")], None)
@@ -331,10 +329,10 @@ fn slims_own_image_has_nothing_left_to_strip() {
         .file("usr/local/bin/slim", 0o755, &binary)
         .finish();
     let src = ctx.path("self");
-    write_layout(
+    write_image(
         &src,
         "slim",
-        &[layer],
+        &[LayerBlob::gzip_tar(&layer)],
         json!({"config": {"Entrypoint": ["/usr/local/bin/slim"], "Env": ["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]}}),
     );
     let out = run(

@@ -3,14 +3,12 @@
 //! manifest digest is the source's (or, where a format cannot keep it, the
 //! config and layers are), and `umoci unpack` of the result is the fixture's
 //! tree. Also auth, idempotent reruns and retries against flaky servers.
-//!
-//! The helpers at the top are shared with `errors.rs`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,107 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::harness::fixture::{blob_path, read_blob};
-use crate::harness::http::{self, Request, Response, Server};
+use crate::harness::http::{Request, Response, Server};
 use crate::harness::*;
-
-/// A faithful copy: no squash, no profile.
-pub const FAITHFUL: [&str; 4] = ["--squash", "none", "--profile", "none"];
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// What the note says when Docker media types become OCI ones.
-pub const CONVERTED_NOTE: &str = "converting Docker v2s2 media types to OCI";
-
-/// `slim SRC -o DST --squash none --profile none EXTRA…`, with
-/// `RUST_BACKTRACE=0` so that a failure prints only slim's own lines.
-pub fn slim_copy(ctx: &TestContext, src: &str, dst: &str, extra: &[&str]) -> Output {
-    slim_copy_with(ctx, src, dst, extra, &[], None)
-}
-
-/// [`slim_copy`] with extra environment and optional stdin.
-pub fn slim_copy_with(
-    ctx: &TestContext,
-    src: &str,
-    dst: &str,
-    extra: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&[u8]>,
-) -> Output {
-    let mut args = vec![src, "-o", dst];
-    args.extend(FAITHFUL);
-    args.extend(extra);
-    let mut envs = vec![("RUST_BACKTRACE", "0")];
-    envs.extend(env);
-    ctx.slim_with(&args, &envs, stdin)
-}
-
-/// The fixture's rootfs as umoci unpacks it, computed once.
-pub fn fixture_tree() -> &'static Tree {
-    static T: OnceLock<Tree> = OnceLock::new();
-    T.get_or_init(|| {
-        let ctx = TestContext::new();
-        tree_of(&ctx.umoci_unpack(&fixture_layout(), FIXTURE_TAG))
-    })
-}
-
-/// `oci:PATH:TAG`.
-pub fn oci_ref(path: &Path, tag: &str) -> String {
-    format!("oci:{}:{tag}", path.display())
-}
-
-/// Assert that `umoci unpack` of `layout:tag` gives the fixture's tree.
-#[track_caller]
-pub fn assert_layout_is_fixture(ctx: &TestContext, layout: &Path, tag: &str) {
-    let rootfs = ctx.umoci_unpack(layout, tag);
-    assert_same_tree(fixture_tree(), &tree_of(&rootfs));
-}
-
-/// Assert that the image skopeo reads at `reference` (copied to a fresh
-/// layout, then unpacked by umoci) is the fixture's tree.
-#[track_caller]
-pub fn assert_image_is_fixture(ctx: &TestContext, skopeo: &Skopeo, reference: &str) {
-    assert_same_tree(fixture_tree(), &ctx.tree_of_image(skopeo, reference));
-}
-
-/// The tags of a registry repository, read over raw HTTP (empty when the
-/// repository does not exist), with Basic credentials when given.
-pub fn registry_tags(reg: &Registry, repo: &str) -> Vec<String> {
-    let auth = reg
-        .credentials()
-        .filter(|_| reg.auth() == RegistryAuth::Basic)
-        .map(|(u, p)| format!("Basic {}", STANDARD.encode(format!("{u}:{p}"))));
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("Authorization", a)])
-        .unwrap_or_default();
-    let resp = http::request(
-        reg.addr(),
-        "GET",
-        &format!("/v2/{repo}/tags/list"),
-        &headers,
-        &[],
-    )
-    .expect("GET tags/list");
-    match resp.status {
-        404 => Vec::new(),
-        200 => {
-            let v: Value = serde_json::from_slice(&resp.body).expect("tags JSON");
-            v["tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect()
-        }
-        s => panic!("tags/list of {repo}: HTTP {s}: {}", resp.text()),
-    }
-}
 
 /// Blob digests (config and layers) of the fixture.
 fn fixture_blobs() -> Vec<String> {
@@ -126,20 +25,6 @@ fn fixture_blobs() -> Vec<String> {
     let mut all = fx.layer_digests.clone();
     all.push(fx.config_digest.clone());
     all
-}
-
-/// The fixture's biggest layer (where a cut or a flipped byte lands well
-/// inside the data).
-pub fn biggest_layer() -> String {
-    let fx = fixture_image();
-    fx.manifest["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .max_by_key(|l| l["size"].as_u64())
-        .and_then(|l| l["digest"].as_str())
-        .expect("a layer")
-        .to_string()
 }
 
 /// The (manifest, config, layers) media types of a manifest.
@@ -171,17 +56,6 @@ fn tar_member(tar_path: &Path, name: &str) -> Option<Vec<u8>> {
         }
     }
     None
-}
-
-/// `docker-archive:PATH` made by skopeo (not slim) from the fixture.
-pub(crate) fn skopeo_docker_archive(ctx: &TestContext, name: &str) -> std::path::PathBuf {
-    let path = ctx.path(name);
-    skopeo_copy(
-        &fixture_ref(),
-        &format!("docker-archive:{}:demo:latest", path.display()),
-        &[],
-    );
-    path
 }
 
 // ---------------------------------------------------------------------------

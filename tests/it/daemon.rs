@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::copy::{assert_layout_is_fixture, fixture_tree, oci_ref, slim_copy_with};
 use crate::harness::*;
 
 /// Environment that points slim at `engine`.

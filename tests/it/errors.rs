@@ -6,22 +6,9 @@
 
 use std::path::Path;
 
-use crate::copy::{biggest_layer, oci_ref, registry_tags, slim_copy, slim_copy_with};
-use crate::harness::*;
+use serde_json::json;
 
-/// Assert a clean failure with exit `code`; returns the `error:` line.
-#[track_caller]
-pub fn assert_clean_failure(out: &Output, code: i32) -> String {
-    out.assert_code(code);
-    let stderr = out.stderr_str();
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "exactly one `error:` line:\n{out}");
-    for bad in ["panicked", "backtrace", "\n   0: ", "RUST_BACKTRACE"] {
-        assert!(!stderr.contains(bad), "{bad:?} on stderr:\n{out}");
-    }
-    assert!(out.stdout.is_empty(), "nothing on stdout:\n{out}");
-    errors[0].to_string()
-}
+use crate::harness::*;
 
 /// Assert that `haystack` contains every needle (the failing output shown).
 #[track_caller]
@@ -775,73 +762,6 @@ fn assert_message(name: &str, ctx: &TestContext, out: &Output, code: i32) {
     insta::assert_snapshot!(name, filtered(ctx, out));
 }
 
-/// An OCI layout (tag `v1`) of one image with one layer: `blob` under
-/// `media_type`, the config naming `diff_id`. Returns the layer digest.
-pub(crate) fn one_layer_layout(dir: &Path, blob: &[u8], media_type: &str, diff_id: &str) -> String {
-    use serde_json::json;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| put_blob(dir, bytes);
-    let layer = put(blob);
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put(&config), "size": config.len()},
-        "layers": [{"mediaType": media_type, "digest": layer, "size": blob.len()}],
-    }))
-    .unwrap();
-    tag_only(
-        dir,
-        &manifest,
-        "application/vnd.oci.image.manifest.v1+json",
-        "v1",
-    );
-    layer
-}
-
-pub(crate) const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
-}
-
-/// A tar header for a regular file, fixed owner and time; `name` is written
-/// as raw bytes, so it may hold what the tar crate's builder refuses (`..`).
-pub(crate) fn file_header(name: &[u8], size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h.set_cksum();
-    h
-}
-
-/// A tar of `(path, content)` files.
-pub(crate) fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, content) in files {
-        b.append(
-            &file_header(name.as_bytes(), content.len() as u64),
-            *content,
-        )
-        .unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 fn hello_tar() -> Vec<u8> {
     tar_of(&[("etc/hello", "hello\n".repeat(500).as_bytes())])
 }
@@ -1008,7 +928,16 @@ fn message_truncated_gzip_layer() {
     // The layer's digest is that of the truncated bytes: only the gzip
     // stream can tell.
     let dir = ctx.path("truncated");
-    one_layer_layout(&dir, &gz[..gz.len() / 2], GZIP_LAYER, &sha256_digest(&tar));
+    write_image(
+        &dir,
+        "v1",
+        &[LayerBlob::raw(
+            &gz[..gz.len() / 2],
+            OCI_LAYER_GZIP,
+            &sha256_digest(&tar),
+        )],
+        json!({"config": {}}),
+    );
     let out = slim_plain(
         &ctx,
         &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
@@ -1022,7 +951,16 @@ fn message_malformed_tar() {
     let ctx = TestContext::new();
     let junk = "this is not a tar archive\n".repeat(100).into_bytes();
     let dir = ctx.path("junk");
-    one_layer_layout(&dir, &gzip(&junk), GZIP_LAYER, &sha256_digest(&junk));
+    write_image(
+        &dir,
+        "v1",
+        &[LayerBlob::raw(
+            &gzip(&junk),
+            OCI_LAYER_GZIP,
+            &sha256_digest(&junk),
+        )],
+        json!({"config": {}}),
+    );
     let out = slim_plain(
         &ctx,
         &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
@@ -1036,7 +974,16 @@ fn message_path_escaping_the_root() {
     let ctx = TestContext::new();
     let tar = tar_of(&[("etc/hello", b"hi\n"), ("../escape", b"out\n")]);
     let dir = ctx.path("escape");
-    one_layer_layout(&dir, &gzip(&tar), GZIP_LAYER, &sha256_digest(&tar));
+    write_image(
+        &dir,
+        "v1",
+        &[LayerBlob::raw(
+            &gzip(&tar),
+            OCI_LAYER_GZIP,
+            &sha256_digest(&tar),
+        )],
+        json!({"config": {}}),
+    );
     let out = slim_plain(
         &ctx,
         &[&oci_ref(&dir, "v1"), "-o", &oci_ref(&ctx.path("out"), "v1")],
@@ -1057,7 +1004,12 @@ fn message_decompression_bomb() {
     // The diff_id is not the real one (hashing 1 GiB would slow the test);
     // slim refuses the layer before it could compare.
     let placeholder = sha256_digest(b"not the diff_id");
-    one_layer_layout(&dir, &bomb, GZIP_LAYER, &placeholder);
+    write_image(
+        &dir,
+        "v1",
+        &[LayerBlob::raw(&bomb, OCI_LAYER_GZIP, &placeholder)],
+        json!({"config": {}}),
+    );
     let started = std::time::Instant::now();
     let out = slim_plain(
         &ctx,
@@ -1084,11 +1036,15 @@ fn message_unknown_layer_media_type() {
     let ctx = TestContext::new();
     let tar = hello_tar();
     let dir = ctx.path("unknown");
-    one_layer_layout(
+    write_image(
         &dir,
-        &gzip(&tar),
-        "application/vnd.example.layer.v1+tar",
-        &sha256_digest(&tar),
+        "v1",
+        &[LayerBlob::raw(
+            &gzip(&tar),
+            "application/vnd.example.layer.v1+tar",
+            &sha256_digest(&tar),
+        )],
+        json!({"config": {}}),
     );
     let out = slim_plain(
         &ctx,

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::copy::{oci_ref, skopeo_docker_archive, slim_copy};
-use crate::errors::{GZIP_LAYER, assert_clean_failure, gzip, one_layer_layout, tar_of};
 use crate::harness::*;
 
 /// Waits for `child` at most `limit`; kills it and panics when it runs
@@ -53,11 +51,15 @@ fn listing(dir: &Path) -> Vec<String> {
 /// A one-image layout whose manifest says `manifest_type` (in its JSON when
 /// `in_json`, else only in the index descriptor).
 fn layout_with_manifest_type(dir: &Path, manifest_type: &str, in_json: bool) {
-    one_layer_layout(
+    write_image(
         dir,
-        &gzip(&tar_of(&[("etc/hello", b"hello\n")])),
-        GZIP_LAYER,
-        &sha256_digest(&tar_of(&[("etc/hello", b"hello\n")])),
+        "v1",
+        &[LayerBlob::raw(
+            &gzip(&tar_of(&[("etc/hello", b"hello\n")])),
+            OCI_LAYER_GZIP,
+            &sha256_digest(&tar_of(&[("etc/hello", b"hello\n")])),
+        )],
+        json!({"config": {}}),
     );
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -236,7 +238,7 @@ fn corrupt_fixture(ctx: &TestContext) -> PathBuf {
     {
         std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
     }
-    let layer = crate::copy::biggest_layer();
+    let layer = biggest_layer();
     let path = crate::harness::fixture::blob_path(&dir, &layer);
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;
@@ -267,11 +269,15 @@ fn a_failed_run_into_an_existing_layout_leaves_its_blobs_as_they_were() {
     let ctx = TestContext::new();
     let dest = ctx.path("dest");
     // An existing layout holding an unrelated one-layer image.
-    one_layer_layout(
+    write_image(
         &dest,
-        &gzip(&tar_of(&[("a", b"a\n")])),
-        GZIP_LAYER,
-        &sha256_digest(&tar_of(&[("a", b"a\n")])),
+        "v1",
+        &[LayerBlob::raw(
+            &gzip(&tar_of(&[("a", b"a\n")])),
+            OCI_LAYER_GZIP,
+            &sha256_digest(&tar_of(&[("a", b"a\n")])),
+        )],
+        json!({"config": {}}),
     );
     let before = listing(&dest.join("blobs/sha256"));
     let index_before = std::fs::read(dest.join("index.json")).unwrap();
@@ -391,10 +397,7 @@ fn a_rerun_after_kill_9_succeeds_and_removes_the_stale_staging_directory() {
     let out = slim_copy(&ctx, &fixture_ref(), &oci_ref(&dest, "slim"), &[]);
     out.assert_success();
     assert_eq!(listing(&dest), ["blobs", "index.json", "oci-layout"]);
-    assert_same_tree(
-        &tree_of(&ctx.umoci_unpack(&dest, "slim")),
-        crate::copy::fixture_tree(),
-    );
+    assert_same_tree(&tree_of(&ctx.umoci_unpack(&dest, "slim")), fixture_tree());
 }
 
 // ---------------------------------------------------------------------------
@@ -468,7 +471,7 @@ fn a_config_with_a_malformed_history_is_refused() {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": GZIP_LAYER, "digest": put_blob(&src, &layer), "size": layer.len()}],
+        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": put_blob(&src, &layer), "size": layer.len()}],
     }))
     .unwrap();
     tag_only(

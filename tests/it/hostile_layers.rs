@@ -95,7 +95,7 @@ fn both_refuse(ctx: &TestContext, layers: &[&[E<'_>]], umoci_says: &str, needles
     judged.assert_stderr_contains(umoci_says);
     let out_dir = ctx.path("out");
     let out = slim(ctx, &src, &out_dir);
-    let error = crate::errors::assert_clean_failure(&out, 1);
+    let error = assert_clean_failure(&out, 1);
     let stderr = out.stderr_str();
     for n in needles {
         assert!(stderr.contains(n), "expected {n:?} in:\n{out}");
@@ -524,7 +524,7 @@ fn headers_past_the_memory_bounds_are_refused_naming_entry_and_bound() {
         let src = layout_of_tars(&dir, &[layer], "v1");
         let out_dir = ctx.path("out");
         let out = slim(&ctx, &src, &out_dir);
-        crate::errors::assert_clean_failure(&out, 1);
+        assert_clean_failure(&out, 1);
         for n in needles {
             out.assert_stderr_contains(n);
         }

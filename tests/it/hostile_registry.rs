@@ -30,10 +30,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::copy::{
-    assert_image_is_fixture, assert_layout_is_fixture, biggest_layer, oci_ref, slim_copy,
-};
-use crate::errors::assert_clean_failure;
 use crate::harness::http::Response;
 use crate::harness::*;
 
@@ -77,7 +73,7 @@ fn slim_within(ctx: &TestContext, args: &[&str], limit: Duration) -> (Output, Du
 /// A faithful copy of `src` to `dst` that must end within `limit`.
 fn copy_within(ctx: &TestContext, src: &str, dst: &str, limit: Duration) -> (Output, Duration) {
     let mut args = vec![src, "-o", dst];
-    args.extend(crate::copy::FAITHFUL);
+    args.extend(FAITHFUL);
     slim_within(ctx, &args, limit)
 }
 
@@ -839,7 +835,7 @@ impl Bench {
             }
             Ends::CleanFailure => {
                 assert_clean_failure(out, 1);
-                let tags = crate::copy::registry_tags(&reg, "dst");
+                let tags = registry_tags(&reg, "dst");
                 assert!(!tags.iter().any(|t| t == "v1"), "dst:v1 was tagged:\n{out}");
             }
         }

@@ -2,91 +2,11 @@
 //! with an `env` shebang, user profile errors, `--dry-run`, and the
 //! fixture with the default profile. Trees are judged with umoci.
 
-use std::io::Write;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::copy::oci_ref;
 use crate::harness::*;
-
-/// Writes an OCI layout holding one image made of `layers` (plain tars,
-/// gzipped here) and `config`.
-pub fn write_layout(dir: &Path, tag: &str, layers: &[Vec<u8>], mut config: Value) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| put_blob(dir, bytes);
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for tar in layers {
-        diff_ids.push(sha256_digest(tar));
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(tar).unwrap();
-        let gz = gz.finish().unwrap();
-        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&gz), "size": gz.len()}));
-    }
-    config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
-    config["os"] = json!("linux");
-    config["architecture"] = json!("amd64");
-    let c = serde_json::to_vec(&config).unwrap();
-    let m = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&c), "size": c.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    tag_only(dir, &m, "application/vnd.oci.image.manifest.v1+json", tag);
-}
-
-/// A tar builder for test layers.
-pub struct Layer(tar::Builder<Vec<u8>>);
-
-fn header() -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_700_000_000);
-    h
-}
-
-impl Layer {
-    pub fn new() -> Layer {
-        Layer(tar::Builder::new(Vec::new()))
-    }
-
-    pub fn dir(mut self, path: &str) -> Layer {
-        let mut h = header();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_size(0);
-        self.0
-            .append_data(&mut h, format!("{path}/"), std::io::empty())
-            .unwrap();
-        self
-    }
-
-    pub fn file(mut self, path: &str, mode: u32, content: &[u8]) -> Layer {
-        let mut h = header();
-        h.set_mode(mode);
-        h.set_size(content.len() as u64);
-        self.0.append_data(&mut h, path, content).unwrap();
-        self
-    }
-
-    pub fn symlink(mut self, path: &str, target: &str) -> Layer {
-        let mut h = header();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_mode(0o777);
-        h.set_size(0);
-        self.0.append_link(&mut h, path, target).unwrap();
-        self
-    }
-
-    pub fn finish(self) -> Vec<u8> {
-        self.0.into_inner().unwrap()
-    }
-}
 
 /// The shared libraries `ldd` says a host program needs (real paths).
 fn ldd(program: &str) -> Vec<String> {
@@ -186,7 +106,7 @@ fn safety_keeps_the_entrypoint_its_interpreter_and_shared_libraries() {
         "Entrypoint": ["/app/run.py"],
         "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
         "WorkingDir": "/app"}});
-    write_layout(&src, "app", &[layer.finish()], config);
+    write_image(&src, "app", &[LayerBlob::gzip_tar(&layer.finish())], config);
     // A profile that would take it all.
     let profile = ctx.path("strip.toml");
     std::fs::write(

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::copy::{DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_MANIFEST, fixture_tree, oci_ref};
 use crate::harness::fixture::read_blob;
 use crate::harness::*;
 

@@ -8,8 +8,6 @@
 
 use std::sync::OnceLock;
 
-use crate::copy::{FAITHFUL, assert_layout_is_fixture, oci_ref};
-use crate::errors::assert_clean_failure;
 use crate::harness::*;
 
 /// `slim ARGS` with the environment pinned: no `SSL_CERT_FILE`/`SSL_CERT_DIR`
@@ -212,10 +210,7 @@ fn slimmed_layers_stream_to_a_remote_registry_intact() {
             &format!("oci:{}:img", layout.display()),
             &["--dest-compress", "--dest-compress-format", "gzip"],
         );
-        assert_same_tree(
-            crate::copy::fixture_tree(),
-            &tree_of(&ctx.umoci_unpack(&layout, "img")),
-        );
+        assert_same_tree(fixture_tree(), &tree_of(&ctx.umoci_unpack(&layout, "img")));
     }
     // The same again: the layer is there, nothing is uploaded.
     let again = slim_tls(

@@ -12,12 +12,11 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use super::judges::sha256_digest;
+use super::layout::OCI_INDEX;
 use super::registry::{Registry, runs_dir};
 
 /// The fixture's tag inside its layout.
 pub const FIXTURE_TAG: &str = "demo:latest";
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Absolute path of `fixtures/oci`.
 pub fn fixture_layout() -> PathBuf {
@@ -255,39 +254,4 @@ pub fn write_multiarch_layout(dir: &Path) -> MultiArch {
         amd64_digest: fx.manifest_digest,
         arm64_digest,
     }
-}
-
-/// An OCI layout in `dir` (created) of one image, tagged `tag`, whose layers
-/// are `tars` (bottom first), each gzipped, the config naming their
-/// diff_ids. Returns `oci:DIR:TAG`.
-pub fn layout_of_tars(dir: &Path, tars: &[Vec<u8>], tag: &str) -> String {
-    use std::io::Write as _;
-    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    fs::create_dir_all(dir.join("blobs").join("sha256")).expect("creating layout dirs");
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for tar in tars {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(tar).expect("gzip");
-        let gz = gz.finish().expect("gzip");
-        layers.push(
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": put_blob(dir, &gz), "size": gz.len()}),
-        );
-        diff_ids.push(sha256_digest(tar));
-    }
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .expect("config");
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put_blob(dir, &config), "size": config.len()},
-        "layers": layers,
-    }))
-    .expect("manifest");
-    tag_only(dir, &manifest, MANIFEST, tag);
-    format!("oci:{}:{tag}", dir.display())
 }

@@ -16,6 +16,12 @@
 //!   `assert_same_tree`).
 //! - [`fixture`] — the committed `fixtures/oci` image, pushing it (OCI, v2s2),
 //!   and a two-platform index built from it.
+//! - [`layout`] — the one builder of test images (`write_image` of layer
+//!   blobs and a config into an OCI layout), media types, and the tar and
+//!   gzip helpers that make layers (`Layer`, `tar_of`, `file_header`).
+//! - [`runner`] — running slim as the tests do (`slim_copy`), `oci:`
+//!   references, the fixture's tree as judge, a registry's tags, and the
+//!   clean-failure assertion.
 //! - [`hostile`] — a `/v2/` server with switchable faults (bad digests,
 //!   truncated bodies, 5xx/429, non-JSON manifests).
 //! - [`http`] — the tiny HTTP/1.1 server and raw client under the two servers.
@@ -36,10 +42,12 @@ pub mod fixture;
 pub mod hostile;
 pub mod http;
 pub mod judges;
+pub mod layout;
 pub mod podman;
 pub mod process;
 pub mod proxy;
 pub mod registry;
+pub mod runner;
 pub mod token;
 pub mod tree;
 pub mod tripwire;
@@ -47,17 +55,18 @@ pub mod tripwire;
 pub use context::{Output, SLIM, TestContext, unique_name};
 pub use fixture::{
     FIXTURE_TAG, FixtureImage, MultiArch, fixture_image, fixture_layout, fixture_ref,
-    layout_of_tars, multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2,
-    put_blob, tag_only,
+    multiarch_layout, push_fixture, push_fixture_multiarch, push_fixture_v2s2, put_blob, tag_only,
 };
 pub use hostile::{Fault, Hostile};
 pub use judges::{
     Skopeo, is_root, manifest_digest_of, sha256_digest, skopeo_copy, skopeo_inspect,
     skopeo_inspect_raw, umoci_try_unpack, umoci_unpack,
 };
+pub use layout::*;
 pub use podman::Podman;
 pub use proxy::{Action, Proxy};
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryConfig};
+pub use runner::*;
 pub use token::TokenIssuer;
 pub use tree::{Kind, Node, Tree, assert_same_tree, diff_trees, tree_of};
 pub use tripwire::Tripwire;
