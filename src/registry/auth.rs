@@ -484,9 +484,8 @@ impl HostAuth {
         }
         let http = to.http;
         let mut retries = Retries::new(to.opts, to.opts.attempts);
-        let reply = |resp, at, retries: &Retries| {
-            Reply::new(resp, at, to.opts, retries.attempts(), true)
-        };
+        let reply =
+            |resp, at, retries: &Retries| Reply::new(resp, at, to.opts, retries.attempts(), true);
         let transport = |e| {
             transport_error(
                 &format!("{what} (token request to {realm})"),

@@ -232,7 +232,10 @@ mod tests {
     /// de-duplication.
     #[test]
     fn no_registry_error_repeats_its_cause() {
-        let (what, host) = ("pulling blob sha256:aa from r/x".to_string(), "r".to_string());
+        let (what, host) = (
+            "pulling blob sha256:aa from r/x".to_string(),
+            "r".to_string(),
+        );
         let reqwest = reqwest::blocking::Client::new()
             .get("not a url")
             .build()
@@ -266,7 +269,10 @@ mod tests {
             let message = e.to_string();
             let cause = e.source().expect("a cause").to_string();
             assert!(!message.contains(&cause), "{message:?} repeats {cause:?}");
-            assert!(message.contains(&what) && message.contains(&host), "{message}");
+            assert!(
+                message.contains(&what) && message.contains(&host),
+                "{message}"
+            );
         }
     }
 }

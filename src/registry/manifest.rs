@@ -31,7 +31,10 @@ fn path(r: &RegistryRef, reference: &str) -> String {
 
 /// `verb manifest registry/repository:tag`, or `…@sha256:…` for a digest.
 fn what(verb: &str, r: &RegistryRef, reference: &str) -> String {
-    format!("{verb} manifest {}/{}:{reference}", r.registry, r.repository)
+    format!(
+        "{verb} manifest {}/{}:{reference}",
+        r.registry, r.repository
+    )
 }
 
 impl RegistryClient {
@@ -64,11 +67,15 @@ impl RegistryClient {
         r: &RegistryRef,
         reference: &str,
     ) -> Result<Option<Digest>, RegistryError> {
-        let resp = Call::new(r, Scope::pull(&r.repository), what("checking", r, reference))
-            .head(path(r, reference))
-            .header(header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "))
-            .or(StatusCode::NOT_FOUND)
-            .send(self)?;
+        let resp = Call::new(
+            r,
+            Scope::pull(&r.repository),
+            what("checking", r, reference),
+        )
+        .head(path(r, reference))
+        .header(header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "))
+        .or(StatusCode::NOT_FOUND)
+        .send(self)?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }

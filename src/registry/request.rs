@@ -203,7 +203,11 @@ impl Call {
     /// otherwise the error it is: not found (and how to see what exists),
     /// or the status and what the registry said, after how many attempts,
     /// and whether a host it redirected slim to answered.
-    pub(super) fn check(&self, client: &RegistryClient, reply: Reply) -> Result<Reply, RegistryError> {
+    pub(super) fn check(
+        &self,
+        client: &RegistryClient,
+        reply: Reply,
+    ) -> Result<Reply, RegistryError> {
         let status = reply.status();
         if status.is_success() || self.also.contains(&status) {
             return Ok(reply);
