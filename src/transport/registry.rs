@@ -52,6 +52,11 @@ impl Source for RegistrySource {
             (None, Some(Err(_))) | (None, None) => None,
         };
         let digest = match expected {
+            // Pinned, `what` names the digest (`manifest of r@D`).
+            Some(d) if self.r.digest.is_some() => {
+                d.verify_named(&what, &bytes)?;
+                d
+            }
             Some(d) => {
                 d.verify(&what, &bytes)?;
                 d
@@ -85,7 +90,7 @@ impl Source for RegistrySource {
                 desc.size
             );
         }
-        desc.digest.verify(&what, &bytes)?;
+        desc.digest.verify_named(&what, &bytes)?;
         Ok(Manifest::parse_with_digest(
             &what,
             bytes,
