@@ -1,211 +1,21 @@
-//! OCI image layouts (image-layout spec): `oci:DIR[:TAG]` and
-//! `oci-archive:FILE[:TAG]`.
-//!
-//! Reading: `index.json` names images by the `org.opencontainers.image.ref.name`
-//! annotation; blobs live at `blobs/<alg>/<hex>`. An archive is read in place
-//! through a [`TarIndex`].
-//!
-//! Writing: blobs are renamed into place as they arrive; `index.json` is
-//! replaced atomically in [`Dest::commit`], so the tag appears only when
-//! every blob it needs is there. An archive is built as a layout in a temp
-//! directory next to the target and renamed over it at the end.
+//! Writing an `oci:` layout directory: blobs renamed into place as they
+//! arrive, `index.json` replaced atomically under the layout's lock in
+//! [`Dest::commit`], and what a failed run added removed again.
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::{REF_NAME, blob_path};
 use crate::cleanup::{self, DirLock, StagingDir};
-
-use super::tarindex::TarIndex;
-use super::{Capabilities, Dest, Source, Staged, read_manifest_blob};
 use crate::digest::Digest;
-use crate::image::{Descriptor, MAX_MANIFEST_BYTES, Manifest};
-
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// Files of a layout: a directory or a tar of one.
-enum Files {
-    Dir(PathBuf),
-    Tar(TarIndex),
-}
-
-impl Files {
-    fn read(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
-        match self {
-            Files::Dir(d) => {
-                let p = d.join(name);
-                let f = fs::File::open(&p).with_context(|| format!("reading {}", p.display()))?;
-                let mut out = Vec::new();
-                f.take(limit + 1).read_to_end(&mut out)?;
-                if out.len() as u64 > limit {
-                    bail!(
-                        "{} is larger than the {limit} bytes slim accepts",
-                        p.display()
-                    );
-                }
-                Ok(out)
-            }
-            Files::Tar(t) => t.read(name, limit),
-        }
-    }
-
-    fn open(&self, name: &str) -> Result<Box<dyn Read + Send + '_>> {
-        Ok(match self {
-            Files::Dir(d) => {
-                let p = d.join(name);
-                Box::new(io::BufReader::with_capacity(
-                    256 << 10,
-                    fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?,
-                ))
-            }
-            Files::Tar(t) => Box::new(io::BufReader::with_capacity(256 << 10, t.open(name)?)),
-        })
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        match self {
-            Files::Dir(d) => d.join(name).is_file(),
-            Files::Tar(t) => t.contains(name),
-        }
-    }
-}
-
-fn blob_path(d: &Digest) -> String {
-    format!("blobs/{}/{}", d.algorithm().name(), d.hex())
-}
-
-/// Reads an image from an OCI layout directory or archive.
-pub struct LayoutSource {
-    files: Files,
-    location: String,
-    tag: Option<String>,
-}
-
-impl LayoutSource {
-    pub fn open_dir(path: &Path, tag: Option<String>) -> Result<LayoutSource> {
-        if !path.is_dir() {
-            // The caller's context names the reference, path and all.
-            bail!("no such directory (an OCI layout is a directory with index.json)");
-        }
-        let s = LayoutSource {
-            files: Files::Dir(path.to_path_buf()),
-            location: format!("oci:{}", path.display()),
-            tag,
-        };
-        s.check_layout()?;
-        Ok(s)
-    }
-
-    pub fn open_archive(path: &Path, tag: Option<String>) -> Result<LayoutSource> {
-        if !path.is_file() {
-            bail!("no such file");
-        }
-        let s = LayoutSource {
-            files: Files::Tar(TarIndex::build(path)?),
-            location: format!("oci-archive:{}", path.display()),
-            tag,
-        };
-        s.check_layout()?;
-        Ok(s)
-    }
-
-    fn check_layout(&self) -> Result<()> {
-        if !self.files.exists("index.json") {
-            bail!("{}: not an OCI image layout (no index.json)", self.location);
-        }
-        if self.files.exists("oci-layout") {
-            let v: Value = serde_json::from_slice(&self.files.read("oci-layout", 4096)?)
-                .with_context(|| format!("{}: oci-layout is not JSON", self.location))?;
-            let version = v
-                .get("imageLayoutVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if !version.starts_with("1.") {
-                bail!(
-                    "{}: unsupported imageLayoutVersion {version:?}",
-                    self.location
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn index(&self) -> Result<Vec<Descriptor>> {
-        let bytes = self.files.read("index.json", MAX_MANIFEST_BYTES)?;
-        let m = Manifest::parse(&format!("{} index.json", self.location), bytes, None)?;
-        Ok(m.manifests()?)
-    }
-}
-
-/// Lists the names in an index.json's entries, for messages.
-fn names(entries: &[Descriptor]) -> String {
-    let names: Vec<&str> = entries
-        .iter()
-        .filter_map(|d| d.annotations.get(REF_NAME).map(String::as_str))
-        .collect();
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
-}
-
-impl Source for LayoutSource {
-    fn name(&self) -> String {
-        match &self.tag {
-            Some(t) => format!("{}:{t}", self.location),
-            None => self.location.clone(),
-        }
-    }
-
-    fn root(&self) -> Result<Manifest> {
-        let entries = self.index()?;
-        let entry = match &self.tag {
-            Some(tag) => entries
-                .iter()
-                .find(|d| d.annotations.get(REF_NAME) == Some(tag))
-                .with_context(|| {
-                    format!(
-                        "{}: no image tagged {tag:?} (tags: {})",
-                        self.location,
-                        names(&entries)
-                    )
-                })?,
-            None => match entries.as_slice() {
-                [only] => only,
-                [] => bail!("{}: the layout holds no image", self.location),
-                _ => bail!(
-                    "{}: the layout holds {} images; name one with {}:TAG (tags: {})",
-                    self.location,
-                    entries.len(),
-                    self.location,
-                    names(&entries)
-                ),
-            },
-        };
-        self.manifest(entry)
-    }
-
-    fn manifest(&self, desc: &Descriptor) -> Result<Manifest> {
-        let what = format!("manifest {} in {}", desc.digest, self.location);
-        let reader = self
-            .files
-            .open(&blob_path(&desc.digest))
-            .with_context(|| format!("{what}: missing from the layout"))?;
-        read_manifest_blob(&what, reader, desc)
-    }
-
-    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        self.files
-            .open(&blob_path(&desc.digest))
-            .with_context(|| format!("blob {} is missing from {}", desc.digest, self.location))
-    }
-}
+use crate::image::{Descriptor, Manifest};
+use crate::transport::{Capabilities, Dest, Staged};
 
 /// The prefix of the staging directories slim makes inside a layout.
 const STAGING_PREFIX: &str = ".slim-staging-";
@@ -459,7 +269,7 @@ fn layout_state(dir: &Path) -> Result<State> {
 }
 
 /// Temp files are created 0600; blobs in a layout are world-readable.
-fn set_readable(tmp: &mut tempfile::NamedTempFile) -> Result<()> {
+pub(super) fn set_readable(tmp: &mut tempfile::NamedTempFile) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
     Ok(())
@@ -550,125 +360,6 @@ impl Dest for LayoutDest {
         self.on_stop.lock().expect("guard lock").take();
         self.undo.run();
     }
-}
-
-/// Writes an image as an OCI archive: a layout built in a temp directory,
-/// then a tar of it renamed over the target.
-pub struct ArchiveDest {
-    target: PathBuf,
-    tag: Option<String>,
-    /// `.slim-archive-…` next to the target: the layout, then the tar.
-    tmp: StagingDir,
-    layout: LayoutDest,
-}
-
-impl ArchiveDest {
-    pub fn create(target: &Path, tag: Option<String>) -> Result<ArchiveDest> {
-        let parent = parent_dir(target);
-        if !parent.is_dir() {
-            bail!("{}: no such directory", parent.display());
-        }
-        // Sweeping what killed runs left needs the directory's lock, so that
-        // another run's new directory is not taken for a stale one.
-        let lock = DirLock::exclusive(&parent).ok();
-        let tmp = StagingDir::create_in(&parent, ".slim-archive-", lock.is_some())
-            .with_context(|| format!("creating a temp directory in {}", parent.display()))?;
-        drop(lock);
-        let layout = LayoutDest::create(&tmp.path().join("layout"), tag.clone())?;
-        Ok(ArchiveDest {
-            target: target.to_path_buf(),
-            tag,
-            tmp,
-            layout,
-        })
-    }
-}
-
-pub fn parent_dir(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-impl Dest for ArchiveDest {
-    fn name(&self) -> String {
-        match &self.tag {
-            Some(t) => format!("oci-archive:{}:{t}", self.target.display()),
-            None => format!("oci-archive:{}", self.target.display()),
-        }
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.layout.capabilities()
-    }
-
-    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
-        self.layout.has_blob(desc)
-    }
-
-    fn staging_dir(&self) -> &Path {
-        self.layout.staging_dir()
-    }
-
-    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
-        self.layout.put_blob(desc, blob)
-    }
-
-    fn put_manifest(&self, m: &Manifest) -> Result<()> {
-        self.layout.put_manifest(m)
-    }
-
-    fn commit(&self, root: &Manifest) -> Result<()> {
-        self.layout.commit(root)?;
-        let mut out = tempfile::NamedTempFile::new_in(self.tmp.path())?;
-        {
-            let mut builder = tar::Builder::new(io::BufWriter::new(out.as_file_mut()));
-            append_tree(&mut builder, self.layout.dir(), Path::new(""))?;
-            builder.into_inner()?.flush()?;
-        }
-        out.as_file().sync_all()?;
-        set_readable(&mut out)?;
-        let _permit = cleanup::permit()?;
-        out.persist(&self.target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("writing {}", self.target.display()))?;
-        Ok(())
-    }
-}
-
-/// Appends a directory tree to a tar in sorted order with fixed metadata,
-/// skipping slim's staging directories.
-pub fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<()> {
-    let mut names: Vec<_> = fs::read_dir(root.join(rel))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for name in names {
-        if name.to_string_lossy().starts_with(".slim-") {
-            continue;
-        }
-        let rel_path = rel.join(&name);
-        let full = root.join(&rel_path);
-        let meta = fs::metadata(&full)?;
-        let mut h = tar::Header::new_ustar();
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        if meta.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-            h.set_size(0);
-            b.append_data(&mut h, &rel_path, io::empty())?;
-            append_tree(b, root, &rel_path)?;
-        } else {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o644);
-            h.set_size(meta.len());
-            b.append_data(&mut h, &rel_path, fs::File::open(&full)?)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
