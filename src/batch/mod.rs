@@ -586,33 +586,33 @@ impl Dest for NoStream {
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
     }
-    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+    fn has_blob(&self, desc: &Descriptor) -> crate::transport::Result<bool> {
         self.0.has_blob(desc)
     }
-    fn mount_blob(&self, desc: &Descriptor, from: &RegistryRef) -> Result<bool> {
+    fn mount_blob(&self, desc: &Descriptor, from: &RegistryRef) -> crate::transport::Result<bool> {
         self.0.mount_blob(desc, from)
     }
     fn staging_dir(&self) -> &std::path::Path {
         self.0.staging_dir()
     }
-    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
+    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> crate::transport::Result<()> {
         self.0.put_blob(desc, blob)
     }
     fn stream_blob(
         &self,
         data: Box<dyn std::io::Read + Send>,
         kind: StreamKind,
-    ) -> Result<Option<Box<dyn BlobStream>>> {
+    ) -> crate::transport::Result<Option<Box<dyn BlobStream>>> {
         match kind {
             StreamKind::NewLayer => Ok(None),
             // A copied blob's digest is known: it was asked for already.
             StreamKind::Copy => self.0.stream_blob(data, kind),
         }
     }
-    fn put_manifest(&self, m: &Manifest) -> Result<()> {
+    fn put_manifest(&self, m: &Manifest) -> crate::transport::Result<()> {
         self.0.put_manifest(m)
     }
-    fn commit(&self, root: &Manifest) -> Result<()> {
+    fn commit(&self, root: &Manifest) -> crate::transport::Result<()> {
         self.0.commit(root)
     }
     fn abort(&self) {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::LayoutDest;
 use super::dest::set_readable;
+use super::{LayoutDest, in_layout};
 use crate::cleanup::{self, DirLock, StagingDir};
 use crate::image::{Descriptor, Manifest};
 use crate::transport::{Capabilities, Dest, Staged};
@@ -65,7 +65,7 @@ impl Dest for ArchiveDest {
         self.layout.capabilities()
     }
 
-    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+    fn has_blob(&self, desc: &Descriptor) -> crate::transport::Result<bool> {
         self.layout.has_blob(desc)
     }
 
@@ -73,29 +73,31 @@ impl Dest for ArchiveDest {
         self.layout.staging_dir()
     }
 
-    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
+    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> crate::transport::Result<()> {
         self.layout.put_blob(desc, blob)
     }
 
-    fn put_manifest(&self, m: &Manifest) -> Result<()> {
+    fn put_manifest(&self, m: &Manifest) -> crate::transport::Result<()> {
         self.layout.put_manifest(m)
     }
 
-    fn commit(&self, root: &Manifest) -> Result<()> {
+    fn commit(&self, root: &Manifest) -> crate::transport::Result<()> {
         self.layout.commit(root)?;
-        let mut out = tempfile::NamedTempFile::new_in(self.tmp.path())?;
-        {
-            let mut builder = tar::Builder::new(io::BufWriter::new(out.as_file_mut()));
-            append_tree(&mut builder, self.layout.dir(), Path::new(""))?;
-            builder.into_inner()?.flush()?;
-        }
-        out.as_file().sync_all()?;
-        set_readable(&mut out)?;
-        let _permit = cleanup::permit()?;
-        out.persist(&self.target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("writing {}", self.target.display()))?;
-        Ok(())
+        in_layout(|| {
+            let mut out = tempfile::NamedTempFile::new_in(self.tmp.path())?;
+            {
+                let mut builder = tar::Builder::new(io::BufWriter::new(out.as_file_mut()));
+                append_tree(&mut builder, self.layout.dir(), Path::new(""))?;
+                builder.into_inner()?.flush()?;
+            }
+            out.as_file().sync_all()?;
+            set_readable(&mut out)?;
+            let _permit = cleanup::permit()?;
+            out.persist(&self.target)
+                .map_err(|e| e.error)
+                .with_context(|| format!("writing {}", self.target.display()))?;
+            Ok(())
+        })
     }
 }
 

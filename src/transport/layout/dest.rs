@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{REF_NAME, blob_path};
+use super::{REF_NAME, blob_path, in_layout};
 use crate::cleanup::{self, DirLock, StagingDir};
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest};
@@ -290,7 +290,7 @@ impl Dest for LayoutDest {
         }
     }
 
-    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+    fn has_blob(&self, desc: &Descriptor) -> crate::transport::Result<bool> {
         Ok(fs::metadata(self.blob_file(&desc.digest))
             .is_ok_and(|m| m.is_file() && m.len() == desc.size))
     }
@@ -299,61 +299,65 @@ impl Dest for LayoutDest {
         self.staging.path()
     }
 
-    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
-        debug_assert_eq!(blob.digest, desc.digest);
-        self.place(blob.file, &self.blob_file(&blob.digest))
+    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> crate::transport::Result<()> {
+        in_layout(|| {
+            debug_assert_eq!(blob.digest, desc.digest);
+            self.place(blob.file, &self.blob_file(&blob.digest))
+        })
     }
 
-    fn put_manifest(&self, m: &Manifest) -> Result<()> {
-        self.write_blob_bytes(&m.digest, &m.bytes)
+    fn put_manifest(&self, m: &Manifest) -> crate::transport::Result<()> {
+        in_layout(|| self.write_blob_bytes(&m.digest, &m.bytes))
     }
 
-    fn commit(&self, root: &Manifest) -> Result<()> {
-        self.put_manifest(root)?;
-        // Other runs may rewrite index.json at the same time (other tags).
-        let _lock = DirLock::exclusive(&self.dir)
-            .with_context(|| format!("locking {}", self.dir.display()))?;
-        let index_path = self.dir.join("index.json");
-        let mut index: Value = if index_path.is_file() {
-            serde_json::from_slice(&fs::read(&index_path)?)
-                .with_context(|| format!("{} is not JSON", index_path.display()))?
-        } else {
-            json!({"schemaVersion": 2, "mediaType": crate::image::media::OCI_INDEX, "manifests": []})
-        };
-        let entries = index
-            .get_mut("manifests")
-            .and_then(Value::as_array_mut)
-            .with_context(|| format!("{} has no manifests array", index_path.display()))?;
-        // The name moves to the new image (an untagged write replaces the
-        // untagged entries).
-        entries.retain(|e| {
-            let name = e
-                .get("annotations")
-                .and_then(|a| a.get(REF_NAME))
-                .and_then(Value::as_str);
-            name != self.tag.as_deref()
-        });
-        let mut entry = json!({
-            "mediaType": root.media_type,
-            "digest": root.digest.to_string(),
-            "size": root.bytes.len(),
-        });
-        if let Some(t) = &self.tag {
-            entry["annotations"] = json!({ REF_NAME: t });
-        }
-        entries.push(entry);
-        let layout = self.dir.join("oci-layout");
-        if !layout.is_file() {
+    fn commit(&self, root: &Manifest) -> crate::transport::Result<()> {
+        in_layout(|| {
+            self.put_manifest(root)?;
+            // Other runs may rewrite index.json at the same time (other tags).
+            let _lock = DirLock::exclusive(&self.dir)
+                .with_context(|| format!("locking {}", self.dir.display()))?;
+            let index_path = self.dir.join("index.json");
+            let mut index: Value = if index_path.is_file() {
+                serde_json::from_slice(&fs::read(&index_path)?)
+                    .with_context(|| format!("{} is not JSON", index_path.display()))?
+            } else {
+                json!({"schemaVersion": 2, "mediaType": crate::image::media::OCI_INDEX, "manifests": []})
+            };
+            let entries = index
+                .get_mut("manifests")
+                .and_then(Value::as_array_mut)
+                .with_context(|| format!("{} has no manifests array", index_path.display()))?;
+            // The name moves to the new image (an untagged write replaces the
+            // untagged entries).
+            entries.retain(|e| {
+                let name = e
+                    .get("annotations")
+                    .and_then(|a| a.get(REF_NAME))
+                    .and_then(Value::as_str);
+                name != self.tag.as_deref()
+            });
+            let mut entry = json!({
+                "mediaType": root.media_type,
+                "digest": root.digest.to_string(),
+                "size": root.bytes.len(),
+            });
+            if let Some(t) = &self.tag {
+                entry["annotations"] = json!({ REF_NAME: t });
+            }
+            entries.push(entry);
+            let layout = self.dir.join("oci-layout");
+            if !layout.is_file() {
+                let mut tmp = tempfile::NamedTempFile::new_in(self.staging.path())?;
+                tmp.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+                self.place(tmp, &layout)?;
+            }
             let mut tmp = tempfile::NamedTempFile::new_in(self.staging.path())?;
-            tmp.write_all(br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-            self.place(tmp, &layout)?;
-        }
-        let mut tmp = tempfile::NamedTempFile::new_in(self.staging.path())?;
-        serde_json::to_writer(&mut tmp, &index)?;
-        self.place(tmp, &index_path)?;
-        // Named: nothing to undo any more.
-        self.on_stop.lock().expect("guard lock").take();
-        Ok(())
+            serde_json::to_writer(&mut tmp, &index)?;
+            self.place(tmp, &index_path)?;
+            // Named: nothing to undo any more.
+            self.on_stop.lock().expect("guard lock").take();
+            Ok(())
+        })
     }
 
     fn abort(&self) {

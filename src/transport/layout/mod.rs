@@ -157,6 +157,11 @@ fn names(entries: &[Descriptor]) -> String {
     }
 }
 
+/// Runs a transport step, its failure worded by this module.
+fn in_layout<T>(f: impl FnOnce() -> Result<T>) -> crate::transport::Result<T> {
+    f().map_err(crate::transport::Error::layout)
+}
+
 impl Source for LayoutSource {
     fn name(&self) -> String {
         match &self.tag {
@@ -165,46 +170,52 @@ impl Source for LayoutSource {
         }
     }
 
-    fn root(&self) -> Result<Manifest> {
-        let entries = self.index()?;
-        let entry = match &self.tag {
-            Some(tag) => entries
-                .iter()
-                .find(|d| d.annotations.get(REF_NAME) == Some(tag))
-                .with_context(|| {
-                    format!(
-                        "{}: no image tagged {tag:?} (tags: {})",
+    fn root(&self) -> crate::transport::Result<Manifest> {
+        let entry = in_layout(|| {
+            let entries = self.index()?;
+            let entry = match &self.tag {
+                Some(tag) => entries
+                    .iter()
+                    .find(|d| d.annotations.get(REF_NAME) == Some(tag))
+                    .with_context(|| {
+                        format!(
+                            "{}: no image tagged {tag:?} (tags: {})",
+                            self.location,
+                            names(&entries)
+                        )
+                    })?,
+                None => match entries.as_slice() {
+                    [only] => only,
+                    [] => bail!("{}: the layout holds no image", self.location),
+                    _ => bail!(
+                        "{}: the layout holds {} images; name one with {}:TAG (tags: {})",
+                        self.location,
+                        entries.len(),
                         self.location,
                         names(&entries)
-                    )
-                })?,
-            None => match entries.as_slice() {
-                [only] => only,
-                [] => bail!("{}: the layout holds no image", self.location),
-                _ => bail!(
-                    "{}: the layout holds {} images; name one with {}:TAG (tags: {})",
-                    self.location,
-                    entries.len(),
-                    self.location,
-                    names(&entries)
-                ),
-            },
-        };
-        self.manifest(entry)
+                    ),
+                },
+            };
+            Ok(entry.clone())
+        })?;
+        self.manifest(&entry)
     }
 
-    fn manifest(&self, desc: &Descriptor) -> Result<Manifest> {
+    fn manifest(&self, desc: &Descriptor) -> crate::transport::Result<Manifest> {
         let what = format!("manifest {} in {}", desc.digest, self.location);
-        let reader = self
-            .files
-            .open(&blob_path(&desc.digest))
-            .with_context(|| format!("{what}: missing from the layout"))?;
+        let reader = in_layout(|| {
+            self.files
+                .open(&blob_path(&desc.digest))
+                .with_context(|| format!("{what}: missing from the layout"))
+        })?;
         read_manifest_blob(&what, reader, desc)
     }
 
-    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        self.files
-            .open(&blob_path(&desc.digest))
-            .with_context(|| format!("blob {} is missing from {}", desc.digest, self.location))
+    fn open_blob(&self, desc: &Descriptor) -> crate::transport::Result<Box<dyn Read + Send + '_>> {
+        in_layout(|| {
+            self.files
+                .open(&blob_path(&desc.digest))
+                .with_context(|| format!("blob {} is missing from {}", desc.digest, self.location))
+        })
     }
 }
