@@ -413,6 +413,33 @@ mod tests {
         assert!("nocolon".parse::<Digest>().is_err());
     }
 
+    /// A mismatch says which digest was expected only when `what` does not
+    /// name it already: the message never says a digest twice.
+    #[test]
+    fn a_mismatch_names_the_expected_digest_once() {
+        let good = Digest::sha256_of(b"hello");
+        let plain = good.verify("manifest of r/x:v1", b"hellO").unwrap_err();
+        assert!(
+            plain.to_string().contains(&format!("expected {good}, ")),
+            "{plain}"
+        );
+        let what = format!("manifest {good} of r/x");
+        let named = good.verify_named(&what, b"hellO").unwrap_err();
+        assert_eq!(
+            named.to_string().matches(&good.to_string()).count(),
+            1,
+            "{named}"
+        );
+        let err = VerifyingReader::new(&b"hellO"[..], format!("blob {good}"), good.clone(), None)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string().matches(&good.to_string()).count(),
+            1,
+            "{err}"
+        );
+    }
+
     #[test]
     fn verifying_reader_accepts_good_and_rejects_bad() {
         let good = Digest::sha256_of(b"hello");

@@ -18,6 +18,10 @@
 //! [`resolve`] decides what a short name (`myapp:latest`) means: the local
 //! engine's image, or a registry's. [`engine`] speaks the Docker Engine API
 //! over [`unix_http`].
+//!
+//! Sources and destinations fail with an [`Error`]: the failure of the layer
+//! below (registry, digest, manifest, engine, I/O) as that layer words it,
+//! or what a layout or archive says is wrong with it.
 
 pub mod docker_archive;
 pub mod docker_daemon;
