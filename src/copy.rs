@@ -199,7 +199,7 @@ impl Copier<'_> {
                 chosen.platform.as_ref().expect("filtered")
             ));
         }
-        self.src.manifest(chosen)
+        Ok(self.src.manifest(chosen)?)
     }
 
     /// Copies a manifest and everything below it; returns it as written.

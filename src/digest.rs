@@ -51,14 +51,18 @@ pub enum DigestError {
         "unsupported digest algorithm {algorithm:?} in {value:?} (slim verifies sha256 and sha512)"
     )]
     Unsupported { algorithm: String, value: String },
+    /// `what` says what was checked; when it names the expected digest
+    /// already (`blob D from …`, see `names_expected`), the message does not
+    /// say it again.
     #[error(
         "{what}: digest mismatch: {}content hashes to {found} (the source is corrupt or was tampered with)",
-        expected_unless_named(.what, .expected)
+        if *.names_expected { String::new() } else { format!("expected {}, ", .expected) }
     )]
     Mismatch {
         what: String,
         expected: Digest,
         found: Digest,
+        names_expected: bool,
     },
     #[error("{what}: size mismatch: expected {expected} bytes, got {found}{more} (truncated or corrupt blob)", more = if *.found > *.expected { " or more" } else { "" })]
     Size {
@@ -66,15 +70,6 @@ pub enum DigestError {
         expected: u64,
         found: u64,
     },
-}
-
-/// `expected D, ` unless `what` names D already (`blob D from …`).
-fn expected_unless_named(what: &str, expected: &Digest) -> String {
-    if what.contains(&expected.to_string()) {
-        String::new()
-    } else {
-        format!("expected {expected}, ")
-    }
 }
 
 impl Digest {
@@ -99,8 +94,20 @@ impl Digest {
         h.finish()
     }
 
-    /// Checks `bytes` against this digest, naming `what` in the error.
+    /// Checks `bytes` against this digest, naming `what` in the error; the
+    /// error says which digest was expected (`what` does not name it:
+    /// `manifest of r:tag`).
     pub fn verify(&self, what: &str, bytes: &[u8]) -> Result<(), DigestError> {
+        self.check(what, bytes, false)
+    }
+
+    /// [`Digest::verify`] for a `what` that names this digest already
+    /// (`manifest D of r`), so the error does not say it twice.
+    pub fn verify_named(&self, what: &str, bytes: &[u8]) -> Result<(), DigestError> {
+        self.check(what, bytes, true)
+    }
+
+    fn check(&self, what: &str, bytes: &[u8], names_expected: bool) -> Result<(), DigestError> {
         let found = Digest::of(self.algorithm, bytes);
         if &found == self {
             Ok(())
@@ -109,6 +116,7 @@ impl Digest {
                 what: what.to_string(),
                 expected: self.clone(),
                 found,
+                names_expected,
             })
         }
     }
@@ -213,6 +221,9 @@ impl Hasher {
 /// Reads through `inner`, hashing every byte, and fails the read that reaches
 /// the end if the content does not match the expected digest and size.
 ///
+/// `what` names the content with its digest (`blob D from …`): a mismatch
+/// says what the content hashed to, not the digest again.
+///
 /// A reader that yields more bytes than the expected size fails as soon as it
 /// does, so a hostile source cannot make slim read without bound.
 pub struct VerifyingReader<R> {
@@ -290,6 +301,7 @@ impl<R: Read> Read for VerifyingReader<R> {
                 what: self.what.clone(),
                 expected: self.expected.clone(),
                 found,
+                names_expected: true,
             }));
         }
         Ok(0)
@@ -399,6 +411,33 @@ mod tests {
             Err(DigestError::Unsupported { .. })
         ));
         assert!("nocolon".parse::<Digest>().is_err());
+    }
+
+    /// A mismatch says which digest was expected only when `what` does not
+    /// name it already: the message never says a digest twice.
+    #[test]
+    fn a_mismatch_names_the_expected_digest_once() {
+        let good = Digest::sha256_of(b"hello");
+        let plain = good.verify("manifest of r/x:v1", b"hellO").unwrap_err();
+        assert!(
+            plain.to_string().contains(&format!("expected {good}, ")),
+            "{plain}"
+        );
+        let what = format!("manifest {good} of r/x");
+        let named = good.verify_named(&what, b"hellO").unwrap_err();
+        assert_eq!(
+            named.to_string().matches(&good.to_string()).count(),
+            1,
+            "{named}"
+        );
+        let err = VerifyingReader::new(&b"hellO"[..], format!("blob {good}"), good.clone(), None)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string().matches(&good.to_string()).count(),
+            1,
+            "{err}"
+        );
     }
 
     #[test]

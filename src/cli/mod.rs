@@ -227,25 +227,16 @@ fn init_tracing(g: &GlobalArgs) {
         .try_init();
 }
 
-/// `error: …` then one `Caused by:` line per distinct cause.
+/// `error: …` then one `Caused by:` line per cause. Each error in the
+/// chain describes only its own layer and leaves its cause to `source`, so
+/// the chain says each thing once as it is.
 fn print_error(e: &anyhow::Error) {
-    let mut seen: Vec<String> = Vec::new();
-    let mut lines = Vec::new();
-    for cause in e.chain() {
-        let msg = cause.to_string();
-        // A cause that the previous message already quotes adds nothing.
-        if seen.iter().any(|s| s.contains(&msg)) {
-            continue;
-        }
-        seen.push(msg.clone());
-        lines.push(msg);
+    let mut chain = e.chain();
+    if let Some(top) = chain.next() {
+        eprintln!("error: {top}");
     }
-    eprintln!(
-        "error: {}",
-        lines.first().map(String::as_str).unwrap_or("unknown error")
-    );
-    for l in lines.iter().skip(1) {
-        eprintln!("  Caused by: {l}");
+    for cause in chain {
+        eprintln!("  Caused by: {cause}");
     }
     if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
         eprintln!("{}", e.backtrace());

@@ -72,7 +72,7 @@ pub fn parse_json(what: &str, bytes: &[u8], max_values: usize) -> Result<Value, 
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{what}: not valid JSON: {source}")]
+    #[error("{what}: not valid JSON")]
     NotJson {
         what: String,
         #[source]

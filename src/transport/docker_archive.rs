@@ -251,6 +251,14 @@ fn spool_tar(input: impl Read, file: fs::File, max: u64) -> Result<()> {
         out: io::BufWriter<fs::File>,
         copied: u64,
         max: u64,
+        /// Why the spool stopped the stream, when it did.
+        stopped: Option<SpoolStop>,
+    }
+    impl<R: Read> Tee<R> {
+        fn stop(&mut self, why: SpoolStop) -> io::Error {
+            self.stopped = Some(why);
+            io::Error::other("spooling stopped")
+        }
     }
     impl<R: Read> Read for Tee<R> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -258,14 +266,14 @@ fn spool_tar(input: impl Read, file: fs::File, max: u64) -> Result<()> {
             let before = self.copied;
             self.copied += n as u64;
             if self.copied > self.max {
-                return Err(io::Error::other(SpoolStop::TooLarge(self.max)));
+                return Err(self.stop(SpoolStop::TooLarge(self.max)));
             }
             // Every 64 MiB: leave the disk some room.
             if before >> 26 != self.copied >> 26
                 && let Ok(st) = rustix::fs::fstatvfs(self.out.get_ref())
                 && st.f_bavail.saturating_mul(st.f_frsize) < MIN_FREE_SPACE
             {
-                return Err(io::Error::other(SpoolStop::DiskFull));
+                return Err(self.stop(SpoolStop::DiskFull));
             }
             self.out.write_all(&buf[..n])?;
             Ok(n)
@@ -276,22 +284,31 @@ fn spool_tar(input: impl Read, file: fs::File, max: u64) -> Result<()> {
         out: io::BufWriter::with_capacity(1 << 20, file),
         copied: 0,
         max,
+        stopped: None,
     };
     let mut archive = tar::Archive::new(tee);
     let mut buf = vec![0u8; 1 << 20];
-    for entry in archive.entries().context("not a tar stream")? {
-        let mut entry = entry.map_err(stop_or("a malformed tar header"))?;
-        loop {
-            match entry.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(stop_or("a truncated member")(e)),
+    let read = (|| -> Result<()> {
+        for entry in archive.entries().context("not a tar stream")? {
+            let mut entry = entry.context("a malformed tar header")?;
+            loop {
+                match entry.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(anyhow::Error::new(e).context("a truncated member")),
+                }
             }
         }
+        Ok(())
+    })();
+    let mut tee = archive.into_inner();
+    // A stop is the reason, not the read error it caused.
+    if let Some(why) = tee.stopped {
+        return Err(why.into());
     }
+    read?;
     // The tar reader stops at the first zero block of the end marker; the
     // spool gets a whole marker.
-    let mut tee = archive.into_inner();
     tee.out.write_all(&[0u8; 1024])?;
     tee.out.flush()?;
     Ok(())
@@ -313,17 +330,6 @@ enum SpoolStop {
     DiskFull,
 }
 
-fn stop_or(what: &'static str) -> impl Fn(io::Error) -> anyhow::Error {
-    move |e| {
-        if e.get_ref().is_some_and(|i| i.is::<SpoolStop>()) {
-            let inner = e.into_inner().expect("checked");
-            anyhow::Error::new(*inner.downcast::<SpoolStop>().expect("checked"))
-        } else {
-            anyhow::Error::new(e).context(what)
-        }
-    }
-}
-
 /// `blobs/sha256/<hex>` names its own digest (Docker 25+ archives).
 fn digest_in_name(member: &str) -> Option<Digest> {
     let mut parts = member.rsplit('/');
@@ -338,28 +344,33 @@ fn hash_member(index: &TarIndex, member: &str) -> Result<Digest> {
     Ok(w.finish().0)
 }
 
+/// Runs a transport step, its failure worded by this module.
+fn in_archive<T>(f: impl FnOnce() -> Result<T>) -> super::Result<T> {
+    f().map_err(super::Error::archive)
+}
+
 impl Source for DockerArchiveSource {
     fn name(&self) -> String {
         self.location.clone()
     }
 
-    fn root(&self) -> Result<Manifest> {
+    fn root(&self) -> super::Result<Manifest> {
         Ok(self.manifest.clone())
     }
 
-    fn manifest(&self, desc: &Descriptor) -> Result<Manifest> {
-        bail!("{}: has no manifest {}", self.location, desc.digest)
+    fn manifest(&self, desc: &Descriptor) -> super::Result<Manifest> {
+        in_archive(|| bail!("{}: has no manifest {}", self.location, desc.digest))
     }
 
-    fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        let member = self
-            .members
-            .get(&desc.digest)
-            .with_context(|| format!("{}: no blob {}", self.location, desc.digest))?;
-        Ok(Box::new(BufReader::with_capacity(
-            256 << 10,
-            self.index.open(member)?,
-        )))
+    fn open_blob(&self, desc: &Descriptor) -> super::Result<Box<dyn Read + Send + '_>> {
+        let member = in_archive(|| {
+            let member = self
+                .members
+                .get(&desc.digest)
+                .with_context(|| format!("{}: no blob {}", self.location, desc.digest))?;
+            self.index.open(member)
+        })?;
+        Ok(Box::new(BufReader::with_capacity(256 << 10, member)))
     }
 }
 
@@ -538,7 +549,7 @@ impl Dest for DockerArchiveDest {
         }
     }
 
-    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+    fn has_blob(&self, desc: &Descriptor) -> super::Result<bool> {
         Ok(self
             .stored
             .lock()
@@ -550,71 +561,78 @@ impl Dest for DockerArchiveDest {
         self.staging.path()
     }
 
-    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
-        let entry = if media::layer_compression(&desc.media_type).is_some() {
-            // Store uncompressed, named by diff_id.
-            let mut reader = BufReader::with_capacity(256 << 10, blob.file.reopen()?);
-            reader.rewind()?;
-            let (_, mut decoded) = decode::decoder(reader)?;
-            let tmp = NamedTempFile::new_in(self.staging.path())?;
-            let mut w = HashingWriter::new(
-                io::BufWriter::with_capacity(256 << 10, tmp),
-                Algorithm::Sha256,
-            );
-            io::copy(&mut decoded, &mut w)
-                .with_context(|| format!("decompressing layer {}", desc.digest))?;
-            let (diff_id, _, buf) = w.finish();
-            let tmp = buf.into_inner().map_err(|e| e.into_error())?;
-            let path = self.staging.path().join(format!("{}.tar", diff_id.hex()));
-            tmp.persist(&path).map_err(|e| e.error)?;
-            (path, Some(diff_id))
-        } else {
-            let path = self
-                .staging
-                .path()
-                .join(format!("{}.blob", blob.digest.hex()));
-            blob.file.persist(&path).map_err(|e| e.error)?;
-            (path, None)
-        };
-        self.stored
-            .lock()
-            .expect("stored lock")
-            .insert(desc.digest.clone(), entry);
-        Ok(())
-    }
-
-    fn put_manifest(&self, m: &Manifest) -> Result<()> {
-        bail!(
-            "a docker archive holds one image; cannot add manifest {}",
-            m.digest
-        )
-    }
-
-    fn commit(&self, root: &Manifest) -> Result<()> {
-        match &self.target {
-            Target::File(p) => {
+    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> super::Result<()> {
+        in_archive(|| {
+            let entry = if media::layer_compression(&desc.media_type).is_some() {
+                // Store uncompressed, named by diff_id.
+                let mut reader = BufReader::with_capacity(256 << 10, blob.file.reopen()?);
+                reader.rewind()?;
+                let (_, mut decoded) = decode::decoder(reader)?;
                 let tmp = NamedTempFile::new_in(self.staging.path())?;
-                let w = self.write_archive(io::BufWriter::with_capacity(256 << 10, tmp), root)?;
-                let tmp = w.into_inner().map_err(|e| e.into_error())?;
-                tmp.as_file().sync_all()?;
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
+                let mut w = HashingWriter::new(
+                    io::BufWriter::with_capacity(256 << 10, tmp),
+                    Algorithm::Sha256,
+                );
+                io::copy(&mut decoded, &mut w)
+                    .with_context(|| format!("decompressing layer {}", desc.digest))?;
+                let (diff_id, _, buf) = w.finish();
+                let tmp = buf.into_inner().map_err(|e| e.into_error())?;
+                let path = self.staging.path().join(format!("{}.tar", diff_id.hex()));
+                tmp.persist(&path).map_err(|e| e.error)?;
+                (path, Some(diff_id))
+            } else {
+                let path = self
+                    .staging
+                    .path()
+                    .join(format!("{}.blob", blob.digest.hex()));
+                blob.file.persist(&path).map_err(|e| e.error)?;
+                (path, None)
+            };
+            self.stored
+                .lock()
+                .expect("stored lock")
+                .insert(desc.digest.clone(), entry);
+            Ok(())
+        })
+    }
+
+    fn put_manifest(&self, m: &Manifest) -> super::Result<()> {
+        in_archive(|| {
+            bail!(
+                "a docker archive holds one image; cannot add manifest {}",
+                m.digest
+            )
+        })
+    }
+
+    fn commit(&self, root: &Manifest) -> super::Result<()> {
+        in_archive(|| {
+            match &self.target {
+                Target::File(p) => {
+                    let tmp = NamedTempFile::new_in(self.staging.path())?;
+                    let w =
+                        self.write_archive(io::BufWriter::with_capacity(256 << 10, tmp), root)?;
+                    let tmp = w.into_inner().map_err(|e| e.into_error())?;
+                    tmp.as_file().sync_all()?;
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
+                    }
+                    let _permit = crate::cleanup::permit()?;
+                    tmp.persist(p)
+                        .map_err(|e| e.error)
+                        .with_context(|| format!("writing {}", p.display()))?;
                 }
-                let _permit = crate::cleanup::permit()?;
-                tmp.persist(p)
-                    .map_err(|e| e.error)
-                    .with_context(|| format!("writing {}", p.display()))?;
+                Target::Stdout => {
+                    let stdout = io::stdout().lock();
+                    let mut w =
+                        self.write_archive(io::BufWriter::with_capacity(256 << 10, stdout), root)?;
+                    w.flush().context("writing the archive to stdout")?;
+                }
+                Target::Caller => bail!("this archive is written by its holder, not committed"),
             }
-            Target::Stdout => {
-                let stdout = io::stdout().lock();
-                let mut w =
-                    self.write_archive(io::BufWriter::with_capacity(256 << 10, stdout), root)?;
-                w.flush().context("writing the archive to stdout")?;
-            }
-            Target::Caller => bail!("this archive is written by its holder, not committed"),
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -80,6 +80,11 @@ impl DockerDaemonDest {
     }
 }
 
+/// Runs a transport step, its failure worded by this module.
+fn in_load<T>(f: impl FnOnce() -> Result<T>) -> crate::transport::Result<T> {
+    f().map_err(crate::transport::Error::load)
+}
+
 impl Dest for DockerDaemonDest {
     fn name(&self) -> String {
         format!("docker-daemon:{}", self.tag())
@@ -89,7 +94,7 @@ impl Dest for DockerDaemonDest {
         self.archive.capabilities()
     }
 
-    fn has_blob(&self, desc: &Descriptor) -> Result<bool> {
+    fn has_blob(&self, desc: &Descriptor) -> crate::transport::Result<bool> {
         self.archive.has_blob(desc)
     }
 
@@ -97,45 +102,47 @@ impl Dest for DockerDaemonDest {
         self.archive.staging_dir()
     }
 
-    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> Result<()> {
+    fn put_blob(&self, desc: &Descriptor, blob: Staged) -> crate::transport::Result<()> {
         self.archive.put_blob(desc, blob)
     }
 
-    fn put_manifest(&self, m: &Manifest) -> Result<()> {
+    fn put_manifest(&self, m: &Manifest) -> crate::transport::Result<()> {
         self.archive.put_manifest(m)
     }
 
-    fn commit(&self, root: &Manifest) -> Result<()> {
-        let name = self.name();
-        let address = self.engine.address();
-        let diff_ids = self.archive.diff_ids(root)?;
-        let mut load = self
-            .engine
-            .load()
-            .with_context(|| format!("loading {name}"))?;
-        if let Err(e) = self.archive.write_archive(&mut load, root) {
-            return Err(load.fail(e)).with_context(|| format!("loading {name} into {address}"));
-        }
-        // The engine has all but the archive's tail: from here the load
-        // completes, so a stop waits for it.
-        let _permit = crate::cleanup::permit()?;
-        let said = load
-            .finish()
-            .with_context(|| format!("loading {name} into {address}"))?;
-        tracing::info!("{address}: {}", said.join("; "));
-        match self.engine.image(self.tag())? {
-            Some(info) if info.diff_ids == diff_ids => Ok(()),
-            Some(info) => bail!(
-                "loading {name} into {address}: the engine's {} has layers {:?}, not the {:?} slim sent",
-                self.tag(),
-                info.diff_ids,
-                diff_ids
-            ),
-            None => bail!(
-                "loading {name} into {address}: the engine answered the load ({}) but has no image {} afterwards",
-                said.join("; "),
-                self.tag()
-            ),
-        }
+    fn commit(&self, root: &Manifest) -> crate::transport::Result<()> {
+        in_load(|| {
+            let name = self.name();
+            let address = self.engine.address();
+            let diff_ids = self.archive.diff_ids(root)?;
+            let mut load = self
+                .engine
+                .load()
+                .with_context(|| format!("loading {name}"))?;
+            if let Err(e) = self.archive.write_archive(&mut load, root) {
+                return Err(load.fail(e)).with_context(|| format!("loading {name} into {address}"));
+            }
+            // The engine has all but the archive's tail: from here the load
+            // completes, so a stop waits for it.
+            let _permit = crate::cleanup::permit()?;
+            let said = load
+                .finish()
+                .with_context(|| format!("loading {name} into {address}"))?;
+            tracing::info!("{address}: {}", said.join("; "));
+            match self.engine.image(self.tag())? {
+                Some(info) if info.diff_ids == diff_ids => Ok(()),
+                Some(info) => bail!(
+                    "loading {name} into {address}: the engine's {} has layers {:?}, not the {:?} slim sent",
+                    self.tag(),
+                    info.diff_ids,
+                    diff_ids
+                ),
+                None => bail!(
+                    "loading {name} into {address}: the engine answered the load ({}) but has no image {} afterwards",
+                    said.join("; "),
+                    self.tag()
+                ),
+            }
+        })
     }
 }

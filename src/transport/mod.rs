@@ -18,10 +18,15 @@
 //! [`resolve`] decides what a short name (`myapp:latest`) means: the local
 //! engine's image, or a registry's. [`engine`] speaks the Docker Engine API
 //! over [`unix_http`].
+//!
+//! Sources and destinations fail with an [`Error`]: the failure of the layer
+//! below (registry, digest, manifest, engine, I/O) as that layer words it,
+//! or what a layout or archive says is wrong with it.
 
 pub mod docker_archive;
 pub mod docker_daemon;
 pub mod engine;
+mod error;
 pub mod growing;
 pub mod layout;
 pub mod registry;
@@ -33,13 +38,15 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Context;
 use tempfile::NamedTempFile;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::image::{Descriptor, MAX_MANIFEST_BYTES, Manifest};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryClient;
+
+pub use error::{Cause, Error, Result};
 
 /// Where an image is read from.
 pub trait Source: Send + Sync {
@@ -148,7 +155,7 @@ pub struct Staged {
 pub fn open_verified<'a>(
     src: &'a dyn Source,
     desc: &Descriptor,
-) -> Result<VerifyingReader<Box<dyn Read + Send + 'a>>> {
+) -> anyhow::Result<VerifyingReader<Box<dyn Read + Send + 'a>>> {
     let raw = src.open_blob(desc)?;
     Ok(VerifyingReader::new(
         raw,
@@ -165,15 +172,18 @@ pub fn read_manifest_blob(
     desc: &Descriptor,
 ) -> Result<Manifest> {
     if desc.size > MAX_MANIFEST_BYTES {
-        anyhow::bail!(
-            "{what}: manifest of {} bytes is larger than slim accepts ({MAX_MANIFEST_BYTES})",
-            desc.size
-        );
+        return Err(crate::image::ImageError::Invalid {
+            what: what.to_string(),
+            reason: format!(
+                "manifest of {} bytes is larger than slim accepts ({MAX_MANIFEST_BYTES})",
+                desc.size
+            ),
+        }
+        .into());
     }
     let mut bytes = Vec::with_capacity(desc.size as usize);
     VerifyingReader::new(&mut reader, what, desc.digest.clone(), Some(desc.size))
-        .read_to_end(&mut bytes)
-        .map_err(crate::transport::io_error)?;
+        .read_to_end(&mut bytes)?;
     Ok(Manifest::parse_with_digest(
         what,
         bytes,
@@ -182,29 +192,13 @@ pub fn read_manifest_blob(
     )?)
 }
 
-/// Turns an io::Error carrying a digest error back into that error (so the
-/// message names the blob), or keeps it as it is.
+/// An `io::Error` as an `anyhow::Error`, for the pipeline's stages that
+/// read blobs. An `io::Error` carrying another error (a verifying reader's
+/// [`crate::digest::DigestError`], a download's
+/// [`crate::registry::RegistryError`]) shows that error's message and
+/// causes as they are, so nothing is unwrapped.
 pub fn io_error(e: std::io::Error) -> anyhow::Error {
-    if e.get_ref()
-        .is_some_and(|i| i.is::<crate::digest::DigestError>())
-    {
-        let inner = e.into_inner().expect("checked");
-        match inner.downcast::<crate::digest::DigestError>() {
-            Ok(d) => anyhow::Error::new(*d),
-            Err(other) => anyhow::anyhow!(other),
-        }
-    } else if e
-        .get_ref()
-        .is_some_and(|i| i.is::<crate::registry::RegistryError>())
-    {
-        let inner = e.into_inner().expect("checked");
-        match inner.downcast::<crate::registry::RegistryError>() {
-            Ok(r) => anyhow::Error::new(*r),
-            Err(other) => anyhow::anyhow!(other),
-        }
-    } else {
-        anyhow::Error::new(e)
-    }
+    anyhow::Error::new(e)
 }
 
 /// Bounds on what opening a source may take.
@@ -228,7 +222,7 @@ pub fn open_source(
     r: &ImageRef,
     client: &Arc<RegistryClient>,
     limits: SourceLimits,
-) -> Result<Box<dyn Source>> {
+) -> anyhow::Result<Box<dyn Source>> {
     Ok(match r {
         ImageRef::Registry(rr) => {
             Box::new(registry::RegistrySource::new(client.clone(), rr.clone()))
@@ -262,7 +256,7 @@ pub fn open_source(
 
 /// Opens a reference for writing. `default_tag` names the image when the
 /// reference has no tag of its own (the source's tag).
-pub fn open_dest(r: &ImageRef, client: &Arc<RegistryClient>) -> Result<Box<dyn Dest>> {
+pub fn open_dest(r: &ImageRef, client: &Arc<RegistryClient>) -> anyhow::Result<Box<dyn Dest>> {
     Ok(match r {
         ImageRef::Registry(rr) => {
             Box::new(registry::RegistryDest::new(client.clone(), rr.clone())?)
@@ -312,7 +306,7 @@ pub struct Discard {
 }
 
 impl Discard {
-    pub fn new() -> Result<Discard> {
+    pub fn new() -> anyhow::Result<Discard> {
         Ok(Discard {
             staging: crate::cleanup::StagingDir::create_temp("slim-dry-")?,
         })

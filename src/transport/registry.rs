@@ -11,9 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cleanup::StagingDir;
-use anyhow::{Result, bail};
 
-use super::{Dest, Source, Staged};
+use super::{Dest, Error, Result, Source, Staged};
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest};
 use crate::reference::RegistryRef;
@@ -52,6 +51,11 @@ impl Source for RegistrySource {
             (None, Some(Err(_))) | (None, None) => None,
         };
         let digest = match expected {
+            // Pinned, `what` names the digest (`manifest of r@D`).
+            Some(d) if self.r.digest.is_some() => {
+                d.verify_named(&what, &bytes)?;
+                d
+            }
             Some(d) => {
                 d.verify(&what, &bytes)?;
                 d
@@ -79,13 +83,17 @@ impl Source for RegistrySource {
             .bytes;
         let what = format!("manifest {} of {}", desc.digest, self.r);
         if bytes.len() as u64 != desc.size {
-            bail!(
-                "{what}: the registry sent {} bytes, the index says {}",
-                bytes.len(),
-                desc.size
-            );
+            return Err(crate::registry::RegistryError::Protocol {
+                what,
+                reason: format!(
+                    "the registry sent {} bytes, the index says {}",
+                    bytes.len(),
+                    desc.size
+                ),
+            }
+            .into());
         }
-        desc.digest.verify(&what, &bytes)?;
+        desc.digest.verify_named(&what, &bytes)?;
         Ok(Manifest::parse_with_digest(
             &what,
             bytes,
@@ -113,7 +121,7 @@ pub struct RegistryDest {
 }
 
 impl RegistryDest {
-    pub fn new(client: Arc<RegistryClient>, r: RegistryRef) -> Result<RegistryDest> {
+    pub fn new(client: Arc<RegistryClient>, r: RegistryRef) -> std::io::Result<RegistryDest> {
         let staging = StagingDir::create_temp("slim-")?;
         Ok(RegistryDest { client, r, staging })
     }
@@ -176,11 +184,11 @@ impl Dest for RegistryDest {
         if let Some(d) = &self.r.digest
             && d != &root.digest
         {
-            bail!(
-                "the destination {} names digest {d}, but the image written is {}; drop the @digest or name a tag",
-                self.r,
-                root.digest
-            );
+            return Err(Error::PinnedDigest {
+                destination: self.r.to_string(),
+                pinned: d.clone(),
+                written: root.digest.clone(),
+            });
         }
         let reference = match &self.r.tag {
             Some(t) => t.clone(),

@@ -233,7 +233,9 @@ impl TestContext {
         if let Some(t) = feeder {
             let _ = t.join();
         }
-        Output::from_std(format!("slim {}", args.join(" ")), out)
+        let out = Output::from_std(format!("slim {}", args.join(" ")), out);
+        assert_chain_says_each_thing_once(&out);
+        out
     }
 
     /// Write `<ctx>/docker/config.json` with an `auths` entry for `registry`
@@ -287,5 +289,25 @@ impl TestContext {
     /// [`TestContext::unpack_image`] followed by [`tree_of`].
     pub fn tree_of_image(&self, skopeo: &Skopeo, reference: &str) -> Tree {
         tree_of(&self.unpack_image(skopeo, reference, &[]))
+    }
+}
+
+/// Each error slim prints describes only its own layer, so no `Caused by:`
+/// line repeats a message above it. Guards every run: slim once hid such
+/// repetition by de-duplicating the chain as it printed it.
+#[track_caller]
+fn assert_chain_says_each_thing_once(out: &Output) {
+    let stderr = out.stderr_str();
+    let mut chain: Vec<&str> = Vec::new();
+    for line in stderr.lines() {
+        if let Some(top) = line.strip_prefix("error: ") {
+            chain = vec![top];
+        } else if let Some(cause) = line.strip_prefix("  Caused by: ") {
+            assert!(
+                !chain.iter().any(|above| above.contains(cause)),
+                "{cause:?} repeats a message above it:\n{out}"
+            );
+            chain.push(cause);
+        }
     }
 }
