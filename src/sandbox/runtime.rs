@@ -206,6 +206,9 @@ pub fn mount_overlay(ns: &MountNs, lower: &Path, dir: &Path) -> Result<PathBuf> 
             );
         }
     }
+    // `volatile` (Linux 5.10): the upper layer is thrown away, so it need
+    // not be synced; without it, unmounting syncs the whole upper file
+    // system, which took 250 ms per run here.
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.display(),
@@ -214,14 +217,17 @@ pub fn mount_overlay(ns: &MountNs, lower: &Path, dir: &Path) -> Result<PathBuf> 
     );
     let target = merged.clone();
     ns.call(move || {
-        let data = std::ffi::CString::new(data).expect("no NUL in paths");
-        rustix::mount::mount(
-            "overlay",
-            &target,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(data.as_c_str()),
-        )
+        let mount = |data: String| {
+            let data = std::ffi::CString::new(data).expect("no NUL in paths");
+            rustix::mount::mount(
+                "overlay",
+                &target,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(data.as_c_str()),
+            )
+        };
+        mount(format!("{data},volatile")).or_else(|_| mount(data))
     })
     .map_err(std::io::Error::from)
     .with_context(|| format!("mounting an overlay root at {}", merged.display()))?;
