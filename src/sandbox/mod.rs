@@ -499,6 +499,12 @@ impl Container<'_> {
         let child = self.child.as_mut().expect("started");
         loop {
             if let Some(s) = child.try_wait()? {
+                // When slim is being stopped (SIGINT/SIGTERM), the runtime
+                // ended because the stop deleted the container: the permit
+                // then blocks until the stop exits with its own code (130,
+                // 143), instead of this run reporting the kill as the
+                // command's exit code.
+                drop(crate::cleanup::permit());
                 return Ok((Some(s), false));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
