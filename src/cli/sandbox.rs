@@ -96,7 +96,7 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a number of CPUs (e.g. 0.5, 2)"))?;
-    if !(n.is_finite() && n >= 0.01 && n <= 1024.0) {
+    if !(n.is_finite() && (0.01..=1024.0).contains(&n)) {
         return Err(format!("{s:?}: CPUs must be between 0.01 and 1024"));
     }
     Ok(n)

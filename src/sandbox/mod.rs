@@ -297,7 +297,10 @@ impl Sandbox {
                 "the image has no Entrypoint or Cmd: give the command to run (slim run IMAGE -- CMD...)"
             );
         }
-        let user_spec = spec.user.clone().unwrap_or_else(|| self.config.user.clone());
+        let user_spec = spec
+            .user
+            .clone()
+            .unwrap_or_else(|| self.config.user.clone());
         let read = |p: &str| {
             self.rootfs
                 .read_file(p, 4 << 20)
@@ -376,14 +379,12 @@ impl Sandbox {
             let full = format!("{}/{program}", d.trim_end_matches('/'));
             match self.rootfs.missing(&full) {
                 None if self.rootfs.is_file(&full) => return None,
-                None => {}
-                Some(why) => {
-                    // A dangling symlink or a script without its
-                    // interpreter says more than "not found".
-                    if why.contains("links to") || why.contains("script") {
-                        first_missing.get_or_insert(why);
-                    }
+                // A dangling symlink or a script without its interpreter
+                // says more than "not found".
+                Some(why) if why.contains("links to") || why.contains("script") => {
+                    first_missing.get_or_insert(why);
                 }
+                _ => {}
             }
         }
         Some(first_missing.unwrap_or_else(|| {
@@ -399,11 +400,7 @@ impl Sandbox {
         capture: bool,
     ) -> Result<Container<'_>> {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
-        let id = format!(
-            "slim-{}-{n}-{:08x}",
-            std::process::id(),
-            rand_u32()
-        );
+        let id = format!("slim-{}-{n}-{:08x}", std::process::id(), rand_u32());
         let dir = self.temp.path().join(format!("run-{n}"));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // Registered before anything exists, so a stop in between cleans up.
@@ -443,11 +440,18 @@ impl Sandbox {
             .spawn(cmd)
             .with_context(|| format!("starting {}", self.runtime.path.display()))?;
         if capture {
-            let out = child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>);
-            let err = child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>);
+            let out = child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>);
+            let err = child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>);
             for r in [out, err].into_iter().flatten() {
                 let tail = c.tail.clone();
-                c.readers.push(std::thread::spawn(move || probe::collect(r, &tail)));
+                c.readers
+                    .push(std::thread::spawn(move || probe::collect(r, &tail)));
             }
         }
         c.child = Some(child);
@@ -518,7 +522,9 @@ impl Container<'_> {
 
     /// Whether the container's process has ended (its exit status if so).
     fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn kill(&self) {
@@ -603,7 +609,11 @@ fn host_image(src: &dyn Source) -> Result<(Manifest, Value)> {
         .config()?
         .with_context(|| format!("{}: the manifest names no config", src.name()))?;
     if desc.size > MAX_CONFIG_BYTES {
-        bail!("config {} is {} bytes, more than slim accepts", desc.digest, desc.size);
+        bail!(
+            "config {} is {} bytes, more than slim accepts",
+            desc.digest,
+            desc.size
+        );
     }
     let mut bytes = Vec::new();
     open_verified(src, &desc)?

@@ -214,7 +214,10 @@ pub(crate) fn run_all(
             results[i] = Some(r);
         }
     }
-    Ok(results.into_iter().map(|r| r.expect("every probe ran")).collect())
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every probe ran"))
+        .collect())
 }
 
 fn command_probe(sb: &Sandbox, p: &Probe, cmd: &str, opts: &ProbeOptions) -> Result<ProbeResult> {
@@ -247,7 +250,10 @@ fn command_probe(sb: &Sandbox, p: &Probe, cmd: &str, opts: &ProbeOptions) -> Res
         probe: p.to_string(),
         passed,
         message,
-        output_tail: out.as_ref().map(|o| o.output_tail.clone()).unwrap_or_default(),
+        output_tail: out
+            .as_ref()
+            .map(|o| o.output_tail.clone())
+            .unwrap_or_default(),
         time_to_ready: out.as_ref().map(|o| o.duration),
         peak_memory: out.and_then(|o| o.peak_memory),
     })

@@ -110,7 +110,14 @@ impl Rootfs {
 
     fn open_in_root(&self, path: &[u8], flags: OFlags) -> io::Result<OwnedFd> {
         let p: &[u8] = if path.is_empty() { b"." } else { path };
-        rfs::openat2(&self.root, p, flags | OFlags::CLOEXEC, Mode::empty(), in_root()).map_err(io_err)
+        rfs::openat2(
+            &self.root,
+            p,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            in_root(),
+        )
+        .map_err(io_err)
     }
 
     /// The parent directory of `path`, resolved in the root, and the last
@@ -154,21 +161,19 @@ impl Rootfs {
 
     /// Removes everything in the directory `path` (an opaque whiteout).
     fn clear_dir(&self, path: &[u8]) -> io::Result<()> {
-        let dir = match self.open_in_root(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-        ) {
-            Ok(d) => d,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc_errno::ENOENT | libc_errno::ENOTDIR | libc_errno::ELOOP)
-                ) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
+        let dir =
+            match self.open_in_root(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW) {
+                Ok(d) => d,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc_errno::ENOENT | libc_errno::ENOTDIR | libc_errno::ELOOP)
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
         clear_children(dir.as_fd())
     }
 
@@ -217,7 +222,11 @@ impl Rootfs {
                 let fd = rfs::openat(
                     parent,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(io_err)?;
@@ -274,8 +283,12 @@ impl Rootfs {
     /// Owner, then mode (chown clears setuid bits, so mode comes second).
     fn set_owner_mode(&mut self, fd: BorrowedFd<'_>, e: &Entry) -> Result<()> {
         if let Err(err) = rfs::fchown(fd, Some(uid(e.uid)), Some(gid(e.gid))) {
-            self.warnings
-                .push(format!("{}: owner {}:{} not set ({err})", e.display_path(), e.uid, e.gid));
+            self.warnings.push(format!(
+                "{}: owner {}:{} not set ({err})",
+                e.display_path(),
+                e.uid,
+                e.gid
+            ));
         }
         rfs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777)).map_err(io_err)?;
         Ok(())
@@ -289,8 +302,12 @@ impl Rootfs {
             Some(gid(e.gid)),
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
-            self.warnings
-                .push(format!("{}: owner {}:{} not set ({err})", e.display_path(), e.uid, e.gid));
+            self.warnings.push(format!(
+                "{}: owner {}:{} not set ({err})",
+                e.display_path(),
+                e.uid,
+                e.gid
+            ));
         }
     }
 
@@ -299,8 +316,10 @@ impl Rootfs {
     fn set_xattrs(&mut self, fd: BorrowedFd<'_>, e: &Entry) {
         for (name, value) in e.xattrs() {
             if let Err(err) = rfs::fsetxattr(fd, name, value, rfs::XattrFlags::empty()) {
-                self.warnings
-                    .push(format!("{}: xattr {name} not set ({err})", e.display_path()));
+                self.warnings.push(format!(
+                    "{}: xattr {name} not set ({err})",
+                    e.display_path()
+                ));
             }
         }
     }
@@ -344,8 +363,7 @@ impl Rootfs {
                     current = if target.starts_with('/') {
                         target
                     } else {
-                        format!("/{}/{}", String::from_utf8_lossy(dir), target)
-                            .replace("//", "/")
+                        format!("/{}/{}", String::from_utf8_lossy(dir), target).replace("//", "/")
                     };
                 }
                 Err(rustix::io::Errno::NOENT) => {
@@ -446,8 +464,8 @@ fn remove_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 fn clear_children(dir: BorrowedFd<'_>) -> io::Result<()> {
     let mut names = Vec::new();
     {
-        let mut it = rfs::Dir::read_from(dir).map_err(io_err)?;
-        while let Some(ent) = it.next() {
+        let it = rfs::Dir::read_from(dir).map_err(io_err)?;
+        for ent in it {
             let ent = ent.map_err(io_err)?;
             let n = ent.file_name().to_bytes();
             if n != b"." && n != b".." {
@@ -561,7 +579,10 @@ mod tests {
         assert!(!root.join("app/gone.txt").exists());
         assert!(!root.join("app/old/a").exists());
         assert!(!root.join("app/old/b").exists());
-        assert_eq!(std::fs::read_to_string(root.join("app/old/new")).unwrap(), "2");
+        assert_eq!(
+            std::fs::read_to_string(root.join("app/old/new")).unwrap(),
+            "2"
+        );
         assert!(!root.join("app/.wh.gone.txt").exists());
     }
 

@@ -29,7 +29,8 @@ pub struct Runtime {
 }
 
 /// What to install when no runtime works.
-const INSTALL_HINT: &str = "install runc (Debian/Ubuntu: apt-get install runc) or pass --runtime PATH";
+const INSTALL_HINT: &str =
+    "install runc (Debian/Ubuntu: apt-get install runc) or pass --runtime PATH";
 
 fn cgroups_hybrid() -> bool {
     Path::new("/sys/fs/cgroup/unified").is_dir() && Path::new("/sys/fs/cgroup/memory").is_dir()
@@ -74,7 +75,9 @@ impl Runtime {
                         "no usable OCI runtime: only crun is installed, and crun refuses cgroups in hybrid v1/v2 mode, which this machine uses; {INSTALL_HINT}"
                     ),
                     Some(p) => p,
-                    None => bail!("no OCI runtime found (looked for runc and crun on PATH); {INSTALL_HINT}"),
+                    None => bail!(
+                        "no OCI runtime found (looked for runc and crun on PATH); {INSTALL_HINT}"
+                    ),
                 },
             },
         };
@@ -129,15 +132,16 @@ impl MountNs {
                 // SAFETY: NEWNS unshares this thread's mount namespace and
                 // file system attributes (cwd, root, umask) only; no file
                 // descriptor table is unshared.
-                let r = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-                    .and_then(|()| {
-                        rustix::mount::mount_change(
-                            "/",
-                            rustix::mount::MountPropagationFlags::DOWNSTREAM
-                                | rustix::mount::MountPropagationFlags::REC,
-                        )
-                    })
-                    .map_err(std::io::Error::from);
+                let r =
+                    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+                        .and_then(|()| {
+                            rustix::mount::mount_change(
+                                "/",
+                                rustix::mount::MountPropagationFlags::DOWNSTREAM
+                                    | rustix::mount::MountPropagationFlags::REC,
+                            )
+                        })
+                        .map_err(std::io::Error::from);
                 let ok = r.is_ok();
                 let _ = ready_tx.send(r);
                 if ok {

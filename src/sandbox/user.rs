@@ -78,7 +78,12 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
     let user = if user.is_empty() { "0" } else { user };
     let (uid, mut gid, name, home) = match user.parse::<u32>() {
         Ok(uid) => match passwd_entries(passwd).find(|p| p.uid == uid) {
-            Some(p) => (uid, p.gid, Some(p.name.to_string()), Some(p.home.to_string())),
+            Some(p) => (
+                uid,
+                p.gid,
+                Some(p.name.to_string()),
+                Some(p.home.to_string()),
+            ),
             None => (uid, 0, None, None),
         },
         Err(_) => {
@@ -87,7 +92,12 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ResolvedUser, Us
                 .ok_or_else(|| UserError::NoSuchUser {
                     name: user.to_string(),
                 })?;
-            (p.uid, p.gid, Some(p.name.to_string()), Some(p.home.to_string()))
+            (
+                p.uid,
+                p.gid,
+                Some(p.name.to_string()),
+                Some(p.home.to_string()),
+            )
         }
     };
     if let Some(g) = grp {

@@ -32,9 +32,14 @@ fn setup() -> Sandboxed {
         "the sandbox tests need root (mount namespaces, overlayfs, runc); CI runs them as root"
     );
     assert!(
-        ["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc", "/usr/local/bin/runc"]
-            .iter()
-            .any(|p| Path::new(p).exists()),
+        [
+            "/usr/sbin/runc",
+            "/usr/bin/runc",
+            "/usr/local/sbin/runc",
+            "/usr/local/bin/runc"
+        ]
+        .iter()
+        .any(|p| Path::new(p).exists()),
         "runc is not installed: apt-get install runc (.ci/run does)"
     );
     let ctx = TestContext::new();
@@ -223,8 +228,7 @@ fn runs_do_not_change_the_image() {
     assert!(out.stdout_str().contains("Version 2"), "{out}");
 }
 
-const HTTPD: &str =
-    "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www";
+const HTTPD: &str = "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www";
 
 #[test]
 fn http_probe_passes_on_a_real_server_and_reports_readiness() {
@@ -281,8 +285,7 @@ fn http_probe_fails_clearly_on_a_404_and_on_a_port_nobody_listens_on() {
     out.assert_failure();
     let text = out.stdout_str();
     assert!(
-        text.contains("probe HTTP GET :8080/missing: FAILED")
-            && text.contains("404 Not Found"),
+        text.contains("probe HTTP GET :8080/missing: FAILED") && text.contains("404 Not Found"),
         "{out}"
     );
     assert!(
