@@ -146,6 +146,42 @@ pub struct Sandbox {
     temp: StagingDir,
 }
 
+/// The sandbox directories' name prefix in the temp directory.
+const PREFIX: &str = "slim-sandbox-";
+
+/// Cleans up after sandboxes whose slim was killed (`kill -9`: no undo
+/// ran): directories of [`PREFIX`] that no live run holds locked and that
+/// are older than a few seconds (a new one is locked right after it is
+/// made). Their containers are deleted and their cgroups removed, then the
+/// directory; their mounts went with the killed slim's mount namespace.
+fn sweep_killed(parent: &Path, rt: &Runtime) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let stale = e.file_name().to_string_lossy().starts_with(PREFIX)
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(5))
+            && !crate::cleanup::is_held(&path);
+        if !stale {
+            continue;
+        }
+        let state = path.join("state");
+        for id in runtime::list(rt, &state) {
+            runtime::delete(rt, &state, &id);
+            runtime::remove_cgroups(&id);
+        }
+        crate::cleanup::remove_tree(&path);
+        tracing::info!(
+            "removed {} and its containers, left by a slim run that was killed",
+            path.display()
+        );
+    }
+}
+
 /// How much of a config blob is read.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -217,7 +253,8 @@ impl Sandbox {
         let runtime = Runtime::find(opts.runtime.as_deref())?;
         let ns = runtime::MountNs::start()?;
         let parent = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let temp = StagingDir::create_in(&parent, "slim-sandbox-", false)
+        sweep_killed(&parent, &runtime);
+        let temp = StagingDir::create_in(&parent, PREFIX, false)
             .with_context(|| format!("creating a sandbox directory in {}", parent.display()))?;
         let state = temp.path().join("state");
         std::fs::create_dir(&state)?;
@@ -542,8 +579,9 @@ impl Container<'_> {
         runtime::container_pid(&self.sb.runtime, &self.sb.state, &self.id)
     }
 
+    /// The captured output, once the container has ended (the readers end
+    /// when the runtime's pipes close).
     fn tail(&mut self) -> String {
-        // The readers end when the runtime's pipes close.
         for r in self.readers.drain(..) {
             let _ = r.join();
         }

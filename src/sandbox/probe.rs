@@ -262,6 +262,8 @@ fn command_probe(sb: &Sandbox, p: &Probe, cmd: &str, opts: &ProbeOptions) -> Res
 /// What the network thread found for one probe.
 struct NetFinding {
     passed: bool,
+    /// Failed because the container ended.
+    exited: bool,
     message: String,
     ready: Option<Duration>,
 }
@@ -311,6 +313,7 @@ fn network_probes(
             break pid;
         }
         if Instant::now() >= deadline {
+            c.kill();
             let tail = c.tail();
             let peak = c.finish();
             return Ok(fail_all(
@@ -321,8 +324,33 @@ fn network_probes(
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .with_context(|| format!("opening the network namespace of container pid {pid}"))?;
+    let netns = match std::fs::File::open(format!("/proc/{pid}/ns/net")) {
+        Ok(f) => f,
+        Err(e) => {
+            // The process ended between `state` and now: report its exit.
+            let until = Instant::now() + Duration::from_secs(5);
+            let status = loop {
+                match c.exited() {
+                    Some(s) => break Some(s),
+                    None if Instant::now() >= until => break None,
+                    None => std::thread::sleep(Duration::from_millis(5)),
+                }
+            };
+            if status.is_none() {
+                c.kill();
+            }
+            let tail = c.tail();
+            let peak = c.finish();
+            let message = match status {
+                Some(s) => format!(
+                    "the container exited (code {}) before it listened",
+                    super::exit_code(Some(s))
+                ),
+                None => format!("cannot join the container's network namespace (pid {pid}): {e}"),
+            };
+            return Ok(fail_all(message, tail, peak));
+        }
+    };
     let started = c.started;
     let wanted: Vec<Probe> = which.iter().map(|i| probes[*i].clone()).collect();
     let timeout = opts.timeout;
@@ -351,11 +379,13 @@ fn network_probes(
                 out.push(match (ready, p) {
                     (Err(why), _) => NetFinding {
                         passed: false,
+                        exited: why.starts_with("the container exited"),
                         message: why,
                         ready: None,
                     },
                     (Ok(t), Probe::Tcp { .. }) => NetFinding {
                         passed: true,
+                        exited: false,
                         message: format!("port {port} accepted a connection"),
                         ready: Some(t),
                     },
@@ -366,11 +396,13 @@ fn network_probes(
                         match http_get(port, path, left) {
                             Ok((code, line)) => NetFinding {
                                 passed: (200..400).contains(&code),
+                                exited: false,
                                 message: format!("GET http://127.0.0.1:{port}{path}: {line}"),
                                 ready: Some(t),
                             },
                             Err(e) => NetFinding {
                                 passed: false,
+                                exited: false,
                                 message: format!("GET http://127.0.0.1:{port}{path}: {e}"),
                                 ready: Some(t),
                             },
@@ -384,10 +416,30 @@ fn network_probes(
         .join()
         .expect("probe thread panicked")
     });
+    let mut findings = findings?;
+    // A container that ended on its own: say with what code.
+    if findings.iter().any(|f| f.exited) {
+        let until = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match c.exited() {
+                Some(s) => break Some(s),
+                None if Instant::now() >= until => break None,
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        if let Some(s) = status {
+            let code = super::exit_code(Some(s));
+            for f in findings.iter_mut().filter(|f| f.exited) {
+                f.message = f.message.replace(
+                    "the container exited",
+                    &format!("the container exited (code {code})"),
+                );
+            }
+        }
+    }
     c.kill();
     let tail = c.tail();
     let peak = c.finish();
-    let findings = findings?;
     Ok(which
         .iter()
         .zip(findings)
@@ -418,7 +470,7 @@ fn wait_listen(
         }
         if !alive.exists() {
             return Err(format!(
-                "the container exited before port {port} accepted a connection"
+                "the container exited before it listened on port {port}"
             ));
         }
         if Instant::now() >= deadline {

@@ -669,6 +669,35 @@ mod tests {
         assert!(std::fs::symlink_metadata(root.join("link")).is_ok());
     }
 
+    /// Xattrs come from PAX `SCHILY.xattr.*` records; setuid survives the
+    /// chown that comes before the chmod; owners are set.
+    #[test]
+    fn xattrs_modes_and_owners_are_applied() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("SCHILY.xattr.user.slim", &b"kept"[..])])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o4755);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_size(2);
+        h.set_path("usr/bin/tool").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"#!"[..]).unwrap();
+        let (_t, root) = extract(&[b.into_inner().unwrap()]);
+        let p = root.join("usr/bin/tool");
+        let mut buf = vec![0u8; 16];
+        let n = rfs::getxattr(&p, "user.slim", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"kept");
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!((m.uid(), m.gid()), (1000, 1000));
+        }
+    }
+
     #[test]
     fn missing_names_the_end_of_a_symlink_chain_and_a_script_interpreter() {
         let (_t, root) = extract(&[tar_of(&[

@@ -394,6 +394,68 @@ fn an_interrupted_run_leaves_nothing_behind() {
     }
 }
 
+/// `kill -9` cannot be caught: the container outlives slim. The next run
+/// in the same temp directory deletes it and removes what was left.
+#[test]
+fn the_next_run_cleans_up_after_a_killed_one() {
+    let s = setup();
+    let mut cmd = s.ctx.command();
+    cmd.env("TMPDIR", &s.tmp)
+        .args(["run", &fixture_ref(), "--", "sleep", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let state = std::fs::read_dir(&s.tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("state"))
+            .find(|p| p.is_dir());
+        if let Some(state) = state
+            && !runc_list(&state).is_empty()
+        {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(runc_list(&state).len(), 1, "the container outlives slim");
+    // Old enough to be taken for a killed run's.
+    std::thread::sleep(Duration::from_secs(6));
+    let out = s.run(&[&fixture_ref(), "--", "echo", "after"]);
+    out.assert_success();
+    assert_eq!(out.stdout_str(), "after\n");
+    assert!(!state.exists());
+}
+
+fn runc_list(state: &Path) -> Vec<String> {
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(state)
+        .args(["list", "--quiet"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// `--timeout` (global) stops a command that runs too long, and cleans up.
+#[test]
+fn timeout_stops_the_run_and_leaves_nothing() {
+    let s = setup();
+    let started = Instant::now();
+    let out = s.run(&["--timeout", "3s", &fixture_ref(), "--", "sleep", "60"]);
+    out.assert_code(1);
+    out.assert_stderr_contains("--timeout 3s");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
 #[test]
 fn a_runtime_that_does_not_exist_is_named_with_what_to_install() {
     let s = setup();
