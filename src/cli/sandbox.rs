@@ -142,6 +142,12 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         .collect();
     if probes.is_empty() {
         let outcome = sb.run(&base)?;
+        tracing::info!(
+            "exit code {} after {:.2} s, peak memory {}",
+            outcome.exit_code,
+            outcome.duration.as_secs_f64(),
+            outcome.peak_memory.map_or("unknown".to_string(), human)
+        );
         return Ok(u8::try_from(outcome.exit_code.clamp(0, 255)).unwrap_or(1));
     }
     let results = sb.probe(

@@ -496,6 +496,14 @@ impl Sandbox {
     }
 }
 
+/// A sandbox may serve probes from several threads (the original and the
+/// slim image side by side).
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Sandbox>();
+}
+
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

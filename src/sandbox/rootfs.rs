@@ -655,6 +655,34 @@ mod tests {
         );
     }
 
+    /// A hard link "through" a symlink to `/` names the tree's own file,
+    /// never the host's: here the tree has none, so extraction fails.
+    #[test]
+    fn hard_links_never_reach_host_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let mut fs = Rootfs::create(&root).unwrap();
+        for (i, l) in [tar_of(&["l abs /"]), tar_of(&["h stolen abs/etc/hostname"])]
+            .iter()
+            .enumerate()
+        {
+            let idx = index_layer(
+                std::io::Cursor::new(l.clone()),
+                "layer",
+                None,
+                tmp.path(),
+                &IndexOptions::default(),
+            )
+            .unwrap();
+            let r = fs.apply(&idx, "layer");
+            if i == 1 {
+                let e = format!("{:#}", r.unwrap_err());
+                assert!(e.contains("hard link to /abs/etc/hostname"), "{e}");
+            }
+        }
+        assert!(!root.join("stolen").exists());
+    }
+
     /// A whiteout through a symlinked parent removes inside the root only.
     #[test]
     fn whiteouts_through_symlinks_stay_inside() {
@@ -687,7 +715,7 @@ mod tests {
         b.append(&h, &b"#!"[..]).unwrap();
         let (_t, root) = extract(&[b.into_inner().unwrap()]);
         let p = root.join("usr/bin/tool");
-        let mut buf = vec![0u8; 16];
+        let mut buf = [0u8; 16];
         let n = rfs::getxattr(&p, "user.slim", &mut buf[..]).unwrap();
         assert_eq!(&buf[..n], b"kept");
         let m = std::fs::metadata(&p).unwrap();

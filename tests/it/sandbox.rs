@@ -137,6 +137,31 @@ fn run_prints_the_command_output_and_exits_with_its_code() {
     );
 }
 
+/// Any transport the CLI reads: a registry, `docker-archive:`,
+/// `oci-archive:`.
+#[test]
+fn run_reads_images_from_every_transport() {
+    let s = setup();
+    let registry = Registry::shared();
+    let repo = unique_name("sandbox");
+    push_fixture(registry, &format!("{repo}:src"));
+    let docker_archive = format!("docker-archive:{}", s.ctx.path("img.tar").display());
+    let oci_archive = format!("oci-archive:{}:x", s.ctx.path("oci.tar").display());
+    for dest in [&docker_archive, &oci_archive] {
+        s.slim(&[&fixture_ref(), "-o", dest, "--profile", "none", "-q"])
+            .assert_success();
+    }
+    for image in [
+        registry.reference(&format!("{repo}:src")),
+        docker_archive,
+        oci_archive,
+    ] {
+        let out = s.run(&["-q", &image, "--", "cat", "/app/README.md"]);
+        out.assert_success();
+        assert!(out.stdout_str().contains("Version 2"), "{image}: {out}");
+    }
+}
+
 /// The tree the container sees is the fixture's final tree: the opaque
 /// whiteout and the plain whiteout applied, the hard link one inode, the
 /// setuid bit and the owner kept, README version 2.
