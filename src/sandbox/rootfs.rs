@@ -372,14 +372,39 @@ impl Rootfs {
                 Err(_) => break,
             }
         }
-        // It exists: a script's interpreter must too.
-        let head = self.read_file(path, 256).ok()?;
-        let line = head.strip_prefix(b"#!")?;
-        let line = String::from_utf8_lossy(line.split(|b| *b == b'\n').next()?).into_owned();
-        let interp = line.split_whitespace().next()?.to_string();
+        // It exists: a script's interpreter must too, and so must a
+        // dynamic executable's ELF interpreter (without it, exec fails with
+        // a bare "no such file or directory").
+        let head = self.read_file(path, 64 << 10).ok()?;
+        if let Some(line) = head.strip_prefix(b"#!") {
+            let line = String::from_utf8_lossy(line.split(|b| *b == b'\n').next()?).into_owned();
+            let interp = line.split_whitespace().next()?.to_string();
+            return self
+                .missing(&interp)
+                .map(|why| format!("{path} is a script for {interp}, but {why}"));
+        }
+        let interp = elf_interpreter(&head)?;
         self.missing(&interp)
-            .map(|why| format!("{path} is a script for {interp}, but {why}"))
+            .map(|why| format!("{path} needs the ELF interpreter {interp}, but {why}"))
     }
+}
+
+/// `PT_INTERP` of an ELF executable, from its first bytes (the program
+/// headers and the interpreter's name sit at the start of the file).
+fn elf_interpreter(head: &[u8]) -> Option<String> {
+    use goblin::elf::Elf;
+    use goblin::elf::program_header::{PT_INTERP, ProgramHeader};
+    if !head.starts_with(b"\x7fELF") {
+        return None;
+    }
+    let h = Elf::parse_header(head).ok()?;
+    let ctx = goblin::container::Ctx::new(h.container().ok()?, h.endianness().ok()?);
+    let phs = ProgramHeader::parse(head, h.e_phoff as usize, h.e_phnum as usize, ctx).ok()?;
+    let p = phs.iter().find(|p| p.p_type == PT_INTERP)?;
+    let start = usize::try_from(p.p_offset).ok()?;
+    let bytes = head.get(start..start.checked_add(usize::try_from(p.p_filesz).ok()?)?)?;
+    let name = bytes.split(|b| *b == 0).next()?;
+    (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
 }
 
 fn describe_missing(path: &str, chain: &[String]) -> String {
@@ -744,5 +769,31 @@ mod tests {
             "/app/run.sh is a script for /bin/sh, but the image has no /bin/busybox (what /bin/sh links to)"
         );
         assert_eq!(fs.missing("/nope").unwrap(), "the image has no /nope");
+    }
+
+    /// A dynamic executable without its loader: named, since exec would
+    /// only say "no such file or directory".
+    #[test]
+    fn missing_names_a_dynamic_executables_elf_interpreter() {
+        let host = std::fs::read("/bin/ls").unwrap();
+        let interp =
+            elf_interpreter(&host[..host.len().min(64 << 10)]).expect("/bin/ls is dynamic");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(host.len() as u64);
+        h.set_path("bin/ls").unwrap();
+        h.set_cksum();
+        b.append(&h, &host[..]).unwrap();
+        let (_t, root) = extract(&[b.into_inner().unwrap()]);
+        let fs = Rootfs::open(&root).unwrap();
+        assert_eq!(
+            fs.missing("/bin/ls").unwrap(),
+            format!("/bin/ls needs the ELF interpreter {interp}, but the image has no {interp}")
+        );
     }
 }
