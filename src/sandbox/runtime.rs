@@ -81,6 +81,16 @@ impl Runtime {
                 },
             },
         };
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("crun"))
+            && cgroups_hybrid()
+        {
+            tracing::warn!(
+                "{}: crun (1.8 at least) refuses cgroups in hybrid v1/v2 mode, which this machine uses; if it fails, use runc (apt-get install runc)",
+                path.display()
+            );
+        }
         let out = Command::new(&path)
             .arg("--version")
             .stdin(Stdio::null())

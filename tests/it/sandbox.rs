@@ -494,3 +494,97 @@ fn a_runtime_that_does_not_exist_is_named_with_what_to_install() {
     out.assert_failure();
     out.assert_stderr_contains("apt-get install runc");
 }
+
+/// The library API the `--verify` gate will use: a sandbox from a source,
+/// and one from layers the pipeline already decoded; runs with captured
+/// output and peak memory; probes with time to ready; nothing left after.
+#[test]
+fn the_library_api_runs_and_probes_and_cleans_up() {
+    use slim::sandbox::{PrepareOptions, Probe, ProbeOptions, RunSpec, Sandbox};
+    let s = setup();
+    let opts = PrepareOptions {
+        runtime: None,
+        temp_dir: Some(s.tmp.clone()),
+    };
+    let client = std::sync::Arc::new(
+        slim::registry::RegistryClient::new(slim::registry::ClientOptions::default()).unwrap(),
+    );
+    let src = slim::transport::resolve::source(&fixture_ref())
+        .unwrap()
+        .open_source(&client, Default::default())
+        .unwrap();
+    let sb = Sandbox::prepare(src.as_ref(), &opts).unwrap();
+    assert_eq!(sb.config().entrypoint, vec!["/app/run.sh"]);
+    let out = sb
+        .run(&RunSpec {
+            command: Some(vec!["cat".into(), "/etc/os-release".into()]),
+            capture: true,
+            ..RunSpec::default()
+        })
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert!(out.output_tail.contains("ID=debian"), "{out:?}");
+    assert!(out.peak_memory.is_some_and(|m| m > 0), "{out:?}");
+    let results = sb
+        .probe(
+            &[
+                Probe::Http {
+                    port: 8080,
+                    path: "/".into(),
+                },
+                Probe::Cmd("test -x /usr/local/bin/tool".into()),
+            ],
+            &ProbeOptions {
+                timeout: Duration::from_secs(20),
+                base: RunSpec {
+                    command: Some(vec!["sh".into(), "-c".into(), HTTPD.into()]),
+                    ..RunSpec::default()
+                },
+            },
+        )
+        .unwrap();
+    for r in &results {
+        assert!(r.passed, "{r:?}");
+        assert!(r.time_to_ready.is_some(), "{r:?}");
+    }
+    drop(sb);
+    s.assert_nothing_left();
+
+    // From decoded layers and the config JSON, as the pipeline has them.
+    let image = fixture_image();
+    let spool = s.ctx.path("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let layers: Vec<_> = image
+        .layer_digests
+        .iter()
+        .map(|d| {
+            slim::layer::read::index_layer(
+                std::io::Cursor::new(crate::harness::fixture::read_blob(&fixture_layout(), d)),
+                d,
+                None,
+                &spool,
+                &Default::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let config: serde_json::Value = serde_json::from_slice(&crate::harness::fixture::read_blob(
+        &fixture_layout(),
+        &image.config_digest,
+    ))
+    .unwrap();
+    let sb = Sandbox::from_layers(&layers, &config, &opts).unwrap();
+    let out = sb
+        .run(&RunSpec {
+            capture: true,
+            ..RunSpec::default()
+        })
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert!(
+        out.output_tail.contains("hello from the slim demo app"),
+        "{out:?}"
+    );
+    drop(sb);
+    s.assert_nothing_left();
+}
