@@ -26,6 +26,7 @@
 //! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
 //! progress   -> progress.rs      events for the CLI to draw
 //! report     -> report.rs        JSON, table and Markdown of what a run did
+//! verify     -> sandbox/         materialize an image, run it with runc/crun, probes
 //! stop       -> cleanup.rs       undo on SIGINT/SIGTERM and --timeout; staging dirs held by a lock
 //! many       -> batch/           job files, work lists, shards, idempotency checks, a pool of images
 //! ```
@@ -46,6 +47,7 @@ pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod rewrite;
+pub mod sandbox;
 pub mod settings;
 pub mod transform;
 pub mod transport;

@@ -6,6 +6,7 @@ mod batch;
 mod profiles;
 mod progress;
 mod run;
+mod sandbox;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,8 @@ enum Command {
     Profiles(profiles::ProfilesArgs),
     /// Slim many images, registry to registry, from a job file (idempotent, shardable).
     Batch(batch::BatchArgs),
+    /// Run an image, or a command in it, without Docker (needs root and runc); or probe it.
+    Run(sandbox::SandboxArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -163,11 +166,13 @@ pub fn main() -> ExitCode {
     };
     init_tracing(&cli.global);
     let default_timeout = match cli.command {
-        Some(Command::Batch(_)) => std::time::Duration::from_secs(24 * 3600),
-        _ => std::time::Duration::from_secs(3600),
+        Some(Command::Batch(_)) => Some(std::time::Duration::from_secs(24 * 3600)),
+        // Like `docker run`: a server runs until it is stopped.
+        Some(Command::Run(_)) => None,
+        _ => Some(std::time::Duration::from_secs(3600)),
     };
     crate::cleanup::install(
-        cli.global.timeout.map_or(Some(default_timeout), |t| t.0),
+        cli.global.timeout.map_or(default_timeout, |t| t.0),
         // A progress bar may hold the cursor mid-line.
         |message| eprintln!("\nerror: {message}"),
     );
@@ -176,6 +181,7 @@ pub fn main() -> ExitCode {
         Some(Command::Profiles(a)) => profiles::run(a),
         Some(Command::Batch(a)) => batch::run(a, &cli.global),
         Some(Command::Analyze(a)) => analyze::run(a, &cli.global),
+        Some(Command::Run(a)) => sandbox::run(a, &cli.global),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -14,5 +14,6 @@ mod hostile_layers;
 mod hostile_registry;
 mod profiles;
 mod rewrite;
+mod sandbox;
 mod squash_model;
 mod tls;
