@@ -7,9 +7,9 @@
 //! active profile, no `--keep` override and no safety keep does. Directories
 //! never go (package managers expect them, even empty): their contents do.
 
+mod detect;
 pub mod safety;
 pub mod schema;
-pub mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -21,7 +21,8 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::layer::entry::Kind;
 use crate::transform::filter::PathFilter;
-use tree::TreeView;
+use crate::transform::tree::TreeView;
+pub use detect::detect;
 
 /// The built-in profiles, embedded at build time.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -389,25 +390,6 @@ fn add_with_extends(p: Profile, out: &mut Vec<Profile>, chain: &mut Vec<String>)
     Ok(())
 }
 
-/// The profiles `--profile auto` picks for a tree: `always` ones, those
-/// whose OS ID matches /etc/os-release, and those whose paths exist.
-pub fn detect<'a>(candidates: &'a [Profile], tree: &dyn TreeView) -> Vec<&'a Profile> {
-    let os = tree::os_release_ids(tree);
-    let mut picked = Vec::new();
-    for p in candidates {
-        let by_os = p.detect_os.iter().any(|id| os.iter().any(|o| o == id));
-        let by_path = !p.detect_paths.is_empty() && {
-            let set = glob_set(&p.detect_paths);
-            tree.paths()
-                .any(|path| set.is_match(&*String::from_utf8_lossy(path)))
-        };
-        if p.detect_always || by_os || by_path {
-            picked.push(p);
-        }
-    }
-    picked
-}
-
 /// The rules of the profiles in effect.
 struct Rules {
     remove: Vec<(String, GlobSet)>,
@@ -587,8 +569,8 @@ mod tests {
 
 #[cfg(test)]
 mod rule_tests {
-    use super::tree::testing::MemTree;
     use super::*;
+    use crate::transform::tree::testing::MemTree;
 
     fn tree() -> MemTree {
         MemTree::default()

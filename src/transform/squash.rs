@@ -39,9 +39,9 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 
 use super::filter::{Count, FilterStats, PathFilter};
+use super::tree::TreeView;
 use crate::layer::entry::{self, Entry, Kind};
 use crate::layer::read::LayerIndex;
-use crate::profile::tree::TreeView;
 
 /// The plan is the contract with the encoder; it lives in `layer::plan`.
 pub use crate::layer::plan::{Item, Plan};
