@@ -1,11 +1,10 @@
-//! Layer blobs: decode ([`decode`], [`read`]: compressed blob -> entries +
+//! Layer blobs: decode ([`read`]: compressed blob -> entries +
 //! spooled contents, within the bounds of [`limits`]), the entry model with
 //! whiteouts ([`entry`]), the output layer's [`plan`] (what the transform
 //! stage hands the encoder), and encode ([`write`], [`encode`]: plan -> tar
 //! -> compressed blob, digests in the same pass). `pinned` (tests) holds the
 //! exact digests of a written layer.
 
-pub mod decode;
 pub mod encode;
 pub mod entry;
 pub mod limits;

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use sha2::Digest as _;
 
-use super::decode;
 use super::entry::{self, Entry, Kind, PaxRecord, Whiteout};
 use super::limits::{self, HeaderGuard, Limits};
 use super::pipe::{self, PipeReader};
+use crate::decompress as decode;
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::image::media::Compression;
 
@@ -98,7 +98,7 @@ pub fn index_layer_with(
         // parse, the diff_id and the spool on the other.
         let decoder = s.spawn(move || -> Result<Compression> {
             let (compression, mut dec) = decode::decoder(BufReader::with_capacity(256 << 10, &mut raw))
-                .map_err(crate::transport::io_error)?;
+                .map_err(io_error)?;
             let mut w = writer;
             let mut written = 0u64;
             let mut buf = vec![0u8; 256 << 10];
@@ -110,7 +110,7 @@ pub fn index_layer_with(
                     // The verifying reader under the decoder failed: that
                     // is the error, not the compression.
                     Err(e) if crate::digest::digest_error_in(&e).is_some() => {
-                        return Err(crate::transport::io_error(e));
+                        return Err(io_error(e));
                     }
                     Err(e) => {
                         drop(dec);
@@ -120,9 +120,9 @@ pub fn index_layer_with(
                         if let Err(d) = io::copy(&mut raw, &mut io::sink())
                             && crate::digest::digest_error_in(&d).is_some()
                         {
-                            return Err(crate::transport::io_error(d));
+                            return Err(io_error(d));
                         }
-                        return Err(crate::transport::io_error(e)).with_context(|| {
+                        return Err(io_error(e)).with_context(|| {
                             format!(
                                 "{what}: corrupt {} stream, though the blob matches its digest: the image was stored damaged (build and push it again)",
                                 compression.name()
@@ -140,7 +140,7 @@ pub fn index_layer_with(
             drop(dec);
             // Trailing bytes after the compressed stream still count for the
             // blob digest: read to the end so the verifying reader checks it.
-            io::copy(&mut raw, &mut io::sink()).map_err(crate::transport::io_error)?;
+            io::copy(&mut raw, &mut io::sink()).map_err(io_error)?;
             w.finish().with_context(|| format!("{what}: the tar reader stopped"))?;
             Ok(compression)
         });
@@ -170,6 +170,22 @@ pub fn index_layer_with(
         uncompressed_size,
         compression,
     })
+}
+
+/// An I/O error from the blob reader as an error: a digest failure the
+/// verifying reader raised comes out as that [`crate::digest::DigestError`]
+/// (so the message names the blob); anything else stays the `io::Error` it
+/// is, which prints the same (an `io::Error` shows its inner error).
+fn io_error(e: io::Error) -> anyhow::Error {
+    if crate::digest::digest_error_in(&e).is_some() {
+        let inner = e.into_inner().expect("checked");
+        match inner.downcast::<crate::digest::DigestError>() {
+            Ok(d) => anyhow::Error::new(*d),
+            Err(other) => anyhow::anyhow!(other),
+        }
+    } else {
+        anyhow::Error::new(e)
+    }
 }
 
 /// The decompression-bomb refusal, naming the flag that sets the bound.

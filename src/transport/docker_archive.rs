@@ -30,7 +30,7 @@ use crate::cleanup::{DirLock, StagingDir};
 use crate::digest::{Algorithm, Digest, HashingWriter};
 use crate::image::media::{self, Compression};
 use crate::image::{Descriptor, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Manifest};
-use crate::layer::decode;
+use crate::decompress as decode;
 use crate::reference::RegistryRef;
 
 #[derive(serde::Deserialize)]
