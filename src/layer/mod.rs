@@ -1,7 +1,7 @@
 //! Layer blobs: decode ([`read`]: compressed blob -> entries +
 //! spooled contents, within the bounds of [`limits`]), the entry model with
 //! whiteouts ([`entry`]), the output layer's [`plan`] (what the transform
-//! stage hands the encoder), and encode ([`write`], [`encode`]: plan -> tar
+//! stage hands the encoder), and encode ([`write`](mod@write), [`encode`]: plan -> tar
 //! -> compressed blob, digests in the same pass). `pinned` (tests) holds the
 //! exact digests of a written layer.
 
