@@ -13,17 +13,21 @@
 //!               registry/limits.rs    retries, waits, the low-speed and silence limits
 //!               registry/blob.rs, upload.rs, listing.rs   downloads, uploads, catalog and tags
 //!               transport/growing.rs  uploads that follow a blob file while it is written
+//!               spool.rs         a blob file read while it is written (Growing), for encode and upload
 //!               digest.rs        every blob and manifest verified while it streams
 //! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes
-//! decode     -> layer/decode.rs  gzip | zstd | plain, by magic
+//! decode     -> decompress.rs    gzip | zstd | plain, by magic (layers and docker-archive)
 //! copy       -> copy.rs          the image tree, children first, root last; blobs verified before use
 //! slim       -> rewrite.rs       per image: decode -> squash/filter/dedup -> encode -> push
-//! decode     -> layer/read.rs    blob -> entries + spooled contents (layer/entry.rs: whiteouts)
+//! decode     -> layer/read/      blob -> entries + spooled contents (layer/entry.rs: whiteouts)
 //!               layer/limits.rs  what one entry's headers and one image's index may hold
-//! squash     -> transform/       squash.rs (whiteouts, shadowing, hard links, dedup), filter.rs
-//! encode     -> layer/write.rs   deterministic tar; layer/encode.rs: parallel gzip | zstd, digests
+//! squash     -> transform/       squash/ (whiteouts, shadowing, hard links, dedup), filter.rs,
+//!                                tree.rs (TreeView: the merged tree as profiles read it)
+//! encode     -> layer/plan.rs    what an output layer holds (transform -> encode)
+//!               layer/write.rs   deterministic tar; layer/encode.rs: parallel gzip | zstd, digests
 //! config     -> image/config.rs  diff_ids and history rewritten together
-//! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
+//! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps; reads
+//!                                transform's TreeView, implements its PathFilter
 //! progress   -> progress.rs      events for the CLI to draw
 //! report     -> report.rs        JSON, table and Markdown of what a run did
 //! verify     -> sandbox/         materialize an image, run it with runc/crun, probes
@@ -38,6 +42,7 @@ pub mod batch;
 pub mod cleanup;
 pub mod cli;
 pub mod copy;
+pub mod decompress;
 pub mod digest;
 pub mod image;
 pub mod layer;
@@ -49,5 +54,6 @@ pub mod report;
 pub mod rewrite;
 pub mod sandbox;
 pub mod settings;
+pub mod spool;
 pub mod transform;
 pub mod transport;

@@ -27,7 +27,7 @@ use tempfile::NamedTempFile;
 use super::pipe;
 use crate::digest::{Algorithm, Digest, HashingWriter};
 use crate::image::media::Compression;
-use crate::transport::growing::{Announce, Growing};
+use crate::spool::{Announce, Growing};
 
 pub const GZIP_BLOCK: usize = 1 << 20;
 const DICT: usize = 32 << 10;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::entry::{Entry, Kind, OPAQUE, WHITEOUT_PREFIX, split_parent};
+use super::plan::{Item, Plan};
 use super::read::LayerIndex;
-use crate::transform::squash::{Item, Plan};
 
 const BLOCK: usize = 512;
 

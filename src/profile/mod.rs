@@ -1,207 +1,38 @@
 //! Profiles: declarative strip rules (`profiles/*.toml`, compiled in; or a
 //! user's file), composed, resolved once before any network I/O, then
-//! compiled per image against its merged tree into a [`PathFilter`] that
-//! knows the image's safety keeps.
+//! compiled per image against its merged tree into a
+//! [`PathFilter`](crate::transform::filter::PathFilter) that knows the
+//! image's safety keeps.
 //!
 //! A path goes when a rule's remove glob matches it and no keep glob of any
 //! active profile, no `--keep` override and no safety keep does. Directories
 //! never go (package managers expect them, even empty): their contents do.
+//!
+//! Where each part lives: `load` (built-ins, files, parsing, `extends`),
+//! `detect` (`--profile auto`), `rules` (matching: the [`CompiledFilter`]),
+//! [`safety`] (what the program needs), [`schema`] (the TOML format). This
+//! file holds [`ProfileSet`], the settings resolved before any I/O. The
+//! merged tree is read through [`TreeView`], the transform stage's
+//! interface: profile depends on transform, never the other way round.
 
+mod detect;
+mod load;
+mod rules;
 pub mod safety;
 pub mod schema;
-pub mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use anyhow::{Result, bail};
 use serde_json::Value;
 
 use crate::digest::Digest;
-use crate::layer::entry::Kind;
-use crate::transform::filter::PathFilter;
-use tree::TreeView;
-
-/// The built-in profiles, embedded at build time.
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("alpine", include_str!("../../profiles/alpine.toml")),
-    ("base", include_str!("../../profiles/base.toml")),
-    ("debian", include_str!("../../profiles/debian.toml")),
-    ("go", include_str!("../../profiles/go.toml")),
-    ("java", include_str!("../../profiles/java.toml")),
-    ("node", include_str!("../../profiles/node.toml")),
-    ("python", include_str!("../../profiles/python.toml")),
-    ("ruby", include_str!("../../profiles/ruby.toml")),
-    ("ubuntu", include_str!("../../profiles/ubuntu.toml")),
-];
-
-/// One parsed profile.
-#[derive(Debug, Clone)]
-pub struct Profile {
-    pub name: String,
-    pub description: String,
-    pub extends: Vec<String>,
-    pub detect_always: bool,
-    pub detect_os: Vec<String>,
-    pub detect_paths: Vec<String>,
-    pub prune_dev_dependencies: bool,
-    pub rules: Vec<Rule>,
-    /// Where it came from (`built-in` or a file path), for messages.
-    pub origin: String,
-    /// The TOML text, for `slim profiles show` and the settings digest.
-    pub text: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub category: String,
-    pub dirs: bool,
-    pub remove: Vec<String>,
-    pub keep: Vec<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    #[error("profile {origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("profile {origin}: rule {rule} ({category}): bad glob {glob:?}: {reason}")]
-    Glob {
-        origin: String,
-        rule: usize,
-        category: String,
-        glob: String,
-        reason: String,
-    },
-    #[error("unknown profile {name:?} (built-in: {known}; or a path to a .toml file)")]
-    Unknown { name: String, known: String },
-    #[error("profile {name} extends itself through {chain}")]
-    Cycle { name: String, chain: String },
-}
-
-/// `line L, column C: MESSAGE`: toml's own rendering quotes the line with a
-/// caret under it, which does not fit on one line.
-fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().replace('\n', " ");
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
-    }
-}
-
-impl Profile {
-    pub fn parse(text: &str, origin: &str) -> Result<Profile, ProfileError> {
-        let file: schema::ProfileFile = toml::from_str(text).map_err(|e| ProfileError::Parse {
-            origin: origin.to_string(),
-            message: toml_error_line(text, &e),
-        })?;
-        let rules: Vec<Rule> = file
-            .rules
-            .into_iter()
-            .map(|r| Rule {
-                category: r.category,
-                dirs: r.dirs,
-                remove: r.remove.iter().map(|g| normalize_glob(g)).collect(),
-                keep: r.keep.iter().map(|g| normalize_glob(g)).collect(),
-            })
-            .collect();
-        for (i, r) in rules.iter().enumerate() {
-            for g in r.remove.iter().chain(&r.keep) {
-                glob(g).map_err(|reason| ProfileError::Glob {
-                    origin: origin.to_string(),
-                    rule: i + 1,
-                    category: r.category.clone(),
-                    glob: g.clone(),
-                    reason,
-                })?;
-            }
-        }
-        for g in &file.detect.paths {
-            glob(&normalize_glob(g)).map_err(|reason| ProfileError::Glob {
-                origin: origin.to_string(),
-                rule: 0,
-                category: "detect".into(),
-                glob: g.clone(),
-                reason,
-            })?;
-        }
-        Ok(Profile {
-            name: file.name,
-            description: file.description,
-            extends: file.extends,
-            detect_always: file.detect.always,
-            detect_os: file.detect.os_release_ids,
-            detect_paths: file
-                .detect
-                .paths
-                .iter()
-                .map(|g| normalize_glob(g))
-                .collect(),
-            prune_dev_dependencies: file.prune_dev_dependencies,
-            rules,
-            origin: origin.to_string(),
-            text: text.to_string(),
-        })
-    }
-}
-
-fn normalize_glob(g: &str) -> String {
-    g.trim_start_matches('/').to_string()
-}
-
-/// `*` within a component, `**` across; paths are matched as given.
-fn glob(g: &str) -> Result<Glob, String> {
-    GlobBuilder::new(g)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| e.kind().to_string())
-}
-
-fn glob_set<'a>(globs: impl IntoIterator<Item = &'a String>) -> GlobSet {
-    let mut b = GlobSetBuilder::new();
-    for g in globs {
-        b.add(glob(g).expect("globs are checked when profiles are parsed"));
-    }
-    b.build().expect("checked globs build")
-}
-
-/// All built-in profiles, parsed.
-pub fn builtins() -> Vec<Profile> {
-    BUILTIN
-        .iter()
-        .map(|(name, text)| {
-            Profile::parse(text, &format!("{name} (built-in)")).expect("built-in profiles parse")
-        })
-        .collect()
-}
-
-/// A built-in profile by name, or a profile file by path.
-pub fn load(spec: &str) -> Result<Profile> {
-    if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == spec) {
-        return Ok(Profile::parse(text, &format!("{spec} (built-in)"))?);
-    }
-    if spec.contains('/') || spec.ends_with(".toml") {
-        let path = Path::new(spec);
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading profile {spec}"))?;
-        return Ok(Profile::parse(&text, spec)?);
-    }
-    Err(ProfileError::Unknown {
-        name: spec.to_string(),
-        known: BUILTIN
-            .iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-    .into())
-}
+use crate::transform::tree::TreeView;
+pub use detect::detect;
+pub use load::{BUILTIN, Profile, ProfileError, Rule, builtins, load};
+use load::{add_with_extends, glob, glob_set, normalize_glob};
+pub use rules::CompiledFilter;
+use rules::Rules;
 
 /// What the user asked for, resolved before anything is fetched.
 #[derive(Debug, Clone)]
@@ -365,230 +196,12 @@ impl ProfileSet {
     }
 }
 
-fn add_with_extends(p: Profile, out: &mut Vec<Profile>, chain: &mut Vec<String>) -> Result<()> {
-    if out.iter().any(|o| o.name == p.name) {
-        return Ok(());
-    }
-    if chain.contains(&p.name) {
-        return Err(ProfileError::Cycle {
-            name: p.name.clone(),
-            chain: chain.join(" -> "),
-        }
-        .into());
-    }
-    chain.push(p.name.clone());
-    for parent in &p.extends {
-        add_with_extends(
-            load(parent).with_context(|| format!("profile {} extends {parent}", p.name))?,
-            out,
-            chain,
-        )?;
-    }
-    chain.pop();
-    out.push(p);
-    Ok(())
-}
-
-/// The profiles `--profile auto` picks for a tree: `always` ones, those
-/// whose OS ID matches /etc/os-release, and those whose paths exist.
-pub fn detect<'a>(candidates: &'a [Profile], tree: &dyn TreeView) -> Vec<&'a Profile> {
-    let os = tree::os_release_ids(tree);
-    let mut picked = Vec::new();
-    for p in candidates {
-        let by_os = p.detect_os.iter().any(|id| os.iter().any(|o| o == id));
-        let by_path = !p.detect_paths.is_empty() && {
-            let set = glob_set(&p.detect_paths);
-            tree.paths()
-                .any(|path| set.is_match(&*String::from_utf8_lossy(path)))
-        };
-        if p.detect_always || by_os || by_path {
-            picked.push(p);
-        }
-    }
-    picked
-}
-
-/// The rules of the profiles in effect.
-struct Rules {
-    remove: Vec<(String, GlobSet)>,
-    /// Rules that remove matching directories too.
-    dirs: Vec<(String, GlobSet)>,
-    keep: GlobSet,
-    /// `node_modules` folders of dev-only packages.
-    dev_dependencies: BTreeMap<Vec<u8>, String>,
-}
-
-impl Rules {
-    /// The category of the first rule removing `path`, unless a keep glob
-    /// holds it.
-    fn category(&self, path: &[u8]) -> Option<&str> {
-        let s = String::from_utf8_lossy(path);
-        if self.keep.is_match(&*s) {
-            return None;
-        }
-        for (cat, set) in &self.remove {
-            if set.is_match(&*s) {
-                return Some(cat);
-            }
-        }
-        let dev = crate::layer::entry::ancestors(path)
-            .find_map(|a| self.dev_dependencies.get(a))
-            .or_else(|| self.dev_dependencies.get(path));
-        dev.map(|_| "dev-dependencies")
-    }
-}
-
-/// A profile set compiled for one image.
-pub struct CompiledFilter {
-    /// Profiles in effect (for the report).
-    pub chosen: Vec<String>,
-    rules: Rules,
-    safe: safety::SafetyKeeps,
-    /// Path -> category, for every removed path of the merged tree.
-    decisions: HashMap<Vec<u8>, String>,
-    /// Paths a rule would remove that a safety keep saved, with the reason.
-    pub kept_by_safety: Vec<(String, String)>,
-}
-
-impl CompiledFilter {
-    fn decide_all(&mut self, tree: &dyn TreeView) {
-        let mut decisions = HashMap::new();
-        let mut saved = Vec::new();
-        let paths: Vec<&[u8]> = tree.paths().collect();
-        for path in &paths {
-            if tree.kind(path).is_none_or(Kind::is_dir) {
-                continue;
-            }
-            if let Some(cat) = self.rules.category(path) {
-                match self.safe.reason(path) {
-                    Some(reason) => {
-                        saved.push((crate::layer::entry::display(path), reason.to_string()))
-                    }
-                    None => {
-                        decisions.insert(path.to_vec(), cat.to_string());
-                    }
-                }
-            }
-        }
-        // Directories a `dirs` rule matches go when everything below them
-        // goes (paths are sorted: a directory's subtree follows it).
-        if !self.rules.dirs.is_empty() {
-            for (i, dir) in paths.iter().enumerate() {
-                if tree.kind(dir) != Some(Kind::Dir) {
-                    continue;
-                }
-                let s = String::from_utf8_lossy(dir);
-                if self.rules.keep.is_match(&*s) || self.safe.reason(dir).is_some() {
-                    continue;
-                }
-                let Some((cat, _)) = self.rules.dirs.iter().find(|(_, set)| set.is_match(&*s))
-                else {
-                    continue;
-                };
-                let all_gone = paths[i + 1..]
-                    .iter()
-                    .take_while(|p| {
-                        p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
-                    })
-                    .all(|p| tree.kind(p) == Some(Kind::Dir) || decisions.contains_key(*p));
-                if all_gone {
-                    decisions.insert(dir.to_vec(), cat.clone());
-                }
-            }
-        }
-        self.decisions = decisions;
-        self.kept_by_safety = saved;
-    }
-
-    /// Removed paths of the merged tree (for `--dry-run`); a removed
-    /// directory is listed with what is in it.
-    pub fn removals(&self) -> impl Iterator<Item = (&[u8], &str)> {
-        self.decisions.iter().map(|(p, c)| (&p[..], c.as_str()))
-    }
-}
-
-impl PathFilter for CompiledFilter {
-    fn remove(&self, path: &[u8], kind: Kind) -> Option<&str> {
-        if let Some(c) = self.decisions.get(path) {
-            return Some(c);
-        }
-        if kind.is_dir() {
-            return None;
-        }
-        // Not in the final tree (a lower layer's entry in --squash none):
-        // the rules alone decide, safety keeps still hold.
-        if self.safe.reason(path).is_some() {
-            return None;
-        }
-        self.rules.category(path)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_builtin_profile_parses_and_is_listed_in_order() {
-        let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted, "keep BUILTIN sorted");
-        for p in builtins() {
-            assert!(!p.description.is_empty(), "{} has a description", p.name);
-            assert!(
-                BUILTIN.iter().any(|(n, _)| *n == p.name),
-                "{}: file name and name agree",
-                p.name
-            );
-            for parent in &p.extends {
-                assert!(load(parent).is_ok(), "{} extends unknown {parent}", p.name);
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_globs_are_named() {
-        let e = Profile::parse(
-            "name = \"x\"\ndescription = \"d\"\nremoev = []\n",
-            "my.toml",
-        )
-        .unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.contains("my.toml") && msg.contains("remoev"), "{msg}");
-        let e = Profile::parse(
-            "name = \"x\"\ndescription = \"d\"\n[[rule]]\ncategory = \"docs\"\nremove = [\"usr/[share\"]\n",
-            "my.toml",
-        )
-        .unwrap_err();
-        let msg = e.to_string();
-        assert!(
-            msg.contains("my.toml") && msg.contains("usr/[share") && msg.contains("rule 1"),
-            "{msg}"
-        );
-        let e = Profile::parse("name = \"x\"\ndescription = \"d\"\n[[rule]]\ncategory = \"c\"\nremove = [\"a\"]\nkeeps = []\n", "f.toml").unwrap_err();
-        assert!(e.to_string().contains("keeps"), "{e}");
-    }
-
-    #[test]
-    fn composition_pulls_in_what_profiles_extend() {
-        let set = ProfileSet::resolve("ubuntu,python", &[], &[], true).unwrap();
-        let names: Vec<&str> = set.profiles.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, vec!["base", "debian", "ubuntu", "python"]);
-        assert!(ProfileSet::resolve("nosuch", &[], &[], true).is_err());
-        assert!(
-            ProfileSet::resolve("none", &[], &[], true)
-                .unwrap()
-                .is_none()
-        );
-        assert!(ProfileSet::resolve("auto,debian", &[], &[], true).is_err());
-    }
-}
-
 #[cfg(test)]
 mod rule_tests {
-    use super::tree::testing::MemTree;
     use super::*;
+    use crate::layer::entry::Kind;
+    use crate::transform::filter::PathFilter;
+    use crate::transform::tree::testing::MemTree;
 
     fn tree() -> MemTree {
         MemTree::default()

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use globset::{GlobSet, GlobSetBuilder};
 use serde_json::Value;
 
-use super::tree::{TreeView, resolve};
 use crate::layer::entry::Kind;
+use crate::transform::tree::{TreeView, resolve};
 
 /// Paths that stay, each with why.
 #[derive(Default)]
@@ -507,8 +507,8 @@ pub fn dev_dependency_dirs(tree: &dyn TreeView) -> BTreeMap<Vec<u8>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tree::testing::MemTree;
     use super::*;
+    use crate::transform::tree::testing::MemTree;
 
     #[test]
     fn entrypoint_script_and_its_env_interpreter_are_kept() {

@@ -6,6 +6,12 @@
 //! The output of this stage is a [`squash::Plan`] per output layer: a sorted
 //! list of entries that point back into the decoded layers, so the encoder
 //! can stream contents from the spool files.
+//!
+//! [`tree::TreeView`] is the merged tree as later decisions read it (the
+//! profiles compile their filter from it): `profile` depends on this
+//! stage's two interfaces, [`tree::TreeView`] and [`filter::PathFilter`],
+//! and this stage knows nothing of profiles.
 
 pub mod filter;
 pub mod squash;
+pub mod tree;

@@ -27,10 +27,10 @@ use tempfile::NamedTempFile;
 use super::tarindex::TarIndex;
 use super::{Capabilities, Dest, Source, Staged};
 use crate::cleanup::{DirLock, StagingDir};
+use crate::decompress as decode;
 use crate::digest::{Algorithm, Digest, HashingWriter};
 use crate::image::media::{self, Compression};
 use crate::image::{Descriptor, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Manifest};
-use crate::layer::decode;
 use crate::reference::RegistryRef;
 
 #[derive(serde::Deserialize)]

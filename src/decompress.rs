@@ -1,4 +1,6 @@
-//! Decode: a layer blob (gzip, zstd or plain tar) to a tar stream.
+//! Decompression by magic: a blob (gzip, zstd or plain) to its bytes.
+//! Stage-neutral: the layer decoder (`layer::read`) and the docker-archive
+//! source (which must know whether a layer file is compressed) both use it.
 //!
 //! The compression is detected from the first bytes (gzip `1f 8b`, zstd
 //! `28 b5 2f fd`); a media type that disagrees with the bytes is logged, and

@@ -1,6 +1,10 @@
 //! A read-only view of an image's merged tree (what extracting all layers
-//! gives), for the decisions that depend on content: which distro, which
-//! runtimes, what the entrypoint and scripts need.
+//! gives). The squash stage builds the tree and implements [`TreeView`];
+//! the decisions that depend on content (profile auto-detection, safety
+//! keeps: which distro, which runtimes, what the entrypoint and scripts
+//! need) read it through this trait. It lives here, next to the code that
+//! builds the tree, so that `profile` depends on `transform` and never the
+//! other way round.
 
 use crate::layer::entry::Kind;
 
@@ -61,27 +65,6 @@ fn components(p: &[u8]) -> Vec<Vec<u8>> {
         .filter(|c| !c.is_empty())
         .map(<[u8]>::to_vec)
         .collect()
-}
-
-/// ID and ID_LIKE of /etc/os-release (or /usr/lib/os-release).
-pub fn os_release_ids(tree: &dyn TreeView) -> Vec<String> {
-    let text = ["etc/os-release", "usr/lib/os-release"]
-        .iter()
-        .find_map(|p| {
-            let (real, _) = resolve(tree, p.as_bytes())?;
-            tree.read(&real, 64 << 10)
-        });
-    let Some(text) = text else { return Vec::new() };
-    let mut ids = Vec::new();
-    for line in String::from_utf8_lossy(&text).lines() {
-        if let Some((k, v)) = line.split_once('=')
-            && (k == "ID" || k == "ID_LIKE")
-        {
-            let v = v.trim().trim_matches('"').trim_matches('\'');
-            ids.extend(v.split_whitespace().map(str::to_string));
-        }
-    }
-    ids
 }
 
 #[cfg(test)]
@@ -162,17 +145,10 @@ mod tests {
             .link("bin", "usr/bin")
             .link("usr/bin/python3", "python3.11")
             .file("usr/bin/python3.11", 0o755, b"\x7fELF")
-            .link("etc/os-release", "../usr/lib/os-release")
-            .file(
-                "usr/lib/os-release",
-                0o644,
-                b"ID=debian\nID_LIKE=\"ubuntu foo\"\n",
-            )
             .link("loop", "loop");
         let (p, links) = resolve(&t, b"bin/python3").unwrap();
         assert_eq!(p, b"usr/bin/python3.11");
         assert_eq!(links, vec![b"bin".to_vec(), b"usr/bin/python3".to_vec()]);
-        assert_eq!(os_release_ids(&t), vec!["debian", "ubuntu", "foo"]);
         assert!(resolve(&t, b"loop/x").is_none());
         assert_eq!(
             resolve(&t, b"/usr/../usr/bin/python3.11").unwrap().0,

@@ -1,0 +1,43 @@
+//! The plan of an output layer: the contract between the transform stage,
+//! which decides what each output layer holds, and the encoder
+//! ([`write`](super::write)), which writes it. An [`Item`] points back into
+//! the decoded layers (`layers[layer].entries[index]`), so the encoder
+//! streams file contents from their spool files; nothing is copied here.
+
+use std::sync::Arc;
+
+/// One item of an output layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// `layers[layer].entries[index]` written at `path` (its metadata and,
+    /// for a file, its content), or as a hard link to `link_to`.
+    Entry {
+        path: Arc<[u8]>,
+        layer: u32,
+        index: u32,
+        link_to: Option<Arc<[u8]>>,
+    },
+    /// Delete this path from the layers below.
+    Whiteout(Arc<[u8]>),
+    /// Hide what the layers below have in this directory.
+    Opaque(Arc<[u8]>),
+}
+
+impl Item {
+    /// Sort key: paths in byte order, an opaque marker right after its
+    /// directory and before the directory's children (as if its path were
+    /// the directory's followed by a NUL byte).
+    pub(crate) fn key(&self) -> impl Iterator<Item = u8> + '_ {
+        let (path, suffix): (&[u8], &[u8]) = match self {
+            Item::Entry { path, .. } | Item::Whiteout(path) => (path, b""),
+            Item::Opaque(dir) => (dir, b"\0"),
+        };
+        path.iter().chain(suffix).copied()
+    }
+}
+
+/// The entries of one output layer, in the order they are written.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub items: Vec<Item>,
+}

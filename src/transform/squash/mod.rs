@@ -1,0 +1,281 @@
+//! Squash: apply layers in order, exactly as extraction would, and plan the
+//! output layer(s).
+//!
+//! - `--squash all`: one layer holding the final tree; no whiteout remains.
+//! - on top of kept base layers (`--keep-base`): the base layers are applied
+//!   too (so slim knows what they hold), and the output is one layer that,
+//!   extracted over the unchanged base, gives the same tree as the original
+//!   stack: the paths the upper layers changed, whiteouts for base paths
+//!   they removed, and opaque markers for base directories they emptied.
+//! - `--squash none`: each layer on its own, in its own entry order,
+//!   whiteouts kept, minus the entries a higher layer replaces or deletes.
+//!
+//! Semantics (OCI image spec, "Applying Changesets"): entries apply in tar
+//! order; a layer's whiteouts act on lower layers only, so one never removes
+//! what its own layer wrote before it (umoci keeps the same rule);
+//! a directory over a directory merges (the upper metadata wins), anything
+//! else replaces the lower path and everything below it. A hard link names
+//! the inode its target has when the link's layer is extracted: an inode
+//! whose first name disappears later is carried by its next name, with the
+//! content and metadata of the entry that created it.
+//!
+//! Symlinked parents: extraction resolves each entry's parent directory
+//! through the symlinks of the tree built so far, inside the root, as
+//! filepath-securejoin does for umoci and `fs.RootPath` for containerd (an
+//! absolute target or `..` never leaves the root, a missing component is
+//! taken as it is and created later, `..` is lexical). `a -> /etc` then
+//! `a/secret` writes `etc/secret`. So the tree here holds real paths, and
+//! so does every output layer. The last component is never followed (an
+//! entry replaces a symlink at its own path). Whiteouts and hard-link
+//! targets have their parent resolved the same way. An entry whose parent
+//! is a file, or whose parent passes more than [`MAX_LINKS`] symlinks, is
+//! refused (extraction fails there); a whiteout below a file deletes
+//! nothing (umoci's lstat sees ENOTDIR).
+//!
+//! Where each part lives: `model` (the tree: paths -> entries and inodes),
+//! `resolve` (symlinked parents), `apply` (one layer in tar order:
+//! whiteouts, replacement, hard links), `dedup` (identical files -> one
+//! inode), `output` (filter, then the plan with base whiteouts and opaque
+//! markers), `per_layer` (`--squash none`). This file holds the entry
+//! points and the [`TreeView`] of the merged tree.
+
+mod apply;
+mod dedup;
+mod model;
+mod output;
+mod per_layer;
+mod resolve;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::filter::{Count, FilterStats, PathFilter};
+use super::tree::TreeView;
+use crate::layer::entry::{Entry, Kind};
+use crate::layer::read::LayerIndex;
+use model::{Merge, NO_INODE, Node};
+
+/// The plan is the contract with the encoder; it lives in `layer::plan`.
+pub use crate::layer::plan::{Item, Plan};
+pub use per_layer::per_layer;
+
+/// What squashing did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SquashStats {
+    /// Removed by the filter.
+    pub removed: FilterStats,
+    /// Files replaced or deleted by a higher layer.
+    pub shadowed: Count,
+    /// Files turned into hard links to an identical file (bytes saved).
+    pub hardlinked: Count,
+    /// Non-directory entries in the output.
+    pub files: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SquashOptions {
+    /// How many of the layers stay below the output unchanged.
+    pub base_layers: usize,
+    /// Identical regular files become hard links.
+    pub hardlink_dedup: bool,
+}
+
+/// Symlinks one parent path may pass, as Linux allows in one lookup
+/// (ELOOP past it; umoci and containerd stop at 255, but such a path cannot
+/// be opened at run time either).
+pub const MAX_LINKS: usize = 40;
+
+/// The layers applied in order: the tree extraction gives, with what each
+/// path came from. A [`TreeView`] for profile decisions, then squashed.
+pub struct Merged<'a> {
+    m: Merge<'a>,
+    base_nodes: BTreeMap<Arc<[u8]>, Node>,
+}
+
+/// Applies `layers` (bottom first); the first `base_layers` are the kept
+/// base that stays below the output unchanged.
+pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_>> {
+    let mut m = Merge {
+        layers,
+        nodes: BTreeMap::new(),
+        reset: HashSet::new(),
+        creators: Vec::new(),
+        shadowed: Count::default(),
+        base: base_layers,
+        moved: HashMap::new(),
+        moved_links: HashMap::new(),
+    };
+    for li in 0..base_layers {
+        m.apply_layer(li)?;
+    }
+    let base_nodes = if base_layers > 0 {
+        m.nodes.clone()
+    } else {
+        BTreeMap::new()
+    };
+    m.shadowed = Count::default();
+    for li in base_layers..layers.len() {
+        m.apply_layer(li)?;
+    }
+    Ok(Merged { m, base_nodes })
+}
+
+impl Merged<'_> {
+    /// Plans the one output layer: filter, dedup, then entries (and, over a
+    /// kept base, whiteouts and opaque markers).
+    pub fn squash(mut self, hardlink_dedup: bool, filter: &dyn PathFilter) -> (Plan, SquashStats) {
+        let removed = self.m.filter(filter);
+        let mut hardlinked = Count::default();
+        let alias = self.m.dedup(hardlink_dedup, &mut hardlinked);
+        let (plan, files) = self.m.plan(&alias, &self.base_nodes);
+        (
+            plan,
+            SquashStats {
+                removed,
+                shadowed: self.m.shadowed,
+                hardlinked,
+                files,
+            },
+        )
+    }
+
+    fn node_entry(&self, path: &[u8]) -> Option<&Entry> {
+        let n = *self.m.nodes.get(path)?;
+        if n.inode != NO_INODE {
+            // Files and hard links: the entry that made the inode.
+            let (l, i) = self.m.creators[n.inode as usize];
+            return Some(&self.m.layers[l as usize].entries[i as usize]);
+        }
+        Some(self.m.entry(n))
+    }
+}
+
+impl TreeView for Merged<'_> {
+    fn kind(&self, path: &[u8]) -> Option<Kind> {
+        self.node_entry(path).map(|e| e.kind)
+    }
+
+    fn mode(&self, path: &[u8]) -> Option<u32> {
+        self.node_entry(path).map(|e| e.mode)
+    }
+
+    fn link_target(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.node_entry(path)
+            .filter(|e| e.kind == Kind::Symlink)
+            .and_then(|e| e.link.as_deref().map(<[u8]>::to_vec))
+    }
+
+    fn read(&self, path: &[u8], limit: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let n = *self.m.nodes.get(path)?;
+        if n.inode == NO_INODE {
+            return None;
+        }
+        let (l, i) = self.m.creators[n.inode as usize];
+        let layer = &self.m.layers[l as usize];
+        let e = &layer.entries[i as usize];
+        let len = (e.size as usize).min(limit);
+        let mut buf = vec![0u8; len];
+        layer.spool.read_exact_at(&mut buf, e.offset).ok()?;
+        Some(buf)
+    }
+
+    fn paths(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        Box::new(self.m.nodes.keys().map(|k| &k[..]))
+    }
+}
+
+/// Squashes `layers` (bottom first) into one output layer; the first
+/// `opts.base_layers` stay below it unchanged.
+pub fn squash(
+    layers: &[Arc<LayerIndex>],
+    opts: SquashOptions,
+    filter: &dyn PathFilter,
+) -> Result<(Plan, SquashStats)> {
+    Ok(merge(layers, opts.base_layers)?.squash(opts.hardlink_dedup, filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::read::{IndexOptions, index_layer};
+    use crate::transform::filter::KeepAll;
+
+    /// One tar entry: `(name, type, link target, content)`.
+    type Spec<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    fn tar_of(entries: &[Spec<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, ty, link, content) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*ty);
+            h.set_mode(if ty.is_dir() { 0o755 } else { 0o644 });
+            h.set_size(content.len() as u64);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            if ty.is_symlink() || ty.is_hard_link() {
+                b.append_link(&mut h, name, link).unwrap();
+            } else {
+                b.append_data(&mut h, name, *content).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn indexes(layers: &[&[Spec<'_>]]) -> Vec<Arc<LayerIndex>> {
+        layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let tar = tar_of(l);
+                Arc::new(
+                    index_layer(
+                        &tar[..],
+                        &format!("layer {}", i + 1),
+                        None,
+                        &std::env::temp_dir(),
+                        &IndexOptions::default(),
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    const DIR: tar::EntryType = tar::EntryType::Directory;
+    const FILE: tar::EntryType = tar::EntryType::Regular;
+    const LINK: tar::EntryType = tar::EntryType::Link;
+
+    fn squash_err(layers: &[&[Spec<'_>]]) -> String {
+        let idx = indexes(layers);
+        let opts = SquashOptions {
+            base_layers: 0,
+            hardlink_dedup: false,
+        };
+        match squash(&idx, opts, &KeepAll) {
+            Ok((plan, _)) => panic!("squashed: {:?}", plan.items),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// A hard link to the root or to a directory cannot be extracted
+    /// (link(2) refuses directories): refused, naming layer and entry.
+    #[test]
+    fn a_hard_link_to_the_root_or_a_directory_is_refused() {
+        for target in ["./", ".", "etc", "etc/"] {
+            let err = squash_err(&[&[
+                ("./", DIR, "", b""),
+                ("etc/", DIR, "", b""),
+                ("etc/passwd", FILE, "", b"root"),
+                ("h", LINK, target, b""),
+            ]]);
+            assert!(
+                err.contains("(#1): hard link /h points to") && err.contains("not a regular file"),
+                "{target}: {err}"
+            );
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The squash stage's tree model: every path of the merged tree and the
+//! entry it came from, inodes for regular files and hard links, and the
+//! operations extraction does on it (replace a subtree, count what was
+//! shadowed, remember what the upper layers reset over the kept base).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use super::super::filter::Count;
+use crate::layer::entry::{Entry, Kind};
+use crate::layer::read::LayerIndex;
+
+pub(super) const NO_INODE: u32 = u32::MAX;
+
+pub(super) type PathRange = (Bound<Arc<[u8]>>, Bound<Arc<[u8]>>);
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Node {
+    pub(super) layer: u32,
+    pub(super) index: u32,
+    /// Regular files and hard links: which inode the path names.
+    pub(super) inode: u32,
+}
+
+pub(super) struct Merge<'a> {
+    pub(super) layers: &'a [Arc<LayerIndex>],
+    pub(super) nodes: BTreeMap<Arc<[u8]>, Node>,
+    /// Paths deleted, replaced by a non-directory or made opaque by the
+    /// upper (non-base) layers: a directory among them that exists at the
+    /// end hides all the base had below it.
+    pub(super) reset: HashSet<Arc<[u8]>>,
+    /// Inode -> the entry that created it.
+    pub(super) creators: Vec<(u32, u32)>,
+    pub(super) shadowed: Count,
+    /// Layers below this index are the kept base.
+    pub(super) base: usize,
+    /// `(layer, index)` -> real path, for entries (whiteouts included)
+    /// written through a symlinked parent.
+    pub(super) moved: HashMap<(u32, u32), Arc<[u8]>>,
+    /// `(layer, index)` -> real target, for hard links whose target names a
+    /// symlinked parent.
+    pub(super) moved_links: HashMap<(u32, u32), Arc<[u8]>>,
+}
+
+impl<'a> Merge<'a> {
+    pub(super) fn entry(&self, n: Node) -> &'a Entry {
+        &self.layers[n.layer as usize].entries[n.index as usize]
+    }
+
+    pub(super) fn is_upper(&self, n: Node) -> bool {
+        n.layer as usize >= self.base
+    }
+
+    pub(super) fn children_range(path: &[u8]) -> PathRange {
+        if path.is_empty() {
+            // Everything but the root itself.
+            return (Bound::Excluded(Arc::from(&b""[..])), Bound::Unbounded);
+        }
+        let mut lo = path.to_vec();
+        lo.push(b'/');
+        let mut hi = path.to_vec();
+        hi.push(b'/' + 1);
+        (Bound::Included(lo.into()), Bound::Excluded(hi.into()))
+    }
+
+    pub(super) fn children<'m>(
+        nodes: &'m BTreeMap<Arc<[u8]>, Node>,
+        path: &[u8],
+    ) -> impl Iterator<Item = (&'m Arc<[u8]>, &'m Node)> {
+        nodes.range::<Arc<[u8]>, _>(Self::children_range(path))
+    }
+
+    pub(super) fn remove_children(&mut self, path: &[u8]) {
+        let keys: Vec<Arc<[u8]>> = Self::children(&self.nodes, path)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(n) = self.nodes.remove(&k) {
+                self.count_shadowed(n);
+            }
+        }
+    }
+
+    pub(super) fn remove_subtree(&mut self, path: &[u8]) {
+        if let Some(n) = self.nodes.remove(path) {
+            self.count_shadowed(n);
+        }
+        self.remove_children(path);
+    }
+
+    pub(super) fn count_shadowed(&mut self, n: Node) {
+        let e = self.entry(n);
+        if e.kind == Kind::File {
+            self.shadowed.add(1, e.size);
+        } else if !e.kind.is_dir() {
+            self.shadowed.add(1, 0);
+        }
+    }
+
+    pub(super) fn mark_reset(&mut self, li: usize, path: &[u8]) {
+        if li >= self.base && self.base > 0 {
+            self.reset.insert(path.into());
+        }
+    }
+}
+
+pub(super) fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty() || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
+}

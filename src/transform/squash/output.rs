@@ -1,0 +1,173 @@
+//! The one output layer of `--squash all` or over a kept base: the filter
+//! applied to what the upper layers wrote, then the plan: every path they
+//! define (a deduplicated inode written once, then linked), and over a kept
+//! base the whiteouts and opaque markers for what they removed from it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::super::filter::{FilterStats, PathFilter};
+use super::model::{Merge, NO_INODE, Node, is_under};
+use super::{Item, Plan};
+use crate::layer::entry::{self, Kind};
+
+impl<'a> Merge<'a> {
+    /// Removes what the filter says from what the upper layers wrote; a
+    /// removed directory takes its subtree.
+    pub(super) fn filter(&mut self, filter: &dyn PathFilter) -> FilterStats {
+        let mut stats = FilterStats::default();
+        let mut removed: Vec<Arc<[u8]>> = Vec::new();
+        let mut within: Option<(Arc<[u8]>, String)> = None;
+        for (path, node) in &self.nodes {
+            if !self.is_upper(*node) {
+                continue;
+            }
+            let e = self.entry(*node);
+            let size = if e.kind == Kind::File { e.size } else { 0 };
+            if let Some((dir, cat)) = &within {
+                if is_under(path, dir) {
+                    removed.push(path.clone());
+                    if !e.kind.is_dir() {
+                        stats.record(cat, 1, size);
+                    }
+                    continue;
+                }
+                within = None;
+            }
+            if let Some(cat) = filter.remove(path, e.kind) {
+                removed.push(path.clone());
+                if e.kind.is_dir() {
+                    within = Some((path.clone(), cat.to_string()));
+                } else {
+                    stats.record(cat, 1, size);
+                }
+            }
+        }
+        for p in removed {
+            self.nodes.remove(&p);
+        }
+        stats
+    }
+
+    /// The output layer: every path the upper layers define, and markers
+    /// for what they removed from the base.
+    pub(super) fn plan(
+        &self,
+        alias: &[u32],
+        base_nodes: &BTreeMap<Arc<[u8]>, Node>,
+    ) -> (Plan, u64) {
+        let mut items = Vec::with_capacity(self.nodes.len());
+        // Inodes some unchanged base path still names: link to that path.
+        let mut carriers: HashMap<u32, Arc<[u8]>> = HashMap::new();
+        if self.base > 0 {
+            for (path, node) in &self.nodes {
+                if node.inode != NO_INODE && !self.is_upper(*node) {
+                    carriers
+                        .entry(alias[node.inode as usize])
+                        .or_insert_with(|| path.clone());
+                }
+            }
+        }
+        let mut files = 0;
+        let mut opaque: HashSet<&[u8]> = HashSet::new();
+        for (path, node) in &self.nodes {
+            if !self.is_upper(*node) {
+                continue;
+            }
+            let e = self.entry(*node);
+            if !e.kind.is_dir() {
+                files += 1;
+            }
+            if node.inode != NO_INODE {
+                let ino = alias[node.inode as usize];
+                let (layer, index) = self.creators[ino as usize];
+                let link_to = match carriers.get(&ino) {
+                    Some(c) => Some(c.clone()),
+                    None => {
+                        carriers.insert(ino, path.clone());
+                        None
+                    }
+                };
+                items.push(Item::Entry {
+                    path: path.clone(),
+                    layer,
+                    index,
+                    link_to,
+                });
+                continue;
+            }
+            items.push(Item::Entry {
+                path: path.clone(),
+                layer: node.layer,
+                index: node.index,
+                link_to: None,
+            });
+            if self.base > 0
+                && e.kind.is_dir()
+                && self.reset.contains(&path[..])
+                && base_nodes
+                    .get(&path[..])
+                    .is_some_and(|b| self.entry(*b).kind.is_dir())
+            {
+                // Recreated over a base directory: the base's content below
+                // it must not show through.
+                items.push(Item::Opaque(path.clone()));
+                opaque.insert(&path[..]);
+            }
+        }
+        if self.base > 0 {
+            // Base paths that are gone: one whiteout at the topmost missing
+            // path, unless an opaque marker or a non-directory above it
+            // already hides it.
+            let exists = |p: &[u8]| {
+                p.is_empty()
+                    || self.nodes.contains_key(p)
+                    || Self::children(&self.nodes, p).next().is_some()
+            };
+            let mut whiteouts: BTreeMap<Arc<[u8]>, ()> = BTreeMap::new();
+            // A base path the upper layers removed and then filled again
+            // without an entry of its own (a directory only implied by
+            // what is below it): over the base, the base's object would
+            // stay there (its owner and mode, or a symlink to write
+            // through). A whiteout removes it first; the entries below
+            // then imply the directory again, as in the original stack.
+            let mut wiped: HashSet<&[u8]> = HashSet::new();
+            for path in base_nodes.keys() {
+                let implied = !path.is_empty()
+                    && !self.nodes.contains_key(path)
+                    && Self::children(&self.nodes, path).next().is_some();
+                let covered = entry::ancestors(path)
+                    .chain(std::iter::once(&b""[..]))
+                    .any(|a| wiped.contains(a) || opaque.contains(a));
+                if implied && !covered {
+                    wiped.insert(path);
+                    whiteouts.insert(path.clone(), ());
+                }
+            }
+            for path in base_nodes.keys() {
+                if exists(path) || entry::ancestors(path).any(|a| wiped.contains(a)) {
+                    continue;
+                }
+                let mut chain: Vec<&[u8]> = entry::ancestors(path).collect();
+                chain.reverse();
+                chain.push(path);
+                let Some(top) = chain.iter().copied().find(|q| !exists(q)) else {
+                    continue;
+                };
+                let (parent, _) = entry::split_parent(top);
+                let parent_is_dir = match self.nodes.get(parent) {
+                    Some(n) => self.entry(*n).kind.is_dir(),
+                    None => true,
+                };
+                let hidden =
+                    opaque.contains(parent) || entry::ancestors(parent).any(|a| opaque.contains(a));
+                if parent_is_dir && !hidden {
+                    whiteouts.insert(top.into(), ());
+                }
+            }
+            items.extend(whiteouts.into_keys().map(Item::Whiteout));
+            items.sort_by(|a, b| a.key().cmp(b.key()));
+        }
+        (Plan { items }, files)
+    }
+}
