@@ -13,7 +13,6 @@
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -415,30 +414,9 @@ impl Copier<'_> {
                 .filter(|d| done.insert(d.digest.clone()))
                 .collect()
         };
-        let next = AtomicUsize::new(0);
-        let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-        let workers = self.opts.jobs.clamp(1, 16).min(todo.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        if failed.lock().expect("lock").is_some() {
-                            return;
-                        }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(d) = todo.get(i) else { return };
-                        if let Err(e) = self.copy_blob(d) {
-                            failed.lock().expect("lock").get_or_insert(e);
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match failed.into_inner().expect("lock") {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        crate::parallel::try_map(todo, self.opts.jobs.clamp(1, 16), |d| self.copy_blob(d))
+            .map_err(|failed| failed.first())?;
+        Ok(())
     }
 
     fn copy_blob(&self, d: &Descriptor) -> Result<()> {

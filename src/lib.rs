@@ -40,6 +40,7 @@ pub mod copy;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod parallel;
 pub mod profile;
 pub mod progress;
 pub mod reference;

@@ -11,8 +11,8 @@
 //! nodes keep sharing them. The new config and manifest are edited as JSON
 //! from the source's, and the bytes hashed are the bytes written.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -529,56 +529,27 @@ impl Copier<'_> {
                 crate::layer::limits::MAX_NAME_BYTES,
             ))),
         };
-        let results: Vec<Mutex<Option<Result<LayerIndex>>>> =
-            unique.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let workers = unique.len().clamp(1, 2);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        if failed.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((i, desc)) = unique.get(k) else {
-                            return;
-                        };
-                        let what = format!("layer {}/{}", i + 1, layers.len());
-                        self.reporter.blob_start(desc, "reading");
-                        let r = open_verified(self.src, desc).and_then(|reader| {
-                            let reader = ProgressReader::new(reader, desc, self.reporter);
-                            index_layer(reader, &what, Some(&diff_ids[*i]), &spool_dir, &idx_opts)
-                        });
-                        match &r {
-                            Ok(_) => self
-                                .reporter
-                                .blob_done(desc, crate::progress::BlobOutcome::Read),
-                            Err(_) => failed.store(true, Ordering::SeqCst),
-                        }
-                        *results[k].lock().expect("result lock") = Some(r);
-                    }
-                });
-            }
-        });
-        let mut done: Vec<Arc<LayerIndex>> = Vec::with_capacity(unique.len());
-        for (k, r) in results.into_iter().enumerate() {
-            match r.into_inner().expect("result lock") {
-                Some(Ok(ix)) => done.push(Arc::new(ix)),
-                Some(Err(e)) => {
-                    return Err(e.context(format!(
-                        "reading layer {} of {}",
-                        unique[k].1.digest,
-                        self.src.name()
-                    )));
-                }
-                None => bail!(
-                    "reading layers of {} stopped after an earlier error",
-                    self.src.name()
-                ),
-            }
-        }
+        let done = crate::parallel::try_map(unique.clone(), 2, |(i, desc)| {
+            let what = format!("layer {}/{}", i + 1, layers.len());
+            self.reporter.blob_start(desc, "reading");
+            let ix = open_verified(self.src, desc).and_then(|reader| {
+                let reader = ProgressReader::new(reader, desc, self.reporter);
+                index_layer(reader, &what, Some(&diff_ids[i]), &spool_dir, &idx_opts)
+            })?;
+            self.reporter
+                .blob_done(desc, crate::progress::BlobOutcome::Read);
+            Ok(Arc::new(ix))
+        })
+        .map_err(|failed| {
+            // The failed layer lowest in the stack (every layer below it
+            // was read).
+            let (k, e): (usize, anyhow::Error) = failed.earliest();
+            e.context(format!(
+                "reading layer {} of {}",
+                unique[k].1.digest,
+                self.src.name()
+            ))
+        })?;
         Ok(slot_of.into_iter().map(|s| done[s].clone()).collect())
     }
 
