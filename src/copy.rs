@@ -20,7 +20,9 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest, Platform, convert, media};
 use crate::progress::{BlobOutcome, ProgressReader, Reporter};
-use crate::rewrite::{ImageReport, RewriteOptions};
+use crate::rewrite::RewriteOptions;
+use crate::stats::ImageReport;
+pub use crate::stats::{CopyOutcome, CopyStats};
 use crate::transport::growing::{Announce, Growing, Started};
 use crate::transport::{Dest, Source, Staged, StreamKind, io_error, open_verified};
 
@@ -42,32 +44,6 @@ impl Default for CopyOptions {
             rewrite: None,
         }
     }
-}
-
-/// Counts of what the copy did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CopyStats {
-    pub blobs_copied: usize,
-    pub blobs_existing: usize,
-    pub blobs_mounted: usize,
-    pub bytes_copied: u64,
-    pub manifests: usize,
-}
-
-/// The result of a copy.
-#[derive(Debug)]
-pub struct CopyOutcome {
-    /// The root manifest or index as written.
-    pub root: Manifest,
-    /// The source's root digest.
-    pub source_digest: Digest,
-    /// Media types were converted to OCI for the destination.
-    pub converted_to_oci: bool,
-    /// Platforms written (empty for a single image without platform info).
-    pub platforms: Vec<Platform>,
-    pub stats: CopyStats,
-    /// One per slimmed image (empty for a faithful copy).
-    pub images: Vec<ImageReport>,
 }
 
 /// Copies the image `src` names to `dst`. On failure, the destination's name

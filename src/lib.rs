@@ -48,5 +48,6 @@ pub mod registry;
 pub mod report;
 pub mod rewrite;
 pub mod settings;
+pub mod stats;
 pub mod transform;
 pub mod transport;

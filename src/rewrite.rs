@@ -28,6 +28,7 @@ use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
 use crate::profile::ProfileSet;
 use crate::progress::ProgressReader;
+use crate::stats::{ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
 use crate::transport::{Source, Staged, io_error, open_verified};
@@ -90,53 +91,6 @@ impl RewriteOptions {
     pub fn settings_digest(&self) -> Digest {
         Digest::sha256_of(self.settings.as_bytes())
     }
-}
-
-/// Sizes of one side of a slim.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Side {
-    pub layers: usize,
-    pub compressed_bytes: u64,
-    pub uncompressed_bytes: u64,
-    pub files: u64,
-}
-
-/// What slimming one platform image did.
-#[derive(Clone, Debug)]
-pub struct ImageReport {
-    pub platform: Option<Platform>,
-    pub source_digest: Digest,
-    pub output_digest: Digest,
-    pub source: Side,
-    pub output: Side,
-    pub removed: FilterStats,
-    pub shadowed: Count,
-    pub hardlinked: Count,
-    pub compression: Compression,
-    pub notes: Vec<String>,
-    /// Profiles in effect (what `auto` chose).
-    pub profiles: Vec<String>,
-    /// Paths a rule would have removed that a safety keep saved: (path, why).
-    pub kept_by_safety: Vec<(String, String)>,
-    /// With `--dry-run`: every removed path and its category.
-    pub removed_paths: Vec<(String, String)>,
-    /// The source's layers, bottom first.
-    pub layers: Vec<LayerStat>,
-}
-
-/// One source layer.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LayerStat {
-    pub digest: String,
-    pub compressed_bytes: u64,
-    pub uncompressed_bytes: u64,
-    /// Non-directory entries (whiteouts not counted).
-    pub files: u64,
-    /// Bytes of regular file contents.
-    pub file_bytes: u64,
-    pub whiteouts: u64,
-    /// The history entry that made it.
-    pub created_by: String,
 }
 
 impl Copier<'_> {

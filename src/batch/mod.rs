@@ -527,7 +527,7 @@ impl Runner<'_> {
         platforms: Vec<crate::image::Platform>,
         rewrite: Option<RewriteOptions>,
         replaces: bool,
-    ) -> Result<crate::copy::CopyOutcome> {
+    ) -> Result<crate::stats::CopyOutcome> {
         let src = RegistrySource::new(self.client.clone(), source.clone());
         let mut dst = open_dest(&ImageRef::Registry(item.destination.clone()), self.client)?;
         if replaces {
