@@ -319,7 +319,7 @@ impl Copier<'_> {
             .entry("annotations")
             .or_insert(Value::Object(Default::default()));
         if let Some(ann) = ann.as_object_mut() {
-            crate::rewrite::record_provenance(ann, source, rw);
+            crate::image::provenance::record_provenance(ann, source, &rw.settings);
         }
         Ok(Manifest::from_json(
             &format!("index of {}", self.src.name()),

@@ -21,7 +21,7 @@ use crate::copy::Copier;
 use crate::digest::Digest;
 use crate::image::config::{self, LayerChange};
 use crate::image::media::{self, Compression};
-use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform};
+use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform, provenance};
 use crate::layer::encode::{self, Codec};
 use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
@@ -32,15 +32,6 @@ use crate::stats::{ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
 use crate::transport::{Source, Staged, io_error, open_verified};
-
-/// Annotation keys slim writes (OCI manifests and indexes; Docker configs
-/// get them as labels, since v2s2 manifests have no annotations).
-pub const ANNOTATION_SOURCE_DIGEST: &str = "dev.slim.source.digest";
-pub const ANNOTATION_SETTINGS: &str = "dev.slim.settings";
-pub const ANNOTATION_SETTINGS_DIGEST: &str = "dev.slim.settings.digest";
-/// OCI's pre-defined base-image annotations.
-pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
-pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SquashMode {
@@ -89,7 +80,7 @@ pub struct RewriteOptions {
 
 impl RewriteOptions {
     pub fn settings_digest(&self) -> Digest {
-        Digest::sha256_of(self.settings.as_bytes())
+        provenance::settings_digest(&self.settings)
     }
 }
 
@@ -354,7 +345,11 @@ impl Copier<'_> {
                 if !labels.is_object() {
                     *labels = Value::Object(Default::default());
                 }
-                record_provenance(labels.as_object_mut().expect("object"), &m.digest, opts);
+                provenance::record_provenance(
+                    labels.as_object_mut().expect("object"),
+                    &m.digest,
+                    &opts.settings,
+                );
             }
         }
         let config_bytes = serde_json::to_vec(&new_config)?;
@@ -395,8 +390,8 @@ impl Copier<'_> {
                 .entry("annotations")
                 .or_insert(Value::Object(Default::default()));
             if let Some(ann) = ann.as_object_mut() {
-                record_provenance(ann, &m.digest, opts);
-                record_base(ann, keep, base);
+                provenance::record_provenance(ann, &m.digest, &opts.settings);
+                provenance::record_base(ann, keep, base);
             }
         }
         Ok(Manifest::from_json(
@@ -571,52 +566,6 @@ struct WriteImage<'a> {
     source_layers: &'a [Descriptor],
     diff_ids: &'a [Digest],
     output: &'a mut Side,
-}
-
-/// Records where an image came from and how it was slimmed (manifest or
-/// index annotations; config labels for Docker images).
-pub fn record_provenance(
-    map: &mut serde_json::Map<String, Value>,
-    source: &Digest,
-    opts: &RewriteOptions,
-) {
-    map.insert(
-        ANNOTATION_SOURCE_DIGEST.into(),
-        Value::String(source.to_string()),
-    );
-    map.insert(
-        ANNOTATION_SETTINGS.into(),
-        Value::String(opts.settings.clone()),
-    );
-    map.insert(
-        ANNOTATION_SETTINGS_DIGEST.into(),
-        Value::String(opts.settings_digest().to_string()),
-    );
-}
-
-/// The OCI base-image annotations: they claim the image shares its first
-/// layers with the base, so they name the `--keep-base REF` image, stay as
-/// the source had them when `--keep-base N` keeps layers, and go when no
-/// source layer is kept (a claim the output no longer makes true).
-fn record_base(
-    map: &mut serde_json::Map<String, Value>,
-    keep: usize,
-    base: Option<(String, Digest)>,
-) {
-    match base {
-        Some((name, digest)) => {
-            map.insert(ANNOTATION_BASE_NAME.into(), Value::String(name));
-            map.insert(
-                ANNOTATION_BASE_DIGEST.into(),
-                Value::String(digest.to_string()),
-            );
-        }
-        None if keep == 0 => {
-            map.remove(ANNOTATION_BASE_NAME);
-            map.remove(ANNOTATION_BASE_DIGEST);
-        }
-        None => {}
-    }
 }
 
 /// Numbers the new layers for progress reports.

@@ -21,10 +21,10 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::image::provenance::{ANNOTATION_SETTINGS_DIGEST, ANNOTATION_SOURCE_DIGEST};
 use crate::image::{MAX_CONFIG_BYTES, Manifest, Platform, media};
 use crate::reference::RegistryRef;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::rewrite::{ANNOTATION_SETTINGS_DIGEST, ANNOTATION_SOURCE_DIGEST};
 use crate::transport::registry::RegistrySource;
 use crate::transport::{Source, io_error, open_verified};
 
