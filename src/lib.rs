@@ -16,8 +16,11 @@
 //!               digest.rs        every blob and manifest verified while it streams
 //! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes
 //! decode     -> layer/decode.rs  gzip | zstd | plain, by magic
-//! copy       -> copy.rs          the image tree, children first, root last; blobs verified before use
-//! slim       -> rewrite.rs       per image: decode -> squash/filter/dedup -> encode -> push
+//! copy       -> copy/mod.rs      the image tree, children first, root last
+//!               copy/blobs.rs    one blob: present | mounted | streamed | spooled; verified before use
+//!               parallel.rs      the bounded worker pool (blobs, layers, batch images)
+//! slim       -> copy/slim.rs     per image: decode -> squash/filter/dedup -> encode -> push
+//!               image/provenance.rs  source and settings recorded in the output
 //! decode     -> layer/read.rs    blob -> entries + spooled contents (layer/entry.rs: whiteouts)
 //!               layer/limits.rs  what one entry's headers and one image's index may hold
 //! squash     -> transform/       squash.rs (whiteouts, shadowing, hard links, dedup), filter.rs
@@ -25,6 +28,7 @@
 //! config     -> image/config.rs  diff_ids and history rewritten together
 //! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps
 //! progress   -> progress.rs      events for the CLI to draw
+//! stats      -> stats.rs         what each stage did, as plain data
 //! report     -> report.rs        JSON, table and Markdown of what a run did
 //! stop       -> cleanup.rs       undo on SIGINT/SIGTERM and --timeout; staging dirs held by a lock
 //! many       -> batch/           job files, work lists, shards, idempotency checks, a pool of images
@@ -46,7 +50,6 @@ pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod report;
-pub mod rewrite;
 pub mod settings;
 pub mod stats;
 pub mod transform;

@@ -1,6 +1,6 @@
 //! What each stage did, as plain data: the copy's counters and outcome,
 //! and per slimmed image the sizes of both sides, what was removed, and the
-//! source's layers. Filled in by the copy stage (copy.rs, rewrite.rs); read
+//! source's layers. Filled in by the copy stage (copy/); read
 //! by report.rs, `slim analyze` and the batch report, which render it.
 
 use crate::digest::Digest;

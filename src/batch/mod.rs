@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Guarantees: one image failing (corrupt blob, auth, media type) fails
-//! only that image, and its destination stays as it was (copy.rs commits
+//! only that image, and its destination stays as it was (copy/ commits
 //! the tag last). Memory is bounded by the pool: `jobs` images at once, each
 //! streaming (layer contents spool to disk), with its compression threads
 //! sized so that the pool does not oversubscribe the CPUs.
@@ -31,12 +31,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::copy::RewriteOptions;
 use crate::copy::{CopyOptions, copy_image};
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryClient;
-use crate::rewrite::RewriteOptions;
 use crate::settings::Settings;
 use crate::transport::registry::RegistrySource;
 use crate::transport::{BlobStream, Capabilities, Dest, Staged, StreamKind, open_dest};
@@ -551,7 +551,7 @@ impl Runner<'_> {
 /// slim makes is otherwise streamed to the registry while it is compressed,
 /// before its digest (and so whether the registry has it) is known. When
 /// the destination tag exists already (`--force`, changed settings), the
-/// same layers are likely made again: spooling first lets rewrite.rs ask
+/// same layers are likely made again: spooling first lets copy/slim.rs ask
 /// (HEAD) before uploading, so a blob the destination has is not sent.
 struct NoStream(Box<dyn Dest>);
 

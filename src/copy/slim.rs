@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::copy::Copier;
+use super::blobs::Blobs;
+use super::options::{Format, KeepBase, RewriteOptions, SquashMode};
 use crate::digest::Digest;
 use crate::image::config::{self, LayerChange};
 use crate::image::media::{self, Compression};
@@ -26,67 +27,39 @@ use crate::layer::encode::{self, Codec};
 use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
-use crate::profile::ProfileSet;
-use crate::progress::ProgressReader;
+
+use crate::progress::{ProgressReader, Reporter};
 use crate::stats::{ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
-use crate::transport::{Source, Staged, io_error, open_verified};
+use crate::transport::{Dest, Source, io_error, open_verified};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SquashMode {
-    All,
-    None,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Oci,
-    Docker,
-}
-
-/// Which lower layers stay byte-identical.
-pub enum KeepBase {
-    None,
-    Count(usize),
-    /// The layers of this image (matched by diff_id, per platform).
-    Image(Box<dyn Source>),
-}
-
-/// How to slim each image.
-pub struct RewriteOptions {
-    pub squash: SquashMode,
-    pub keep_base: KeepBase,
-    /// `None`: keep the source's kind (plain tar becomes gzip).
-    pub compression: Option<Compression>,
-    pub level: Option<i32>,
-    /// `None`: OCI stays OCI, Docker stays Docker (zstd forces OCI).
-    pub format: Option<Format>,
-    pub hardlink_dedup: bool,
-    /// Compression workers.
-    pub threads: usize,
-    /// What to strip.
-    pub profiles: ProfileSet,
-    /// Decide everything, write nothing.
-    pub dry_run: bool,
-    /// A description of the settings (profile names and their content
-    /// digest included), recorded in the output; its digest identifies
-    /// "slimmed the same way".
-    pub settings: String,
-    pub max_layer_bytes: u64,
-    /// Entries the image's layers may hold together (`--max-files`).
-    pub max_files: u64,
-}
-
-impl RewriteOptions {
-    pub fn settings_digest(&self) -> Digest {
-        provenance::settings_digest(&self.settings)
+/// Slims one container image, its blobs written through `blobs`; returns
+/// its new manifest (not yet put) and what was done.
+pub fn slim_image(
+    blobs: &Blobs<'_>,
+    m: &Manifest,
+    opts: &RewriteOptions,
+) -> Result<(Manifest, ImageReport)> {
+    Slim {
+        blobs,
+        src: blobs.src,
+        dst: blobs.dst,
+        reporter: blobs.reporter,
     }
+    .image(m, opts)
 }
 
-impl Copier<'_> {
+struct Slim<'a> {
+    blobs: &'a Blobs<'a>,
+    src: &'a dyn Source,
+    dst: &'a dyn Dest,
+    reporter: &'a dyn Reporter,
+}
+
+impl Slim<'_> {
     /// Slims one container image; returns its new manifest (blobs written).
-    pub(crate) fn slim_image(&self, m: &Manifest, opts: &RewriteOptions) -> Result<Manifest> {
+    fn image(&self, m: &Manifest, opts: &RewriteOptions) -> Result<(Manifest, ImageReport)> {
         let src = self.src;
         let config_desc = m.config()?.context("image manifest without config")?;
         let config_json = read_config(src, &config_desc)?;
@@ -168,7 +141,7 @@ impl Copier<'_> {
         };
 
         // Base layers move as they are.
-        self.copy_blobs(&layers[..keep])?;
+        self.blobs.copy_all(&layers[..keep])?;
 
         // With kept base layers, the base is read too (not rewritten): the
         // squash must know what it holds to write the right whiteouts.
@@ -235,7 +208,7 @@ impl Copier<'_> {
                 },
             )?
         };
-        self.record_image(ImageReport {
+        let report = ImageReport {
             platform: Some(platform),
             source_digest: m.digest.clone(),
             output_digest: out.digest.clone(),
@@ -250,8 +223,8 @@ impl Copier<'_> {
             kept_by_safety: filter.kept_by_safety.clone(),
             removed_paths,
             layers: layer_stats(&layers, &indexes, &config_json),
-        });
-        Ok(out)
+        };
+        Ok((out, report))
     }
 
     /// Encodes and writes the planned layers, then the config and the
@@ -315,7 +288,8 @@ impl Copier<'_> {
             };
             tracing::info!(elapsed = ?t.elapsed(), bytes = encoded.uncompressed_size, "encoded");
             let desc = Descriptor::new(layer_type, encoded.digest.clone(), encoded.size);
-            self.put_new_blob(&desc, encoded.file, stream.map(|s| (s, growing)))?;
+            self.blobs
+                .put_new(&desc, encoded.file, stream.map(|s| (s, growing)))?;
             self.reporter.layer_done(id, &desc);
             output.compressed_bytes += encoded.size;
             output.uncompressed_bytes += encoded.uncompressed_size;
@@ -363,7 +337,7 @@ impl Copier<'_> {
             &Digest::sha256_of(&config_bytes),
             config_bytes.len() as u64,
         );
-        self.put_bytes(&new_config_desc, &config_bytes)?;
+        self.blobs.put_bytes(&new_config_desc, &config_bytes)?;
 
         let mut json = m.json.clone();
         let obj = json.as_object_mut().expect("manifests are objects");
@@ -501,59 +475,9 @@ impl Copier<'_> {
         })?;
         Ok(slot_of.into_iter().map(|s| done[s].clone()).collect())
     }
-
-    /// Writes a blob slim made, unless the destination has it already; a
-    /// stream that carried all of it is committed instead of uploading the
-    /// file (and is dropped when the blob is not needed).
-    fn put_new_blob(
-        &self,
-        desc: &Descriptor,
-        file: tempfile::NamedTempFile,
-        stream: Option<(
-            Box<dyn crate::transport::BlobStream>,
-            Arc<crate::transport::growing::Growing>,
-        )>,
-    ) -> Result<()> {
-        if !self.mark_done(&desc.digest) || self.dst.has_blob(desc)? {
-            if let Some((s, growing)) = stream {
-                // Stop reading the file; the session is cancelled.
-                growing.cancel();
-                s.abort();
-            }
-            self.count_blob(desc, crate::progress::BlobOutcome::Existed);
-            return Ok(());
-        }
-        self.count_blob(desc, crate::progress::BlobOutcome::Copied);
-        if let Some((s, _)) = stream {
-            match s.commit(desc) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the streamed upload failed; uploading the blob again")
-                }
-            }
-        }
-        self.dst
-            .put_blob(
-                desc,
-                Staged {
-                    file,
-                    digest: desc.digest.clone(),
-                    size: desc.size,
-                },
-            )
-            .with_context(|| format!("writing blob {} to {}", desc.digest, self.dst.name()))
-    }
-
-    fn put_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
-        use std::io::Write;
-        let mut file = tempfile::NamedTempFile::new_in(self.dst.staging_dir())?;
-        file.write_all(bytes)?;
-        file.flush()?;
-        self.put_new_blob(desc, file, None)
-    }
 }
 
-/// What [`Copier::write_image`] needs besides the plans.
+/// What [`Slim::write_image`] needs besides the plans.
 struct WriteImage<'a> {
     config_desc: &'a Descriptor,
     config_json: &'a Value,
