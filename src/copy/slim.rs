@@ -27,7 +27,6 @@ use crate::layer::encode::{self, Codec};
 use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
-
 use crate::progress::{ProgressReader, Reporter};
 use crate::stats::{ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
