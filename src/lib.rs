@@ -17,8 +17,11 @@
 //!               digest.rs        every blob and manifest verified while it streams
 //! model      -> image/           manifests, indexes, descriptors, platforms, media types, exact bytes
 //! decode     -> decompress.rs    gzip | zstd | plain, by magic (layers and docker-archive)
-//! copy       -> copy.rs          the image tree, children first, root last; blobs verified before use
-//! slim       -> rewrite.rs       per image: decode -> squash/filter/dedup -> encode -> push
+//! copy       -> copy/mod.rs      the image tree, children first, root last
+//!               copy/blobs.rs    one blob: present | mounted | streamed | spooled; verified before use
+//!               parallel.rs      the bounded worker pool (blobs, layers, batch images)
+//! slim       -> copy/slim.rs     per image: decode -> squash/filter/dedup -> encode -> push
+//!               image/provenance.rs  source and settings recorded in the output
 //! decode     -> layer/read/      blob -> entries + spooled contents (layer/entry.rs: whiteouts)
 //!               layer/limits.rs  what one entry's headers and one image's index may hold
 //! squash     -> transform/       squash/ (whiteouts, shadowing, hard links, dedup), filter.rs,
@@ -29,6 +32,7 @@
 //! filter     -> profile/         profiles (profiles/*.toml), auto-detection, safety keeps; reads
 //!                                transform's TreeView, implements its PathFilter
 //! progress   -> progress.rs      events for the CLI to draw
+//! stats      -> stats.rs         what each stage did, as plain data
 //! report     -> report.rs        JSON, table and Markdown of what a run did
 //! verify     -> sandbox/         materialize an image, run it with runc/crun, probes
 //! stop       -> cleanup.rs       undo on SIGINT/SIGTERM and --timeout; staging dirs held by a lock
@@ -46,14 +50,15 @@ pub mod decompress;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod parallel;
 pub mod profile;
 pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod report;
-pub mod rewrite;
 pub mod sandbox;
 pub mod settings;
 pub mod spool;
+pub mod stats;
 pub mod transform;
 pub mod transport;

@@ -9,8 +9,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::copy::CopyOutcome;
-use crate::rewrite::{ImageReport, Side};
+use crate::stats::{CopyOutcome, ImageReport, Side};
 use crate::transform::filter::Count;
 
 #[derive(Debug, Serialize)]

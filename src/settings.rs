@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::copy::{Format, KeepBase, RewriteOptions, SquashMode};
 use crate::image::Platform;
 use crate::image::media::Compression;
 use crate::layer::encode::Codec;
 use crate::profile::ProfileSet;
 use crate::reference::ImageRef;
 use crate::registry::RegistryClient;
-use crate::rewrite::{Format, KeepBase, RewriteOptions, SquashMode};
 use crate::transport::open_source;
 
 /// A settings mistake the user fixes in the command line or the job file.

@@ -2,7 +2,7 @@
 //! Decided from manifests (and, for Docker images, their small config
 //! blobs); no layer is read.
 //!
-//! slim records what it did in its output (rewrite.rs): an OCI manifest or
+//! slim records what it did in its output (image/provenance.rs): an OCI manifest or
 //! index carries the annotations `dev.slim.source.digest` and
 //! `dev.slim.settings.digest`; a Docker v2s2 manifest, which has no
 //! annotations, carries them as labels of its config. A Docker manifest
@@ -21,10 +21,10 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::image::provenance::{ANNOTATION_SETTINGS_DIGEST, ANNOTATION_SOURCE_DIGEST};
 use crate::image::{MAX_CONFIG_BYTES, Manifest, Platform, media};
 use crate::reference::RegistryRef;
 use crate::registry::{RegistryClient, RegistryError};
-use crate::rewrite::{ANNOTATION_SETTINGS_DIGEST, ANNOTATION_SOURCE_DIGEST};
 use crate::transport::registry::RegistrySource;
 use crate::transport::{Source, io_error, open_verified};
 

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Guarantees: one image failing (corrupt blob, auth, media type) fails
-//! only that image, and its destination stays as it was (copy.rs commits
+//! only that image, and its destination stays as it was (copy/ commits
 //! the tag last). Memory is bounded by the pool: `jobs` images at once, each
 //! streaming (layer contents spool to disk), with its compression threads
 //! sized so that the pool does not oversubscribe the CPUs.
@@ -31,12 +31,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::copy::RewriteOptions;
 use crate::copy::{CopyOptions, copy_image};
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryClient;
-use crate::rewrite::RewriteOptions;
 use crate::settings::Settings;
 use crate::transport::registry::RegistrySource;
 use crate::transport::{BlobStream, Capabilities, Dest, Staged, StreamKind, open_dest};
@@ -268,26 +268,10 @@ pub fn run(
             }
         }
     } else {
-        let tasks: Vec<Mutex<Option<Task>>> =
-            tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
-        let out: Mutex<Vec<(usize, ImageResult)>> = Mutex::new(Vec::new());
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..jobs.min(tasks.len()) {
-                s.spawn(|| {
-                    loop {
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(slot) = tasks.get(k) else { return };
-                        let task = slot.lock().expect("task lock").take().expect("task");
-                        for done in state.run_task(task) {
-                            out.lock().expect("results lock").push(done);
-                        }
-                    }
-                });
+        for done in crate::parallel::map(tasks, jobs, |task| state.run_task(task)) {
+            for (i, r) in done {
+                results[i] = Some(r);
             }
-        });
-        for (i, r) in out.into_inner().expect("results lock") {
-            results[i] = Some(r);
         }
     }
 
@@ -351,49 +335,35 @@ impl Runner<'_> {
         threads: usize,
         results: &mut [Option<ImageResult>],
     ) -> Vec<Option<Planned>> {
-        let slots: Vec<Mutex<(Option<Planned>, Option<ImageResult>)>> =
-            items.iter().map(|_| Mutex::new((None, None))).collect();
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads.min(items.len()) {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(item) = items.get(i) else { return };
-                        let t = Instant::now();
-                        let outcome = self.check(item);
-                        let mut slot = slots[i].lock().expect("slot lock");
-                        match outcome {
-                            Ok(p) => match &p.decision {
-                                Decision::UpToDate { output, reason } => {
-                                    let mut r = blank(item);
-                                    r.status = Status::Skipped;
-                                    r.reason = Some(reason.clone());
-                                    r.source_digest = Some(p.source_digest.to_string());
-                                    r.output_digest = Some(output.to_string());
-                                    r.duration_seconds = t.elapsed().as_secs_f64();
-                                    self.finish(&r);
-                                    slot.1 = Some(r);
-                                }
-                                Decision::Slim { .. } => slot.0 = Some(p),
-                            },
-                            Err(e) => {
-                                let mut r = blank(item);
-                                r.error = Some(chain(&e));
-                                r.duration_seconds = t.elapsed().as_secs_f64();
-                                self.finish(&r);
-                                slot.1 = Some(r);
-                            }
-                        }
+        let checked = crate::parallel::map(items.iter().collect(), threads, |item| {
+            let t = Instant::now();
+            match self.check(item) {
+                Ok(p) => match &p.decision {
+                    Decision::UpToDate { output, reason } => {
+                        let mut r = blank(item);
+                        r.status = Status::Skipped;
+                        r.reason = Some(reason.clone());
+                        r.source_digest = Some(p.source_digest.to_string());
+                        r.output_digest = Some(output.to_string());
+                        r.duration_seconds = t.elapsed().as_secs_f64();
+                        self.finish(&r);
+                        (None, Some(r))
                     }
-                });
+                    Decision::Slim { .. } => (Some(p), None),
+                },
+                Err(e) => {
+                    let mut r = blank(item);
+                    r.error = Some(chain(&e));
+                    r.duration_seconds = t.elapsed().as_secs_f64();
+                    self.finish(&r);
+                    (None, Some(r))
+                }
             }
         });
-        slots
+        checked
             .into_iter()
             .enumerate()
-            .map(|(i, m)| {
-                let (planned, result) = m.into_inner().expect("slot lock");
+            .map(|(i, (planned, result))| {
                 if result.is_some() {
                     results[i] = result;
                 }
@@ -551,7 +521,7 @@ impl Runner<'_> {
         platforms: Vec<crate::image::Platform>,
         rewrite: Option<RewriteOptions>,
         replaces: bool,
-    ) -> Result<crate::copy::CopyOutcome> {
+    ) -> Result<crate::stats::CopyOutcome> {
         let src = RegistrySource::new(self.client.clone(), source.clone());
         let mut dst = open_dest(&ImageRef::Registry(item.destination.clone()), self.client)?;
         if replaces {
@@ -575,7 +545,7 @@ impl Runner<'_> {
 /// slim makes is otherwise streamed to the registry while it is compressed,
 /// before its digest (and so whether the registry has it) is known. When
 /// the destination tag exists already (`--force`, changed settings), the
-/// same layers are likely made again: spooling first lets rewrite.rs ask
+/// same layers are likely made again: spooling first lets copy/slim.rs ask
 /// (HEAD) before uploading, so a blob the destination has is not sent.
 struct NoStream(Box<dyn Dest>);
 

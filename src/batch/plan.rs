@@ -14,7 +14,6 @@
 //!   and a retried pod redoes exactly its own share.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::reference::RegistryRef;
@@ -289,36 +288,21 @@ impl WorkList {
 type TagLists = HashMap<(String, String), Result<Listing, String>>;
 
 fn list_tags(client: &RegistryClient, wanted: &[(String, String)], threads: usize) -> TagLists {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let out: Mutex<TagLists> = Mutex::new(HashMap::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, 16).min(wanted.len().max(1)) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some((registry, repo)) = wanted.get(i) else {
-                        return;
-                    };
-                    let r = match client.list_tags(registry, repo) {
-                        Ok(mut t) => {
-                            t.names.sort();
-                            Ok(t)
-                        }
-                        // Distribution answers 404 for a repository whose
-                        // tags were all deleted (it stays in the catalog).
-                        Err(crate::registry::RegistryError::NotFound { .. }) => {
-                            Ok(Listing::default())
-                        }
-                        Err(e) => Err(format!("{}", crate::batch::ErrorChain(&e))),
-                    };
-                    out.lock()
-                        .expect("tag lists lock")
-                        .insert((registry.clone(), repo.clone()), r);
-                }
-            });
-        }
+    let lists = crate::parallel::map(wanted.iter().collect(), threads.clamp(1, 16), |key| {
+        let (registry, repo) = key;
+        let r = match client.list_tags(registry, repo) {
+            Ok(mut t) => {
+                t.names.sort();
+                Ok(t)
+            }
+            // Distribution answers 404 for a repository whose tags were
+            // all deleted (it stays in the catalog).
+            Err(crate::registry::RegistryError::NotFound { .. }) => Ok(Listing::default()),
+            Err(e) => Err(format!("{}", crate::batch::ErrorChain(&e))),
+        };
+        (key.clone(), r)
     });
-    out.into_inner().expect("tag lists lock")
+    lists.into_iter().collect()
 }
 
 #[cfg(test)]

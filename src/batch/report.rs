@@ -3,8 +3,7 @@
 
 use serde::Serialize;
 
-use crate::copy::CopyOutcome;
-use crate::rewrite::Side;
+use crate::stats::{CopyOutcome, Side};
 
 use super::plan::ListingError;
 

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod convert;
 pub mod media;
+pub mod provenance;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,74 +2,40 @@
 //! layers) from a [`Source`] to a [`Dest`], children before parents, the
 //! root last.
 //!
-//! Each blob is skipped when the destination has it, mounted when source and
-//! destination share a registry, and otherwise spooled to a temp file through
-//! a digest-verifying reader and handed over only once verified. Blobs move
-//! on `jobs` threads. Nothing is rewritten unless the destination cannot hold
-//! the source's media types (Docker v2s2 into an OCI layout is converted, as
-//! skopeo does) or platforms were deselected, so a plain copy keeps every
-//! manifest digest.
+//! ```text
+//! mod.rs      the tree walk: platforms chosen, attestations carried, media
+//!             types made fit for the destination, manifests put, root last
+//! blobs.rs    one blob: skip if present | cross-repo mount | stream | spool
+//!             and verify; once per run, counted
+//! slim.rs     one platform image: decode -> squash/filter/dedup -> encode,
+//!             through blobs.rs
+//! options.rs  how to copy and how to slim
+//! ```
+//!
+//! Nothing is rewritten unless the destination cannot hold the source's
+//! media types (Docker v2s2 into an OCI layout is converted, as skopeo does)
+//! or platforms were deselected, so a plain copy keeps every manifest
+//! digest.
 
+mod blobs;
+mod options;
+mod slim;
+
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::io::{self, BufWriter, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest, Platform, convert, media};
-use crate::progress::{BlobOutcome, ProgressReader, Reporter};
-use crate::rewrite::{ImageReport, RewriteOptions};
-use crate::transport::growing::{Announce, Growing, Started};
-use crate::transport::{Dest, Source, Staged, StreamKind, io_error, open_verified};
-
-/// How to copy.
-pub struct CopyOptions {
-    /// Platforms to keep from an index (empty: all).
-    pub platforms: Vec<Platform>,
-    /// Blobs moved at once.
-    pub jobs: usize,
-    /// Slim container images on the way (`None`: a faithful copy).
-    pub rewrite: Option<RewriteOptions>,
-}
-
-impl Default for CopyOptions {
-    fn default() -> Self {
-        CopyOptions {
-            platforms: Vec::new(),
-            jobs: 3,
-            rewrite: None,
-        }
-    }
-}
-
-/// Counts of what the copy did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CopyStats {
-    pub blobs_copied: usize,
-    pub blobs_existing: usize,
-    pub blobs_mounted: usize,
-    pub bytes_copied: u64,
-    pub manifests: usize,
-}
-
-/// The result of a copy.
-#[derive(Debug)]
-pub struct CopyOutcome {
-    /// The root manifest or index as written.
-    pub root: Manifest,
-    /// The source's root digest.
-    pub source_digest: Digest,
-    /// Media types were converted to OCI for the destination.
-    pub converted_to_oci: bool,
-    /// Platforms written (empty for a single image without platform info).
-    pub platforms: Vec<Platform>,
-    pub stats: CopyStats,
-    /// One per slimmed image (empty for a faithful copy).
-    pub images: Vec<ImageReport>,
-}
+use crate::progress::Reporter;
+use crate::stats::ImageReport;
+pub use crate::stats::{CopyOutcome, CopyStats};
+use crate::transport::{Dest, Source, io_error, open_verified};
+use blobs::Blobs;
+pub use options::{CopyOptions, Format, KeepBase, RewriteOptions, SquashMode};
 
 /// Copies the image `src` names to `dst`. On failure, the destination's name
 /// is untouched and [`Dest::abort`] has cleaned up.
@@ -79,38 +45,39 @@ pub fn copy_image(
     opts: &CopyOptions,
     reporter: &dyn Reporter,
 ) -> Result<CopyOutcome> {
-    let copier = Copier {
+    let walk = Walk {
         src,
         dst,
         opts,
         reporter,
-        done: Mutex::new(HashSet::new()),
-        stats: Mutex::new(CopyStats::default()),
-        platforms: Mutex::new(Vec::new()),
-        converted: Mutex::new(false),
-        images: Mutex::new(Vec::new()),
+        blobs: Blobs::new(src, dst, reporter, opts.jobs),
+        manifests: Cell::new(0),
+        platforms: RefCell::new(Vec::new()),
+        converted: Cell::new(false),
+        images: RefCell::new(Vec::new()),
     };
-    let result = copier.run();
+    let result = walk.run();
     if result.is_err() {
         dst.abort();
     }
     result
 }
 
-pub(crate) struct Copier<'a> {
-    pub(crate) src: &'a dyn Source,
-    pub(crate) dst: &'a dyn Dest,
+/// One copy's walk down the tree; blobs go through `blobs`.
+struct Walk<'a> {
+    src: &'a dyn Source,
+    dst: &'a dyn Dest,
     opts: &'a CopyOptions,
-    pub(crate) reporter: &'a dyn Reporter,
-    /// Blobs already handled in this run (shared layers across platforms).
-    done: Mutex<HashSet<Digest>>,
-    stats: Mutex<CopyStats>,
-    platforms: Mutex<Vec<Platform>>,
-    converted: Mutex<bool>,
-    images: Mutex<Vec<ImageReport>>,
+    reporter: &'a dyn Reporter,
+    blobs: Blobs<'a>,
+    /// Manifests written (the root included).
+    manifests: Cell<usize>,
+    platforms: RefCell<Vec<Platform>>,
+    converted: Cell<bool>,
+    images: RefCell<Vec<ImageReport>>,
 }
 
-impl Copier<'_> {
+impl Walk<'_> {
     fn run(&self) -> Result<CopyOutcome> {
         let root = self.src.root()?;
         let source_digest = root.digest.clone();
@@ -119,25 +86,18 @@ impl Copier<'_> {
         self.dst
             .commit(&written)
             .with_context(|| format!("writing {}", self.dst.name()))?;
-        let stats = self.stats.lock().expect("stats lock").clone();
-        let platforms = self.platforms.lock().expect("platforms lock").clone();
+        let stats = CopyStats {
+            manifests: self.manifests.get(),
+            ..self.blobs.stats()
+        };
         Ok(CopyOutcome {
             root: written,
             source_digest,
-            converted_to_oci: *self.converted.lock().expect("lock"),
-            platforms,
+            converted_to_oci: self.converted.get(),
+            platforms: self.platforms.borrow().clone(),
             stats,
-            images: std::mem::take(&mut *self.images.lock().expect("images lock")),
+            images: self.images.take(),
         })
-    }
-
-    pub(crate) fn record_image(&self, r: ImageReport) {
-        self.images.lock().expect("images lock").push(r);
-    }
-
-    /// Marks a blob as handled in this run; `false` if it already was.
-    pub(crate) fn mark_done(&self, d: &Digest) -> bool {
-        self.done.lock().expect("done lock").insert(d.clone())
     }
 
     /// A destination that holds one image gets one platform of an index:
@@ -213,7 +173,7 @@ impl Copier<'_> {
         let out = if m.is_index() {
             self.transfer_index(m)?
         } else if carry {
-            self.copy_blobs(&m.blobs()?)?;
+            self.blobs.copy_all(&m.blobs()?)?;
             self.to_dest_types(m)?
         } else {
             self.transfer_image(m)?
@@ -223,7 +183,7 @@ impl Copier<'_> {
                 format!("writing manifest {} to {}", out.digest, self.dst.name())
             })?;
         }
-        self.stats.lock().expect("stats lock").manifests += 1;
+        self.manifests.set(self.manifests.get() + 1);
         Ok(out)
     }
 
@@ -266,10 +226,7 @@ impl Copier<'_> {
                 if let Some(p) = &d.platform
                     && !is_attestation(d)
                 {
-                    self.platforms
-                        .lock()
-                        .expect("platforms lock")
-                        .push(p.clone());
+                    self.platforms.borrow_mut().push(p.clone());
                 }
                 // Attestations describe the image they were made for; they
                 // are carried over as they are, not slimmed.
@@ -283,7 +240,7 @@ impl Copier<'_> {
                 )
             } else {
                 // An index entry that is not a manifest: copy it as a blob.
-                self.copy_blobs(std::slice::from_ref(d))?;
+                self.blobs.copy_all(std::slice::from_ref(d))?;
                 (d.media_type.clone(), d.digest.clone(), d.size)
             };
             if written.0 != d.media_type || written.1 != d.digest {
@@ -293,9 +250,7 @@ impl Copier<'_> {
                 new_children.push(d.raw.clone());
             }
         }
-        if self.platforms.lock().expect("platforms lock").is_empty()
-            && !self.opts.platforms.is_empty()
-        {
+        if self.platforms.borrow().is_empty() && !self.opts.platforms.is_empty() {
             let available: Vec<Platform> =
                 children.iter().filter_map(|d| d.platform.clone()).collect();
             bail!(
@@ -344,7 +299,7 @@ impl Copier<'_> {
             .entry("annotations")
             .or_insert(Value::Object(Default::default()));
         if let Some(ann) = ann.as_object_mut() {
-            crate::rewrite::record_provenance(ann, source, rw);
+            crate::image::provenance::record_provenance(ann, source, &rw.settings);
         }
         Ok(Manifest::from_json(
             &format!("index of {}", self.src.name()),
@@ -355,17 +310,18 @@ impl Copier<'_> {
     fn transfer_image(&self, m: Manifest) -> Result<Manifest> {
         if !self.opts.platforms.is_empty()
             && m.is_container_image()
-            && self.platforms.lock().expect("platforms lock").is_empty()
+            && self.platforms.borrow().is_empty()
         {
             self.check_single_platform(&m)?;
         }
         if let Some(rw) = &self.opts.rewrite
             && m.is_container_image()
         {
-            let out = self.slim_image(&m, rw)?;
+            let (out, report) = slim::slim_image(&self.blobs, &m, rw)?;
+            self.images.borrow_mut().push(report);
             return self.to_dest_types(out);
         }
-        self.copy_blobs(&m.blobs()?)?;
+        self.blobs.copy_all(&m.blobs()?)?;
         self.to_dest_types(m)
     }
 
@@ -387,152 +343,23 @@ impl Copier<'_> {
                 list(&self.opts.platforms)
             );
         }
-        self.platforms.lock().expect("platforms lock").push(p);
+        self.platforms.borrow_mut().push(p);
         Ok(())
     }
 
     fn to_dest_types(&self, m: Manifest) -> Result<Manifest> {
         if self.dst.capabilities().oci_only && m.kind.is_docker() {
-            let mut converted = self.converted.lock().expect("lock");
-            if !*converted {
+            if !self.converted.get() {
                 self.reporter.note(&format!(
                     "{} holds OCI images only: converting Docker v2s2 media types to OCI (manifest digests change)",
                     self.dst.name()
                 ));
-                *converted = true;
+                self.converted.set(true);
             }
             return Ok(convert::to_oci(&m)?);
         }
         Ok(m)
     }
-
-    /// Copies blobs on up to `jobs` threads; the first error wins.
-    pub(crate) fn copy_blobs(&self, blobs: &[Descriptor]) -> Result<()> {
-        let todo: Vec<&Descriptor> = {
-            let mut done = self.done.lock().expect("done lock");
-            blobs
-                .iter()
-                .filter(|d| done.insert(d.digest.clone()))
-                .collect()
-        };
-        let next = AtomicUsize::new(0);
-        let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-        let workers = self.opts.jobs.clamp(1, 16).min(todo.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        if failed.lock().expect("lock").is_some() {
-                            return;
-                        }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(d) = todo.get(i) else { return };
-                        if let Err(e) = self.copy_blob(d) {
-                            failed.lock().expect("lock").get_or_insert(e);
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match failed.into_inner().expect("lock") {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn copy_blob(&self, d: &Descriptor) -> Result<()> {
-        let outcome = if self.dst.has_blob(d)? {
-            BlobOutcome::Existed
-        } else if let Some(from) = self.src.registry_location()
-            && self.dst.mount_blob(d, from)?
-        {
-            BlobOutcome::Mounted
-        } else {
-            self.reporter.blob_start(d, "copying");
-            if let Some(staged) = self.stage_streaming(d)? {
-                self.dst
-                    .put_blob(d, staged)
-                    .with_context(|| format!("writing blob {} to {}", d.digest, self.dst.name()))?;
-            }
-            BlobOutcome::Copied
-        };
-        self.count_blob(d, outcome);
-        self.reporter.blob_done(d, outcome);
-        Ok(())
-    }
-
-    /// Spools a blob from the source while the destination, where it can,
-    /// uploads it from the growing spool file. The upload is committed only
-    /// once the whole blob has been verified against its digest (and the
-    /// registry checks it again); on any failure the session is cancelled.
-    /// Returns the spooled blob when it still has to be stored.
-    fn stage_streaming(&self, d: &Descriptor) -> Result<Option<Staged>> {
-        let Started {
-            file,
-            growing,
-            stream,
-        } = crate::transport::growing::start(self.dst, StreamKind::Copy)?;
-        let staged = stage_blob(self.src, d, file, self.reporter, Some(&growing));
-        match (staged, stream) {
-            (Err(e), Some(s)) => {
-                s.abort();
-                Err(e)
-            }
-            (Err(e), None) => Err(e),
-            (Ok(staged), None) => Ok(Some(staged)),
-            (Ok(staged), Some(s)) => match s.commit(d) {
-                Ok(()) => Ok(None),
-                Err(e) => {
-                    tracing::warn!(error = %e, blob = %d.digest, "the streamed upload failed; uploading the blob again");
-                    Ok(Some(staged))
-                }
-            },
-        }
-    }
-
-    pub(crate) fn count_blob(&self, d: &Descriptor, outcome: BlobOutcome) {
-        let mut st = self.stats.lock().expect("stats lock");
-        match outcome {
-            BlobOutcome::Copied => {
-                st.blobs_copied += 1;
-                st.bytes_copied += d.size;
-            }
-            BlobOutcome::Existed => st.blobs_existing += 1,
-            BlobOutcome::Mounted => st.blobs_mounted += 1,
-            BlobOutcome::Read => {}
-        }
-    }
-}
-
-/// Spools a blob from the source into `file`, verifying digest and size on
-/// the way; `growing` (an upload following the file) is told how far the
-/// file is written, and that it is complete only once it is verified.
-fn stage_blob(
-    src: &dyn Source,
-    d: &Descriptor,
-    mut file: tempfile::NamedTempFile,
-    reporter: &dyn Reporter,
-    growing: Option<&Growing>,
-) -> Result<Staged> {
-    let result = (|| -> Result<()> {
-        let reader = open_verified(src, d)?;
-        let mut reader = ProgressReader::new(reader, d, reporter);
-        let mut w = BufWriter::with_capacity(256 << 10, Announce::new(file.as_file_mut(), growing));
-        // Errors name the blob and the source already (the verifying reader
-        // and the transports say which).
-        io::copy(&mut reader, &mut w).map_err(io_error)?;
-        w.flush()?;
-        Ok(())
-    })();
-    if let Some(g) = growing {
-        g.end(result.is_ok());
-    }
-    result.map(|()| Staged {
-        file,
-        digest: d.digest.clone(),
-        size: d.size,
-    })
 }
 
 fn is_attestation(d: &Descriptor) -> bool {

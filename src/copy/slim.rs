@@ -11,137 +11,54 @@
 //! nodes keep sharing them. The new config and manifest are edited as JSON
 //! from the source's, and the bytes hashed are the bytes written.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::copy::Copier;
+use super::blobs::Blobs;
+use super::options::{Format, KeepBase, RewriteOptions, SquashMode};
 use crate::digest::Digest;
 use crate::image::config::{self, LayerChange};
 use crate::image::media::{self, Compression};
-use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform};
+use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform, provenance};
 use crate::layer::encode::{self, Codec};
 use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
-use crate::profile::ProfileSet;
-use crate::progress::ProgressReader;
+use crate::progress::{ProgressReader, Reporter};
+use crate::stats::{ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
-use crate::transport::{Source, Staged, io_error, open_verified};
+use crate::transport::{Dest, Source, io_error, open_verified};
 
-/// Annotation keys slim writes (OCI manifests and indexes; Docker configs
-/// get them as labels, since v2s2 manifests have no annotations).
-pub const ANNOTATION_SOURCE_DIGEST: &str = "dev.slim.source.digest";
-pub const ANNOTATION_SETTINGS: &str = "dev.slim.settings";
-pub const ANNOTATION_SETTINGS_DIGEST: &str = "dev.slim.settings.digest";
-/// OCI's pre-defined base-image annotations.
-pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
-pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SquashMode {
-    All,
-    None,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Oci,
-    Docker,
-}
-
-/// Which lower layers stay byte-identical.
-pub enum KeepBase {
-    None,
-    Count(usize),
-    /// The layers of this image (matched by diff_id, per platform).
-    Image(Box<dyn Source>),
-}
-
-/// How to slim each image.
-pub struct RewriteOptions {
-    pub squash: SquashMode,
-    pub keep_base: KeepBase,
-    /// `None`: keep the source's kind (plain tar becomes gzip).
-    pub compression: Option<Compression>,
-    pub level: Option<i32>,
-    /// `None`: OCI stays OCI, Docker stays Docker (zstd forces OCI).
-    pub format: Option<Format>,
-    pub hardlink_dedup: bool,
-    /// Compression workers.
-    pub threads: usize,
-    /// What to strip.
-    pub profiles: ProfileSet,
-    /// Decide everything, write nothing.
-    pub dry_run: bool,
-    /// A description of the settings (profile names and their content
-    /// digest included), recorded in the output; its digest identifies
-    /// "slimmed the same way".
-    pub settings: String,
-    pub max_layer_bytes: u64,
-    /// Entries the image's layers may hold together (`--max-files`).
-    pub max_files: u64,
-}
-
-impl RewriteOptions {
-    pub fn settings_digest(&self) -> Digest {
-        Digest::sha256_of(self.settings.as_bytes())
+/// Slims one container image, its blobs written through `blobs`; returns
+/// its new manifest (not yet put) and what was done.
+pub fn slim_image(
+    blobs: &Blobs<'_>,
+    m: &Manifest,
+    opts: &RewriteOptions,
+) -> Result<(Manifest, ImageReport)> {
+    Slim {
+        blobs,
+        src: blobs.src,
+        dst: blobs.dst,
+        reporter: blobs.reporter,
     }
+    .image(m, opts)
 }
 
-/// Sizes of one side of a slim.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Side {
-    pub layers: usize,
-    pub compressed_bytes: u64,
-    pub uncompressed_bytes: u64,
-    pub files: u64,
+struct Slim<'a> {
+    blobs: &'a Blobs<'a>,
+    src: &'a dyn Source,
+    dst: &'a dyn Dest,
+    reporter: &'a dyn Reporter,
 }
 
-/// What slimming one platform image did.
-#[derive(Clone, Debug)]
-pub struct ImageReport {
-    pub platform: Option<Platform>,
-    pub source_digest: Digest,
-    pub output_digest: Digest,
-    pub source: Side,
-    pub output: Side,
-    pub removed: FilterStats,
-    pub shadowed: Count,
-    pub hardlinked: Count,
-    pub compression: Compression,
-    pub notes: Vec<String>,
-    /// Profiles in effect (what `auto` chose).
-    pub profiles: Vec<String>,
-    /// Paths a rule would have removed that a safety keep saved: (path, why).
-    pub kept_by_safety: Vec<(String, String)>,
-    /// With `--dry-run`: every removed path and its category.
-    pub removed_paths: Vec<(String, String)>,
-    /// The source's layers, bottom first.
-    pub layers: Vec<LayerStat>,
-}
-
-/// One source layer.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct LayerStat {
-    pub digest: String,
-    pub compressed_bytes: u64,
-    pub uncompressed_bytes: u64,
-    /// Non-directory entries (whiteouts not counted).
-    pub files: u64,
-    /// Bytes of regular file contents.
-    pub file_bytes: u64,
-    pub whiteouts: u64,
-    /// The history entry that made it.
-    pub created_by: String,
-}
-
-impl Copier<'_> {
+impl Slim<'_> {
     /// Slims one container image; returns its new manifest (blobs written).
-    pub(crate) fn slim_image(&self, m: &Manifest, opts: &RewriteOptions) -> Result<Manifest> {
+    fn image(&self, m: &Manifest, opts: &RewriteOptions) -> Result<(Manifest, ImageReport)> {
         let src = self.src;
         let config_desc = m.config()?.context("image manifest without config")?;
         let config_json = read_config(src, &config_desc)?;
@@ -223,7 +140,7 @@ impl Copier<'_> {
         };
 
         // Base layers move as they are.
-        self.copy_blobs(&layers[..keep])?;
+        self.blobs.copy_all(&layers[..keep])?;
 
         // With kept base layers, the base is read too (not rewritten): the
         // squash must know what it holds to write the right whiteouts.
@@ -290,7 +207,7 @@ impl Copier<'_> {
                 },
             )?
         };
-        self.record_image(ImageReport {
+        let report = ImageReport {
             platform: Some(platform),
             source_digest: m.digest.clone(),
             output_digest: out.digest.clone(),
@@ -305,8 +222,8 @@ impl Copier<'_> {
             kept_by_safety: filter.kept_by_safety.clone(),
             removed_paths,
             layers: layer_stats(&layers, &indexes, &config_json),
-        });
-        Ok(out)
+        };
+        Ok((out, report))
     }
 
     /// Encodes and writes the planned layers, then the config and the
@@ -370,7 +287,8 @@ impl Copier<'_> {
             };
             tracing::info!(elapsed = ?t.elapsed(), bytes = encoded.uncompressed_size, "encoded");
             let desc = Descriptor::new(layer_type, encoded.digest.clone(), encoded.size);
-            self.put_new_blob(&desc, encoded.file, stream.map(|s| (s, growing)))?;
+            self.blobs
+                .put_new(&desc, encoded.file, stream.map(|s| (s, growing)))?;
             self.reporter.layer_done(id, &desc);
             output.compressed_bytes += encoded.size;
             output.uncompressed_bytes += encoded.uncompressed_size;
@@ -400,7 +318,11 @@ impl Copier<'_> {
                 if !labels.is_object() {
                     *labels = Value::Object(Default::default());
                 }
-                record_provenance(labels.as_object_mut().expect("object"), &m.digest, opts);
+                provenance::record_provenance(
+                    labels.as_object_mut().expect("object"),
+                    &m.digest,
+                    &opts.settings,
+                );
             }
         }
         let config_bytes = serde_json::to_vec(&new_config)?;
@@ -414,7 +336,7 @@ impl Copier<'_> {
             &Digest::sha256_of(&config_bytes),
             config_bytes.len() as u64,
         );
-        self.put_bytes(&new_config_desc, &config_bytes)?;
+        self.blobs.put_bytes(&new_config_desc, &config_bytes)?;
 
         let mut json = m.json.clone();
         let obj = json.as_object_mut().expect("manifests are objects");
@@ -441,8 +363,8 @@ impl Copier<'_> {
                 .entry("annotations")
                 .or_insert(Value::Object(Default::default()));
             if let Some(ann) = ann.as_object_mut() {
-                record_provenance(ann, &m.digest, opts);
-                record_base(ann, keep, base);
+                provenance::record_provenance(ann, &m.digest, &opts.settings);
+                provenance::record_base(ann, keep, base);
             }
         }
         Ok(Manifest::from_json(
@@ -529,111 +451,32 @@ impl Copier<'_> {
                 crate::layer::limits::MAX_NAME_BYTES,
             ))),
         };
-        let results: Vec<Mutex<Option<Result<LayerIndex>>>> =
-            unique.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let workers = unique.len().clamp(1, 2);
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        if failed.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let k = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((i, desc)) = unique.get(k) else {
-                            return;
-                        };
-                        let what = format!("layer {}/{}", i + 1, layers.len());
-                        self.reporter.blob_start(desc, "reading");
-                        let r = open_verified(self.src, desc).and_then(|reader| {
-                            let reader = ProgressReader::new(reader, desc, self.reporter);
-                            index_layer(reader, &what, Some(&diff_ids[*i]), &spool_dir, &idx_opts)
-                        });
-                        match &r {
-                            Ok(_) => self
-                                .reporter
-                                .blob_done(desc, crate::progress::BlobOutcome::Read),
-                            Err(_) => failed.store(true, Ordering::SeqCst),
-                        }
-                        *results[k].lock().expect("result lock") = Some(r);
-                    }
-                });
-            }
-        });
-        let mut done: Vec<Arc<LayerIndex>> = Vec::with_capacity(unique.len());
-        for (k, r) in results.into_iter().enumerate() {
-            match r.into_inner().expect("result lock") {
-                Some(Ok(ix)) => done.push(Arc::new(ix)),
-                Some(Err(e)) => {
-                    return Err(e.context(format!(
-                        "reading layer {} of {}",
-                        unique[k].1.digest,
-                        self.src.name()
-                    )));
-                }
-                None => bail!(
-                    "reading layers of {} stopped after an earlier error",
-                    self.src.name()
-                ),
-            }
-        }
+        let done = crate::parallel::try_map(unique.clone(), 2, |(i, desc)| {
+            let what = format!("layer {}/{}", i + 1, layers.len());
+            self.reporter.blob_start(desc, "reading");
+            let ix = open_verified(self.src, desc).and_then(|reader| {
+                let reader = ProgressReader::new(reader, desc, self.reporter);
+                index_layer(reader, &what, Some(&diff_ids[i]), &spool_dir, &idx_opts)
+            })?;
+            self.reporter
+                .blob_done(desc, crate::progress::BlobOutcome::Read);
+            Ok(Arc::new(ix))
+        })
+        .map_err(|failed| {
+            // The failed layer lowest in the stack (every layer below it
+            // was read).
+            let (k, e): (usize, anyhow::Error) = failed.earliest();
+            e.context(format!(
+                "reading layer {} of {}",
+                unique[k].1.digest,
+                self.src.name()
+            ))
+        })?;
         Ok(slot_of.into_iter().map(|s| done[s].clone()).collect())
-    }
-
-    /// Writes a blob slim made, unless the destination has it already; a
-    /// stream that carried all of it is committed instead of uploading the
-    /// file (and is dropped when the blob is not needed).
-    fn put_new_blob(
-        &self,
-        desc: &Descriptor,
-        file: tempfile::NamedTempFile,
-        stream: Option<(
-            Box<dyn crate::transport::BlobStream>,
-            Arc<crate::transport::growing::Growing>,
-        )>,
-    ) -> Result<()> {
-        if !self.mark_done(&desc.digest) || self.dst.has_blob(desc)? {
-            if let Some((s, growing)) = stream {
-                // Stop reading the file; the session is cancelled.
-                growing.cancel();
-                s.abort();
-            }
-            self.count_blob(desc, crate::progress::BlobOutcome::Existed);
-            return Ok(());
-        }
-        self.count_blob(desc, crate::progress::BlobOutcome::Copied);
-        if let Some((s, _)) = stream {
-            match s.commit(desc) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the streamed upload failed; uploading the blob again")
-                }
-            }
-        }
-        self.dst
-            .put_blob(
-                desc,
-                Staged {
-                    file,
-                    digest: desc.digest.clone(),
-                    size: desc.size,
-                },
-            )
-            .with_context(|| format!("writing blob {} to {}", desc.digest, self.dst.name()))
-    }
-
-    fn put_bytes(&self, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
-        use std::io::Write;
-        let mut file = tempfile::NamedTempFile::new_in(self.dst.staging_dir())?;
-        file.write_all(bytes)?;
-        file.flush()?;
-        self.put_new_blob(desc, file, None)
     }
 }
 
-/// What [`Copier::write_image`] needs besides the plans.
+/// What [`Slim::write_image`] needs besides the plans.
 struct WriteImage<'a> {
     config_desc: &'a Descriptor,
     config_json: &'a Value,
@@ -646,52 +489,6 @@ struct WriteImage<'a> {
     source_layers: &'a [Descriptor],
     diff_ids: &'a [Digest],
     output: &'a mut Side,
-}
-
-/// Records where an image came from and how it was slimmed (manifest or
-/// index annotations; config labels for Docker images).
-pub fn record_provenance(
-    map: &mut serde_json::Map<String, Value>,
-    source: &Digest,
-    opts: &RewriteOptions,
-) {
-    map.insert(
-        ANNOTATION_SOURCE_DIGEST.into(),
-        Value::String(source.to_string()),
-    );
-    map.insert(
-        ANNOTATION_SETTINGS.into(),
-        Value::String(opts.settings.clone()),
-    );
-    map.insert(
-        ANNOTATION_SETTINGS_DIGEST.into(),
-        Value::String(opts.settings_digest().to_string()),
-    );
-}
-
-/// The OCI base-image annotations: they claim the image shares its first
-/// layers with the base, so they name the `--keep-base REF` image, stay as
-/// the source had them when `--keep-base N` keeps layers, and go when no
-/// source layer is kept (a claim the output no longer makes true).
-fn record_base(
-    map: &mut serde_json::Map<String, Value>,
-    keep: usize,
-    base: Option<(String, Digest)>,
-) {
-    match base {
-        Some((name, digest)) => {
-            map.insert(ANNOTATION_BASE_NAME.into(), Value::String(name));
-            map.insert(
-                ANNOTATION_BASE_DIGEST.into(),
-                Value::String(digest.to_string()),
-            );
-        }
-        None if keep == 0 => {
-            map.remove(ANNOTATION_BASE_NAME);
-            map.remove(ANNOTATION_BASE_DIGEST);
-        }
-        None => {}
-    }
 }
 
 /// Numbers the new layers for progress reports.
