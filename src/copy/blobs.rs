@@ -17,8 +17,9 @@ use anyhow::{Context, Result};
 use crate::digest::Digest;
 use crate::image::Descriptor;
 use crate::progress::{BlobOutcome, ProgressReader, Reporter};
+use crate::spool::{Announce, Growing};
 use crate::stats::CopyStats;
-use crate::transport::growing::{Announce, Growing, Started};
+use crate::transport::growing::Started;
 use crate::transport::{BlobStream, Dest, Source, Staged, StreamKind, io_error, open_verified};
 
 /// Moves blobs to `dst`, each once per run.

@@ -233,7 +233,7 @@ impl Slim<'_> {
         m: &Manifest,
         opts: &RewriteOptions,
         plans: &[(
-            crate::transform::squash::Plan,
+            crate::layer::plan::Plan,
             crate::transform::squash::SquashStats,
         )],
         indexes: &[Arc<LayerIndex>],
@@ -495,8 +495,8 @@ struct WriteImage<'a> {
 static LAYER_IDS: AtomicUsize = AtomicUsize::new(0);
 
 /// Roughly the tar bytes a plan writes: contents plus a header per entry.
-fn plan_bytes(plan: &crate::transform::squash::Plan, layers: &[Arc<LayerIndex>]) -> u64 {
-    use crate::transform::squash::Item;
+fn plan_bytes(plan: &crate::layer::plan::Plan, layers: &[Arc<LayerIndex>]) -> u64 {
+    use crate::layer::plan::Item;
     plan.items
         .iter()
         .map(|i| match i {

@@ -3,7 +3,7 @@
 //! profile says, and dedup turns identical files into hard links (inside
 //! `squash`, where inodes are known). Each returns its own stats.
 //!
-//! The output of this stage is a [`squash::Plan`] per output layer: a sorted
+//! The output of this stage is a [`crate::layer::plan::Plan`] per output layer: a sorted
 //! list of entries that point back into the decoded layers, so the encoder
 //! can stream contents from the spool files.
 //!

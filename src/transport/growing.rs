@@ -1,7 +1,7 @@
 //! An upload that follows a blob file while it is written: the file is
 //! created in the destination's staging directory and, where the
 //! destination can take a stream, its upload starts at once, reading the
-//! file through [`crate::spool`]'s [`GrowingReader`] as it grows.
+//! file through [`crate::spool::GrowingReader`] as it grows.
 
 use std::sync::Arc;
 
@@ -9,13 +9,11 @@ use anyhow::{Context, Result};
 use tempfile::NamedTempFile;
 
 use super::{BlobStream, Dest, StreamKind};
-// The primitive lives in `spool` (the encoder writes through it too); its
-// callers in the copy stage still name it here.
-pub use crate::spool::{Announce, Growing, GrowingReader};
+use crate::spool::Growing;
 
 /// A blob file to write in `dst`'s staging directory and, where `dst` can
 /// take it, an upload already following that file. Whoever writes the file
-/// reports through the [`Growing`] (with [`Announce`] and [`Growing::end`]).
+/// reports through the [`Growing`] (with [`crate::spool::Announce`] and [`Growing::end`]).
 pub fn start(dst: &dyn Dest, kind: StreamKind) -> Result<Started> {
     let file = NamedTempFile::new_in(dst.staging_dir())
         .with_context(|| format!("creating a temp file in {}", dst.staging_dir().display()))?;

@@ -24,6 +24,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use slim::layer::limits::Limits;
+use slim::layer::plan::{Item, Plan};
 use slim::layer::read::{IndexOptions, LayerIndex, index_layer};
 use slim::layer::write::write_plan;
 use slim::transform::filter::KeepAll;
@@ -368,7 +369,7 @@ fn squash_and_write(idx: &[Arc<LayerIndex>]) {
     }
 }
 
-fn read_back(plan: &squash::Plan, idx: &[Arc<LayerIndex>]) {
+fn read_back(plan: &Plan, idx: &[Arc<LayerIndex>]) {
     let mut out = Vec::new();
     match write_plan(&mut out, plan, idx) {
         Ok(()) => {}
@@ -388,9 +389,9 @@ fn read_back(plan: &squash::Plan, idx: &[Arc<LayerIndex>]) {
     }
 }
 
-fn plan_has_a_newline(plan: &squash::Plan, idx: &[Arc<LayerIndex>]) -> bool {
+fn plan_has_a_newline(plan: &Plan, idx: &[Arc<LayerIndex>]) -> bool {
     plan.items.iter().any(|item| match item {
-        squash::Item::Entry {
+        Item::Entry {
             path,
             layer,
             index,
@@ -403,7 +404,7 @@ fn plan_has_a_newline(plan: &squash::Plan, idx: &[Arc<LayerIndex>]) -> bool {
                 || e.link.as_deref().is_some_and(nl)
                 || e.pax.iter().flatten().any(|(_, v)| nl(v))
         }
-        squash::Item::Whiteout(p) | squash::Item::Opaque(p) => p.contains(&b'\n'),
+        Item::Whiteout(p) | Item::Opaque(p) => p.contains(&b'\n'),
     })
 }
 

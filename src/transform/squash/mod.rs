@@ -58,7 +58,7 @@ use crate::layer::read::LayerIndex;
 use model::{Merge, NO_INODE, Node};
 
 /// The plan is the contract with the encoder; it lives in `layer::plan`.
-pub use crate::layer::plan::{Item, Plan};
+use crate::layer::plan::{Item, Plan};
 pub use per_layer::per_layer;
 
 /// What squashing did.
