@@ -18,6 +18,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("java", include_str!("../../profiles/java.toml")),
     ("node", include_str!("../../profiles/node.toml")),
     ("python", include_str!("../../profiles/python.toml")),
+    (
+        "python-bytecode",
+        include_str!("../../profiles/python-bytecode.toml"),
+    ),
     ("ruby", include_str!("../../profiles/ruby.toml")),
     ("ubuntu", include_str!("../../profiles/ubuntu.toml")),
 ];
@@ -275,6 +279,11 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert!(ProfileSet::resolve("auto,debian", &[], &[], true).is_err());
+        assert!(ProfileSet::resolve("debian,auto", &[], &[], true).is_err());
+        assert!(ProfileSet::resolve("auto,none", &[], &[], true).is_err());
+        let also = ProfileSet::resolve("auto,debian", &[], &[], true).unwrap();
+        assert!(also.auto);
+        let names: Vec<&str> = also.also.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["base", "debian"]);
     }
 }

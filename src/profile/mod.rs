@@ -41,6 +41,10 @@ pub struct ProfileSet {
     pub auto: bool,
     /// Explicit profiles (with what they extend), or auto's candidates.
     pub profiles: Vec<Profile>,
+    /// With `auto`: profiles named next to it (`auto,python-bytecode`),
+    /// used whatever auto picks. Opt-in profiles have no detect rules, so
+    /// auto alone never picks them.
+    pub also: Vec<Profile>,
     pub keep: Vec<String>,
     pub remove: Vec<String>,
     /// Safety keeps on (the default).
@@ -48,8 +52,8 @@ pub struct ProfileSet {
 }
 
 impl ProfileSet {
-    /// Parses `--profile a,b,./c.toml` (or `auto`, or `none`) with the
-    /// `--keep`/`--remove` overrides.
+    /// Parses `--profile a,b,./c.toml` (or `auto`, `auto,a,…`, or `none`)
+    /// with the `--keep`/`--remove` overrides.
     pub fn resolve(
         spec: &str,
         keep: &[String],
@@ -67,37 +71,45 @@ impl ProfileSet {
         }
         let keep = keep.iter().map(|g| normalize_glob(g)).collect();
         let remove = remove.iter().map(|g| normalize_glob(g)).collect();
-        if names == ["auto"] {
-            return Ok(ProfileSet {
-                auto: true,
-                profiles: builtins(),
-                keep,
-                remove,
-                safety,
-            });
-        }
         if names.is_empty() || names == ["none"] {
             return Ok(ProfileSet {
                 auto: false,
                 profiles: Vec::new(),
+                also: Vec::new(),
                 keep,
                 remove,
                 safety,
             });
         }
+        let auto = names.first() == Some(&"auto");
         let mut out: Vec<Profile> = Vec::new();
-        for n in names {
-            if n == "none" || n == "auto" {
-                bail!("--profile {n} cannot be combined with other profiles");
+        for n in names.iter().skip(usize::from(auto)) {
+            if *n == "none" || *n == "auto" {
+                bail!(
+                    "--profile {n} cannot be combined with other profiles \
+                     (auto may come first: auto,NAME)"
+                );
             }
             add_with_extends(load(n)?, &mut out, &mut Vec::new())?;
         }
-        Ok(ProfileSet {
-            auto: false,
-            profiles: out,
-            keep,
-            remove,
-            safety,
+        Ok(if auto {
+            ProfileSet {
+                auto: true,
+                profiles: builtins(),
+                also: out,
+                keep,
+                remove,
+                safety,
+            }
+        } else {
+            ProfileSet {
+                auto: false,
+                profiles: out,
+                also: Vec::new(),
+                keep,
+                remove,
+                safety,
+            }
         })
     }
 
@@ -115,6 +127,11 @@ impl ProfileSet {
         for p in &self.profiles {
             text.push_str(&p.text);
         }
+        // Only present with `auto,NAME`: fingerprints of plain `auto` stay
+        // as they were.
+        for p in &self.also {
+            text.push_str(&format!("also {}\n{}", p.name, p.text));
+        }
         for k in &self.keep {
             text.push_str(&format!("keep {k}\n"));
         }
@@ -123,7 +140,10 @@ impl ProfileSet {
         }
         text.push_str(&format!("safety {}\n", self.safety));
         let names = if self.auto {
-            "auto".to_string()
+            std::iter::once("auto")
+                .chain(self.also.iter().map(|p| p.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(",")
         } else {
             self.profiles
                 .iter()
@@ -148,6 +168,7 @@ impl ProfileSet {
             self.profiles
                 .iter()
                 .filter(|p| names.contains(&p.name))
+                .chain(self.also.iter().filter(|p| !names.contains(&p.name)))
                 .collect()
         } else {
             self.profiles.iter().collect()
@@ -301,14 +322,12 @@ mod rule_tests {
                 "usr/lib/python3/dist-packages/numpy/testing/__init__.py",
                 None,
             ),
+            // Bytecode stays: it is what makes start-up fast.
             (
                 "usr/lib/python3/dist-packages/numpy/__pycache__/x.cpython-311.pyc",
-                Some("bytecode"),
+                None,
             ),
-            (
-                "usr/lib/python3/dist-packages/numpy/__pycache__",
-                Some("bytecode"),
-            ),
+            ("usr/lib/python3/dist-packages/numpy/__pycache__", None),
             ("app/node_modules/x/README.md", Some("docs")),
             ("app/node_modules/x/LICENSE.md", None),
             ("app/node_modules/x/index.js", None),
@@ -355,6 +374,34 @@ mod rule_tests {
             set.compile(&alpine, &serde_json::json!({})).unwrap().chosen,
             vec!["alpine", "base"]
         );
+    }
+
+    #[test]
+    fn bytecode_goes_only_when_its_opt_in_profile_is_named() {
+        let pyc = "usr/lib/python3/dist-packages/numpy/__pycache__/x.cpython-311.pyc";
+        let auto = compiled("auto", &[], &[]);
+        assert!(!auto.chosen.iter().any(|p| p == "python-bytecode"));
+        assert_eq!(verdict(&auto, pyc), None);
+        let opt_in = compiled("auto,python-bytecode", &[], &[]);
+        assert_eq!(
+            opt_in.chosen,
+            vec!["base", "debian", "node", "python", "python-bytecode"]
+        );
+        assert_eq!(verdict(&opt_in, pyc).as_deref(), Some("bytecode"));
+        assert_eq!(
+            verdict(&compiled("python,python-bytecode", &[], &[]), pyc).as_deref(),
+            Some("bytecode")
+        );
+        // Named, it changes what the output records as its settings.
+        let fp = |spec: &str| {
+            ProfileSet::resolve(spec, &[], &[], true)
+                .unwrap()
+                .fingerprint()
+        };
+        assert_ne!(fp("auto"), fp("auto,python-bytecode"));
+        assert!(fp("auto,python-bytecode").starts_with("auto,python-bytecode@"));
+        let err = ProfileSet::resolve("python,auto", &[], &[], true).unwrap_err();
+        assert!(err.to_string().contains("auto may come first"), "{err}");
     }
 
     #[test]
