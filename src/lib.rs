@@ -62,3 +62,4 @@ pub mod spool;
 pub mod stats;
 pub mod transform;
 pub mod transport;
+pub mod units;

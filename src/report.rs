@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::stats::{CopyOutcome, ImageReport, Side};
 use crate::transform::filter::Count;
+pub use crate::units::human;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -301,25 +302,5 @@ impl Report {
             }
         }
         m
-    }
-}
-
-/// Bytes for people: decimal units, one decimal; signed amounts (a saving
-/// that is a loss) keep their sign. The one byte formatter of slim.
-pub fn human(n: impl Into<i128>) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let n: i128 = n.into();
-    let sign = if n < 0 { "-" } else { "" };
-    let abs = n.unsigned_abs();
-    let mut v = abs as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{sign}{abs} B")
-    } else {
-        format!("{sign}{v:.1} {}", UNITS[u])
     }
 }
