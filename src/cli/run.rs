@@ -112,6 +112,13 @@ pub struct RunArgs {
     /// Refuse images whose layers hold more entries than this together (slim indexes every entry in memory, about 700 bytes each).
     #[arg(long = "max-files", value_name = "N", default_value_t = crate::layer::limits::DEFAULT_MAX_FILES)]
     pub max_files: u64,
+
+    /// Before writing, run probes on the original and the slim image (needs root and runc); exit 4 if the slim image fails one the original passes. Without --probe-* flags: the entrypoint resolves, exposed TCP ports listen, the healthcheck passes.
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub probe: super::sandbox::ProbeArgs,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -176,26 +183,50 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         )
         .into());
     }
+    let probes = args.probe.probes();
+    if !args.verify && !probes.is_empty() {
+        return Err(UsageError(
+            "--probe-cmd, --probe-http and --probe-tcp take effect with --verify (or with slim run)"
+                .into(),
+        )
+        .into());
+    }
     let settings = args.settings();
     let platforms = settings.platforms()?;
     let client = global.client()?;
-    let rewrite = settings.rewrite(&client, args.dry_run)?;
+    // Verifying a dry run still slims for real, into the staging layout only.
+    let rewrite = settings.rewrite(&client, args.dry_run && !args.verify)?;
     let src = source.open_source(&client, global.source_limits())?;
-    let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
-        Box::new(crate::transport::Discard::new()?)
-    } else {
-        output.open_dest(&client)?
-    };
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
         platforms,
         jobs: args.jobs.max(1),
         rewrite,
     };
-    let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &terminal);
-    terminal.finish();
-    let outcome =
-        outcome.with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
+    let (outcome, dst, verified) = if args.verify {
+        let v = verified_copy(
+            &args,
+            probes,
+            src.as_ref(),
+            &output,
+            &client,
+            &opts,
+            &terminal,
+        );
+        terminal.finish();
+        v?
+    } else {
+        let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
+            Box::new(crate::transport::Discard::new()?)
+        } else {
+            output.open_dest(&client)?
+        };
+        let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &terminal);
+        terminal.finish();
+        let outcome =
+            outcome.with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
+        (outcome, dst, None)
+    };
 
     let keeps_manifests = dst.capabilities().keeps_manifests;
     let output_digest = (keeps_manifests && !args.dry_run).then(|| outcome.root.digest.to_string());
@@ -208,6 +239,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         args.dry_run,
     );
     report.source.from = Some(source.describe());
+    report.verify = verified;
     if !global.quiet {
         print_summary(
             &outcome,
@@ -266,6 +298,106 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `--verify`: slims into a private staging OCI layout, runs the probes on
+/// the original and on the staged result, and only when they pass copies
+/// the staged image, faithfully (manifest digests kept), to the
+/// destination, which is not even opened before. Returns the slimming's
+/// outcome with the final copy's root and blob counts, the destination,
+/// and the verification report.
+fn verified_copy(
+    args: &RunArgs,
+    probes: Vec<crate::sandbox::Probe>,
+    src: &dyn crate::transport::Source,
+    output: &Resolved,
+    client: &std::sync::Arc<crate::registry::RegistryClient>,
+    opts: &CopyOptions,
+    terminal: &super::progress::Terminal,
+) -> Result<(
+    crate::copy::CopyOutcome,
+    Box<dyn crate::transport::Dest>,
+    Option<crate::sandbox::verify::VerifyReport>,
+)> {
+    use crate::sandbox::verify::{VerifyOptions, verify};
+    use crate::sandbox::{PrepareOptions, ProbeOptions, RunSpec, Sandbox};
+
+    let staging = crate::cleanup::StagingDir::create_temp("slim-verify-")
+        .context("creating the staging directory for --verify")?;
+    let staged_ref = ImageRef::OciLayout {
+        path: staging.path().join("image"),
+        tag: Some("slim".into()),
+    };
+    let staged_dst = crate::transport::open_dest(&staged_ref, client)?;
+    let mut outcome = copy_image(src, staged_dst.as_ref(), opts, terminal)
+        .with_context(|| format!("slimming {} into the staging layout", src.name()))?;
+    drop(staged_dst);
+    let staged = crate::transport::open_source(&staged_ref, client, Default::default())?;
+    let prepare = PrepareOptions {
+        runtime: args.probe.runtime.clone(),
+        temp_dir: None,
+    };
+    let started = Instant::now();
+    let report = {
+        let original = Sandbox::prepare(src, &prepare)
+            .with_context(|| format!("preparing {} to run its probes", src.name()))?;
+        let slim = Sandbox::prepare(staged.as_ref(), &prepare)
+            .context("preparing the slim image to run its probes")?;
+        for w in original.warnings.iter().chain(&slim.warnings) {
+            tracing::warn!("{w}");
+        }
+        verify(
+            &original,
+            &slim,
+            &VerifyOptions {
+                probes,
+                probe: ProbeOptions {
+                    timeout: args.probe.probe_timeout,
+                    base: RunSpec {
+                        limits: args.probe.limits(),
+                        ..RunSpec::default()
+                    },
+                },
+            },
+        )?
+    };
+    tracing::info!(
+        "verified in {:.2} s: {} probes passed on the original and the slim image",
+        started.elapsed().as_secs_f64(),
+        report.probes.len()
+    );
+    if args.dry_run {
+        return Ok((
+            outcome,
+            Box::new(crate::transport::Discard::new()?),
+            Some(report),
+        ));
+    }
+    let dst = output.open_dest(client)?;
+    // A faithful copy: no rewrite keeps every manifest digest. A
+    // destination of one image picks the platform as the slimming did.
+    let faithful = CopyOptions {
+        platforms: if dst.capabilities().single_image {
+            opts.platforms.clone()
+        } else {
+            Vec::new()
+        },
+        jobs: opts.jobs,
+        rewrite: None,
+    };
+    let written = copy_image(staged.as_ref(), dst.as_ref(), &faithful, terminal)
+        .with_context(|| format!("writing the verified image to {}", dst.name()))?;
+    if dst.capabilities().keeps_manifests && written.root.digest != outcome.root.digest {
+        anyhow::bail!(
+            "{} holds {}, not the verified image {}: the copy changed it",
+            dst.name(),
+            written.root.digest,
+            outcome.root.digest
+        );
+    }
+    outcome.root = written.root;
+    outcome.stats = written.stats;
+    Ok((outcome, dst, Some(report)))
+}
+
 /// Where a short name or an engine reference was read from, or why a short
 /// name went to the registry. Shared with `slim analyze`.
 pub fn say_where(source: &Resolved) {
@@ -313,6 +445,44 @@ fn print_summary(
     }
     if !outcome.images.is_empty() && !dry_run {
         let _ = write!(err, "{}", report.table());
+    }
+    if let Some(v) = &report.verify {
+        let _ = writeln!(
+            err,
+            "  verified{}: {} passed on the original and the slim image",
+            if v.default_probes {
+                " (default probes)"
+            } else {
+                ""
+            },
+            v.probes.len()
+        );
+        for p in &v.probes {
+            let side = |s: &crate::sandbox::verify::SideVerdict| {
+                let mut f = Vec::new();
+                if let Some(t) = s.time_to_ready {
+                    f.push(format!("ready in {t:.2} s"));
+                }
+                if let Some(m) = s.peak_memory {
+                    f.push(format!("peak {}", human(m)));
+                }
+                if f.is_empty() {
+                    "passed".to_string()
+                } else {
+                    f.join(", ")
+                }
+            };
+            let _ = writeln!(
+                err,
+                "    {}: original {}; slim {}",
+                p.probe,
+                side(&p.original),
+                side(&p.slim)
+            );
+        }
+        for s in &v.skipped {
+            let _ = writeln!(err, "    skipped {s}");
+        }
     }
     for img in &outcome.images {
         let platform = img
