@@ -163,6 +163,8 @@ impl RunArgs {
             threads: self.threads,
             max_layer_gib: Some(self.max_layer_gib),
             max_files: Some(self.max_files),
+            // The probe flags reach the run parsed, as `self.probe`.
+            ..Settings::default()
         }
     }
 }
@@ -298,12 +300,8 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// `--verify`: slims into a private staging OCI layout, runs the probes on
-/// the original and on the staged result, and only when they pass copies
-/// the staged image, faithfully (manifest digests kept), to the
-/// destination, which is not even opened before. Returns the slimming's
-/// outcome with the final copy's root and blob counts, the destination,
-/// and the verification report.
+/// `--verify` (see [`crate::sandbox::verify::verified_copy`]): the
+/// destination is opened only once the probes passed.
 fn verified_copy(
     args: &RunArgs,
     probes: Vec<crate::sandbox::Probe>,
@@ -317,85 +315,38 @@ fn verified_copy(
     Box<dyn crate::transport::Dest>,
     Option<crate::sandbox::verify::VerifyReport>,
 )> {
-    use crate::sandbox::verify::{VerifyOptions, verify};
-    use crate::sandbox::{PrepareOptions, ProbeOptions, RunSpec, Sandbox};
+    use crate::sandbox::verify::{Gate, VerifyOptions};
+    use crate::sandbox::{PrepareOptions, ProbeOptions, RunSpec};
 
-    let staging = crate::cleanup::StagingDir::create_temp("slim-verify-")
-        .context("creating the staging directory for --verify")?;
-    let staged_ref = ImageRef::OciLayout {
-        path: staging.path().join("image"),
-        tag: Some("slim".into()),
-    };
-    let staged_dst = crate::transport::open_dest(&staged_ref, client)?;
-    let mut outcome = copy_image(src, staged_dst.as_ref(), opts, terminal)
-        .with_context(|| format!("slimming {} into the staging layout", src.name()))?;
-    drop(staged_dst);
-    let staged = crate::transport::open_source(&staged_ref, client, Default::default())?;
-    let prepare = PrepareOptions {
-        runtime: args.probe.runtime.clone(),
-        temp_dir: None,
-    };
-    let started = Instant::now();
-    let report = {
-        let original = Sandbox::prepare(src, &prepare)
-            .with_context(|| format!("preparing {} to run its probes", src.name()))?;
-        let slim = Sandbox::prepare(staged.as_ref(), &prepare)
-            .context("preparing the slim image to run its probes")?;
-        for w in original.warnings.iter().chain(&slim.warnings) {
-            tracing::warn!("{w}");
-        }
-        verify(
-            &original,
-            &slim,
-            &VerifyOptions {
-                probes,
-                probe: ProbeOptions {
-                    timeout: args.probe.probe_timeout,
-                    base: RunSpec {
-                        limits: args.probe.limits(),
-                        ..RunSpec::default()
-                    },
+    let gate = Gate {
+        verify: VerifyOptions {
+            probes,
+            probe: ProbeOptions {
+                timeout: args.probe.probe_timeout,
+                base: RunSpec {
+                    limits: args.probe.limits(),
+                    ..RunSpec::default()
                 },
             },
-        )?
-    };
-    tracing::info!(
-        "verified in {:.2} s: {} probes passed on the original and the slim image",
-        started.elapsed().as_secs_f64(),
-        report.probes.len()
-    );
-    if args.dry_run {
-        return Ok((
-            outcome,
-            Box::new(crate::transport::Discard::new()?),
-            Some(report),
-        ));
-    }
-    let dst = output.open_dest(client)?;
-    // A faithful copy: no rewrite keeps every manifest digest. A
-    // destination of one image picks the platform as the slimming did.
-    let faithful = CopyOptions {
-        platforms: if dst.capabilities().single_image {
-            opts.platforms.clone()
-        } else {
-            Vec::new()
         },
-        jobs: opts.jobs,
-        rewrite: None,
+        prepare: PrepareOptions {
+            runtime: args.probe.runtime.clone(),
+            temp_dir: None,
+        },
     };
-    let written = copy_image(staged.as_ref(), dst.as_ref(), &faithful, terminal)
-        .with_context(|| format!("writing the verified image to {}", dst.name()))?;
-    if dst.capabilities().keeps_manifests && written.root.digest != outcome.root.digest {
-        anyhow::bail!(
-            "{} holds {}, not the verified image {}: the copy changed it",
-            dst.name(),
-            written.root.digest,
-            outcome.root.digest
-        );
-    }
-    outcome.root = written.root;
-    outcome.stats = written.stats;
-    Ok((outcome, dst, Some(report)))
+    let open = || output.open_dest(client);
+    let v = crate::sandbox::verify::verified_copy(
+        src,
+        (!args.dry_run).then_some(&open as &dyn Fn() -> Result<Box<dyn crate::transport::Dest>>),
+        opts,
+        &gate,
+        terminal,
+    )?;
+    let dst = match v.dest {
+        Some(d) => d,
+        None => Box::new(crate::transport::Discard::new()?),
+    };
+    Ok((v.outcome, dst, Some(v.report)))
 }
 
 /// Where a short name or an engine reference was read from, or why a short

@@ -19,10 +19,18 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{Probe, ProbeOptions, ProbeResult, RunSpec, Sandbox};
+use super::{PrepareOptions, Probe, ProbeOptions, ProbeResult, RunSpec, Sandbox};
+use crate::copy::{CopyOptions, CopyOutcome, copy_image};
+use crate::progress::Reporter;
+use crate::settings::{Settings, SettingsError};
+use crate::transport::layout::{LayoutDest, LayoutSource};
+use crate::transport::{Dest, Source};
+
+/// The staged image's tag in its private layout.
+const STAGED_TAG: &str = "slim";
 
 /// What to check.
 #[derive(Clone, Debug)]
@@ -110,6 +118,118 @@ impl VerifyReport {
         };
         [side(|p| &p.original), side(|p| &p.slim)]
     }
+}
+
+/// The gate's settings: what to probe and how to run it.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    pub verify: VerifyOptions,
+    pub prepare: PrepareOptions,
+}
+
+/// What [`verified_copy`] did.
+pub struct Verified {
+    /// The slimming's outcome, with the root as written to the destination
+    /// and the final copy's blob counts.
+    pub outcome: CopyOutcome,
+    /// The destination written (`None`: a dry run).
+    pub dest: Option<Box<dyn Dest>>,
+    pub report: VerifyReport,
+}
+
+/// Slims `src` into a private staging OCI layout (in the temp directory),
+/// runs the probes on the original and on the staged result, and only when
+/// they pass opens the destination (`open_dest`; `None`: a dry run, nothing
+/// written) and copies the staged image to it as it is: no rewrite, so
+/// every manifest digest is kept; a destination that keeps manifests must
+/// then hold the digest the staging produced.
+pub fn verified_copy(
+    src: &dyn Source,
+    open_dest: Option<&dyn Fn() -> Result<Box<dyn Dest>>>,
+    opts: &CopyOptions,
+    gate: &Gate,
+    reporter: &dyn Reporter,
+) -> Result<Verified> {
+    let staging = crate::cleanup::StagingDir::create_temp("slim-verify-")
+        .context("creating the staging directory for --verify")?;
+    let layout = staging.path().join("image");
+    let staged_dst = LayoutDest::create(&layout, Some(STAGED_TAG.into()))
+        .context("creating the staging layout")?;
+    let mut outcome = copy_image(src, &staged_dst, opts, reporter)
+        .with_context(|| format!("slimming {} into the staging layout", src.name()))?;
+    drop(staged_dst);
+    let staged = LayoutSource::open_dir(&layout, Some(STAGED_TAG.into()))
+        .context("opening the staging layout")?;
+    let report = {
+        let original = Sandbox::prepare(src, &gate.prepare)
+            .with_context(|| format!("preparing {} to run its probes", src.name()))?;
+        let slim = Sandbox::prepare(&staged, &gate.prepare)
+            .context("preparing the slim image to run its probes")?;
+        for w in original.warnings.iter().chain(&slim.warnings) {
+            tracing::warn!("{w}");
+        }
+        verify(&original, &slim, &gate.verify)?
+    };
+    let Some(open_dest) = open_dest else {
+        return Ok(Verified {
+            outcome,
+            dest: None,
+            report,
+        });
+    };
+    let dst = open_dest()?;
+    // A destination of one image picks the platform as the slimming did.
+    let faithful = CopyOptions {
+        platforms: if dst.capabilities().single_image {
+            opts.platforms.clone()
+        } else {
+            Vec::new()
+        },
+        jobs: opts.jobs,
+        rewrite: None,
+    };
+    let written = copy_image(&staged, dst.as_ref(), &faithful, reporter)
+        .with_context(|| format!("writing the verified image to {}", dst.name()))?;
+    if dst.capabilities().keeps_manifests && written.root.digest != outcome.root.digest {
+        anyhow::bail!(
+            "{} holds {}, not the verified image {}: the copy changed it",
+            dst.name(),
+            written.root.digest,
+            outcome.root.digest
+        );
+    }
+    outcome.root = written.root;
+    outcome.stats = written.stats;
+    Ok(Verified {
+        outcome,
+        dest: Some(dst),
+        report,
+    })
+}
+
+/// The probes a job file's settings ask for: `None` without `verify`;
+/// `Some(empty)` for the default probes.
+pub fn probes_from_settings(s: &Settings) -> Result<Option<Vec<Probe>>, SettingsError> {
+    let given = !(s.probe_cmd.is_empty() && s.probe_http.is_empty() && s.probe_tcp.is_empty());
+    if s.verify != Some(true) {
+        if given {
+            return Err(SettingsError(
+                "probe-cmd, probe-http and probe-tcp take effect with verify = true".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let mut probes: Vec<Probe> = s.probe_cmd.iter().cloned().map(Probe::Cmd).collect();
+    for h in &s.probe_http {
+        probes.push(Probe::parse_http(h).map_err(|e| SettingsError(format!("probe-http: {e}")))?);
+    }
+    for t in &s.probe_tcp {
+        probes.push(
+            Probe::parse_tcp(&t.to_string())
+                .map_err(|e| SettingsError(format!("probe-tcp: {e}")))?,
+        );
+    }
+    Ok(Some(probes))
 }
 
 /// A probe failed on the original image: the probe is wrong (exit 2).

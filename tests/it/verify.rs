@@ -310,3 +310,61 @@ fn dry_run_verify_probes_and_writes_nothing() {
     assert_clean_failure(&s.slim(&args), 4);
     assert!(!out_layout.exists());
 }
+
+/// Job-file keys `verify`, `probe-http`: in one batch, the image that
+/// passes is written, the over-stripped one fails alone (nothing written
+/// for it) with its verify object in the report, and the batch exits 4.
+#[test]
+fn batch_verify_fails_only_the_image_that_breaks() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let registry = Registry::shared();
+    let repo = unique_name("verify-batch");
+    registry
+        .skopeo()
+        .copy(&src, &registry.docker_ref(&format!("{repo}:src")), &[]);
+    let source = registry.reference(&format!("{repo}:src"));
+    let good = registry.reference(&format!("{repo}:good"));
+    let broken = registry.reference(&format!("{repo}:broken"));
+    let job = s.ctx.path("jobs.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[defaults]\nverify = true\nprobe-http = [\"8080/\"]\n\n\
+             [[images]]\nsource = \"{source}\"\ndestination = \"{good}\"\n\n\
+             [[images]]\nsource = \"{source}\"\ndestination = \"{broken}\"\n\
+             remove = [\"/bin/busybox\"]\nsafety-keeps = false\n"
+        ),
+    )
+    .unwrap();
+    let out = s.slim(&["batch", job.to_str().unwrap(), "--report", "-"]);
+    out.assert_code(4);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = report["images"].as_array().unwrap();
+    let find = |d: &str| images.iter().find(|i| i["destination"] == d).unwrap();
+    let g = find(&good);
+    assert_eq!(g["status"], "slimmed", "{report}");
+    assert_eq!(g["verify"]["passed"], true, "{report}");
+    let b = find(&broken);
+    assert_eq!(b["status"], "failed", "{report}");
+    assert_eq!(b["verify"]["passed"], false, "{report}");
+    assert!(
+        b["error"].as_str().unwrap().contains("/bin/busybox"),
+        "{report}"
+    );
+    let mut tags = registry_tags(registry, &repo);
+    tags.sort();
+    assert_eq!(tags, vec!["good", "src"]);
+
+    // The probe keys need verify = true.
+    std::fs::write(
+        &job,
+        format!(
+            "[[images]]\nsource = \"{source}\"\ndestination = \"{good}\"\nprobe-tcp = [8080]\n"
+        ),
+    )
+    .unwrap();
+    let out = s.slim(&["batch", job.to_str().unwrap()]);
+    out.assert_code(2);
+    out.assert_stderr_contains("verify = true");
+}
