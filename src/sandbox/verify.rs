@@ -599,6 +599,41 @@ mod tests {
     }
 
     #[test]
+    fn job_file_probes() {
+        let none = Settings::default();
+        assert_eq!(probes_from_settings(&none).unwrap(), None);
+        let stray = Settings {
+            probe_tcp: vec![8080],
+            ..Settings::default()
+        };
+        assert!(probes_from_settings(&stray).is_err());
+        let all = Settings {
+            verify: Some(true),
+            probe_cmd: vec!["true".into()],
+            probe_http: vec!["8000/healthz".into()],
+            probe_tcp: vec![8000],
+            ..Settings::default()
+        };
+        assert_eq!(
+            probes_from_settings(&all).unwrap().unwrap(),
+            vec![
+                Probe::Cmd("true".into()),
+                Probe::Http {
+                    port: 8000,
+                    path: "/healthz".into()
+                },
+                Probe::Tcp { port: 8000 },
+            ]
+        );
+        let bad = Settings {
+            verify: Some(true),
+            probe_http: vec!["x/".into()],
+            ..Settings::default()
+        };
+        assert!(probes_from_settings(&bad).is_err());
+    }
+
+    #[test]
     fn paths_named_by_failing_output() {
         let tail = "python3: can't open file '/app/main.py': [Errno 2] No such file or directory\n\
                     error while loading shared libraries: libssl.so.3: cannot open shared object file\n\
