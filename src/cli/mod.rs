@@ -262,3 +262,13 @@ fn print_error(e: &anyhow::Error) {
         eprintln!("{}", e.backtrace());
     }
 }
+
+/// Where a short name or an engine reference was read from, or why a short
+/// name went to the registry. Shared by `slim`, `slim analyze` and `slim run`.
+pub fn say_where(source: &crate::transport::resolve::Resolved) {
+    if let Some(note) = &source.note {
+        eprintln!("note: {note}");
+    } else if source.engine().is_some() {
+        eprintln!("{}: from {}", source.typed, source.describe());
+    }
+}

@@ -176,7 +176,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let source = resolve::source(args.source.as_deref().unwrap_or_default())?;
     let output = resolve::output(args.output.as_deref().unwrap_or_default(), &source)?;
     if !global.quiet {
-        say_where(&source);
+        super::say_where(&source);
     }
     let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
     if report_to_stdout && matches!(output.image, ImageRef::DockerArchive { path: None, .. }) {
@@ -347,16 +347,6 @@ fn verified_copy(
         None => Box::new(crate::transport::Discard::new()?),
     };
     Ok((v.outcome, dst, Some(v.report)))
-}
-
-/// Where a short name or an engine reference was read from, or why a short
-/// name went to the registry. Shared with `slim analyze`.
-pub fn say_where(source: &Resolved) {
-    if let Some(note) = &source.note {
-        eprintln!("note: {note}");
-    } else if source.engine().is_some() {
-        eprintln!("{}: from {}", source.typed, source.describe());
-    }
 }
 
 fn print_summary(

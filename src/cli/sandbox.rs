@@ -132,7 +132,7 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
     let image = resolve::source(&args.image)?;
     if !global.quiet {
-        super::run::say_where(&image);
+        super::say_where(&image);
     }
     let client = global.client()?;
     let src = image.open_source(&client, global.source_limits())?;
