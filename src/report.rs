@@ -275,6 +275,12 @@ impl Report {
         if peak_a.is_some() || peak_b.is_some() {
             rows.push(("peak memory", mem(peak_a), mem(peak_b)));
         }
+        let ms = |s: Option<f64>| s.map_or_else(|| "-".into(), |s| format!("{:.1} ms", s * 1000.0));
+        let [(median_a, p95_a), (median_b, p95_b)] = v.latency();
+        if median_a.is_some() || median_b.is_some() {
+            rows.push(("latency median", ms(median_a), ms(median_b)));
+            rows.push(("latency p95", ms(p95_a), ms(p95_b)));
+        }
         rows
     }
 

@@ -327,6 +327,7 @@ fn verified_copy(
                     limits: args.probe.limits(),
                     ..RunSpec::default()
                 },
+                requests: args.probe.probe_requests,
             },
         },
         prepare: PrepareOptions {
@@ -406,6 +407,13 @@ fn print_summary(
                 }
                 if let Some(m) = s.peak_memory {
                     f.push(format!("peak {}", human(m)));
+                }
+                if let (Some(m), Some(p95)) = (s.latency_median, s.latency_p95) {
+                    f.push(format!(
+                        "latency median {:.1} ms, p95 {:.1} ms",
+                        m * 1000.0,
+                        p95 * 1000.0
+                    ));
                 }
                 if f.is_empty() {
                     "passed".to_string()

@@ -71,6 +71,11 @@ pub struct ProbeArgs {
     /// How long each probe may take (a command to finish, a port to answer).
     #[arg(long = "probe-timeout", value_name = "DURATION", default_value = "60s", value_parser = parse_probe_timeout)]
     pub probe_timeout: Duration,
+
+    /// Timed requests per passing HTTP probe, for its latency (median and
+    /// 95th percentile); 0 for none.
+    #[arg(long = "probe-requests", value_name = "N", default_value_t = crate::sandbox::probe::DEFAULT_REQUESTS)]
+    pub probe_requests: usize,
 }
 
 impl ProbeArgs {
@@ -172,6 +177,7 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         &ProbeOptions {
             timeout: args.probes.probe_timeout,
             base,
+            requests: args.probes.probe_requests,
         },
     )?;
     let mut out = String::new();
@@ -183,6 +189,14 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         }
         if let Some(m) = r.peak_memory {
             facts.push(format!("peak memory {}", human(m)));
+        }
+        if let Some(l) = r.latency {
+            facts.push(format!(
+                "latency median {} p95 {} over {} requests",
+                millis(l.median),
+                millis(l.p95),
+                l.requests
+            ));
         }
         let facts = if facts.is_empty() {
             String::new()
@@ -219,6 +233,11 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
 pub struct ProbesFailed {
     pub failed: usize,
     pub total: usize,
+}
+
+/// A short duration for people: `3.2 ms`.
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 #[cfg(test)]

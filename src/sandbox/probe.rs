@@ -91,6 +91,9 @@ pub struct ProbeOptions {
     /// Env, user, workdir and limits; `command` replaces the entrypoint
     /// that network probes start.
     pub base: RunSpec,
+    /// HTTP probes that pass: this many more requests, timed, for the
+    /// latency figures (0: none).
+    pub requests: usize,
 }
 
 impl Default for ProbeOptions {
@@ -98,7 +101,38 @@ impl Default for ProbeOptions {
         ProbeOptions {
             timeout: Duration::from_secs(60),
             base: RunSpec::default(),
+            requests: DEFAULT_REQUESTS,
         }
+    }
+}
+
+/// `--probe-requests`: timed requests per passing HTTP probe.
+pub const DEFAULT_REQUESTS: usize = 20;
+
+/// The time of whole answers (request sent to the last byte read) of
+/// repeated `GET`s to one path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Latency {
+    pub requests: usize,
+    pub median: Duration,
+    pub p95: Duration,
+}
+
+impl Latency {
+    /// Median and 95th percentile (nearest rank) of `times`; `None` when
+    /// empty.
+    pub fn of(mut times: Vec<Duration>) -> Option<Latency> {
+        if times.is_empty() {
+            return None;
+        }
+        times.sort();
+        let rank =
+            |q: f64| times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1];
+        Some(Latency {
+            requests: times.len(),
+            median: rank(0.5),
+            p95: rank(0.95),
+        })
     }
 }
 
@@ -117,6 +151,8 @@ pub struct ProbeResult {
     pub time_to_ready: Option<Duration>,
     /// Peak memory of the container, where the cgroups tell.
     pub peak_memory: Option<u64>,
+    /// HTTP probes that passed: the timed requests after the first.
+    pub latency: Option<Latency>,
 }
 
 /// The last `max` bytes written to it.
@@ -255,6 +291,7 @@ fn command_probe(sb: &Sandbox, p: &Probe, cmd: &str, opts: &ProbeOptions) -> Res
             .map(|o| o.output_tail.clone())
             .unwrap_or_default(),
         time_to_ready: out.as_ref().map(|o| o.duration),
+        latency: None,
         peak_memory: out.and_then(|o| o.peak_memory),
     })
 }
@@ -266,6 +303,7 @@ struct NetFinding {
     exited: bool,
     message: String,
     ready: Option<Duration>,
+    latency: Option<Latency>,
 }
 
 fn network_probes(
@@ -288,6 +326,7 @@ fn network_probes(
                 output_tail: tail.clone(),
                 time_to_ready: None,
                 peak_memory: peak,
+                latency: None,
             })
             .collect::<Vec<_>>()
     };
@@ -354,6 +393,7 @@ fn network_probes(
     let started = c.started;
     let wanted: Vec<Probe> = which.iter().map(|i| probes[*i].clone()).collect();
     let timeout = opts.timeout;
+    let requests = opts.requests;
     let findings = std::thread::scope(|s| {
         s.spawn(move || -> Result<Vec<NetFinding>> {
             // This thread only: it joins the container's network.
@@ -382,29 +422,41 @@ fn network_probes(
                         exited: why.starts_with("the container exited"),
                         message: why,
                         ready: None,
+                        latency: None,
                     },
                     (Ok(t), Probe::Tcp { .. }) => NetFinding {
                         passed: true,
                         exited: false,
                         message: format!("port {port} accepted a connection"),
                         ready: Some(t),
+                        latency: None,
                     },
                     (Ok(t), Probe::Http { path, .. }) => {
                         let left = deadline
                             .saturating_duration_since(Instant::now())
                             .max(Duration::from_secs(1));
                         match http_get(port, path, left) {
-                            Ok((code, line)) => NetFinding {
-                                passed: (200..400).contains(&code),
-                                exited: false,
-                                message: format!("GET http://127.0.0.1:{port}{path}: {line}"),
-                                ready: Some(t),
-                            },
+                            Ok((code, line)) => {
+                                let passed = (200..400).contains(&code);
+                                let latency = if passed {
+                                    timed_gets(port, path, requests, deadline)
+                                } else {
+                                    None
+                                };
+                                NetFinding {
+                                    passed,
+                                    exited: false,
+                                    message: format!("GET http://127.0.0.1:{port}{path}: {line}"),
+                                    ready: Some(t),
+                                    latency,
+                                }
+                            }
                             Err(e) => NetFinding {
                                 passed: false,
                                 exited: false,
                                 message: format!("GET http://127.0.0.1:{port}{path}: {e}"),
                                 ready: Some(t),
+                                latency: None,
                             },
                         }
                     }
@@ -450,8 +502,54 @@ fn network_probes(
             output_tail: tail.clone(),
             time_to_ready: f.ready,
             peak_memory: peak,
+            latency: f.latency,
         })
         .collect())
+}
+
+/// `requests` more `GET`s of `path`, one after another, each timed from
+/// connecting to the end of the answer; stops at the first failure or at
+/// the probe's deadline (the figures then cover what was answered).
+fn timed_gets(port: u16, path: &str, requests: usize, deadline: Instant) -> Option<Latency> {
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let begun = Instant::now();
+        match http_get_all(port, path, left) {
+            Ok(code) if (200..400).contains(&code) => times.push(begun.elapsed()),
+            _ => break,
+        }
+    }
+    Latency::of(times)
+}
+
+/// Answers read for timing stop after this much (a probe path is not a
+/// download).
+const MAX_TIMED_ANSWER: u64 = 64 << 20;
+
+/// `GET path` and read the whole answer (to the server's close, bounded);
+/// the status code.
+fn http_get_all(port: u16, path: &str, timeout: Duration) -> std::io::Result<u16> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: slim-probe\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 16];
+    let n = s.read(&mut head)?;
+    std::io::copy(&mut (&mut s).take(MAX_TIMED_ANSWER), &mut std::io::sink())?;
+    let line = String::from_utf8_lossy(&head[..n]).to_string();
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .filter(|_| line.starts_with("HTTP/"))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
 }
 
 /// Connects to `127.0.0.1:port` until it accepts, the container ends, or
@@ -551,6 +649,18 @@ mod tests {
             split_args(r#"app --name 'a b' "c \"d\"" e\ f ''"#),
             vec!["app", "--name", "a b", "c \"d\"", "e f", ""]
         );
+    }
+
+    #[test]
+    fn latency_is_the_median_and_nearest_rank_p95() {
+        let ms = Duration::from_millis;
+        assert_eq!(Latency::of(Vec::new()), None);
+        let one = Latency::of(vec![ms(7)]).unwrap();
+        assert_eq!((one.requests, one.median, one.p95), (1, ms(7), ms(7)));
+        // 20 answers, 1..=20 ms, given out of order.
+        let times: Vec<Duration> = (1..=20).rev().map(ms).collect();
+        let l = Latency::of(times).unwrap();
+        assert_eq!((l.requests, l.median, l.p95), (20, ms(10), ms(19)));
     }
 
     #[test]

@@ -85,6 +85,14 @@ pub struct SideVerdict {
     pub time_to_ready: Option<f64>,
     /// Bytes: the container's peak memory, where the cgroups tell.
     pub peak_memory: Option<u64>,
+    /// Passing HTTP probes: seconds per whole answer over the timed
+    /// requests (`--probe-requests`), median and 95th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_median: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_p95: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<usize>,
     #[serde(skip)]
     pub output_tail: String,
 }
@@ -98,12 +106,32 @@ impl From<ProbeResult> for SideVerdict {
                 .time_to_ready
                 .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
             peak_memory: r.peak_memory,
+            latency_median: r.latency.map(|l| micros(l.median)),
+            latency_p95: r.latency.map(|l| micros(l.p95)),
+            requests: r.latency.map(|l| l.requests),
             output_tail: r.output_tail,
         }
     }
 }
 
+/// Seconds, to the microsecond.
+fn micros(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
 impl VerifyReport {
+    /// The highest median and p95 latency of one side over its HTTP
+    /// probes: (original, slim), each (median, p95) in seconds.
+    pub fn latency(&self) -> [(Option<f64>, Option<f64>); 2] {
+        let side = |f: fn(&ProbeVerdict) -> &SideVerdict| {
+            let max = |g: fn(&SideVerdict) -> Option<f64>| {
+                self.probes.iter().filter_map(|p| g(f(p))).reduce(f64::max)
+            };
+            (max(|s| s.latency_median), max(|s| s.latency_p95))
+        };
+        [side(|p| &p.original), side(|p| &p.slim)]
+    }
+
     /// The slowest time to ready and the highest peak memory of one side,
     /// over all probes: (original, slim).
     pub fn figures(&self) -> [(Option<f64>, Option<u64>); 2] {
@@ -410,6 +438,7 @@ fn static_check(sb: &Sandbox, original: Option<&Sandbox>, base: &RunSpec) -> Pro
         output_tail: String::new(),
         time_to_ready: None,
         peak_memory: None,
+        latency: None,
     }
 }
 

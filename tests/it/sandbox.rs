@@ -547,9 +547,16 @@ fn the_library_api_runs_and_probes_and_cleans_up() {
                     command: Some(vec!["sh".into(), "-c".into(), HTTPD.into()]),
                     ..RunSpec::default()
                 },
+                requests: 7,
             },
         )
         .unwrap();
+    // The passing HTTP probe is timed over the requests asked for.
+    let latency = results[0].latency.expect("HTTP probe latency");
+    assert_eq!(latency.requests, 7, "{latency:?}");
+    assert!(latency.median <= latency.p95, "{latency:?}");
+    assert!(latency.p95 < Duration::from_secs(5), "{latency:?}");
+    assert!(results[1].latency.is_none(), "{:?}", results[1]);
     for r in &results {
         assert!(r.passed, "{r:?}");
         assert!(r.time_to_ready.is_some(), "{r:?}");

@@ -84,6 +84,8 @@ fn verify_http_passes_and_writes_into_a_layout_and_a_registry() {
     assert_eq!(index_tags(&out_layout), vec!["slim"]);
     out.assert_stderr_contains("time to ready");
     out.assert_stderr_contains("peak memory");
+    out.assert_stderr_contains("latency median");
+    out.assert_stderr_contains("latency p95");
     let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let v = &r["verify"];
     assert_eq!(v["passed"], true, "{r}");
@@ -93,6 +95,13 @@ fn verify_http_passes_and_writes_into_a_layout_and_a_registry() {
     for side in ["original", "slim"] {
         assert_eq!(p[side]["passed"], true, "{r}");
         assert!(p[side]["time_to_ready"].as_f64().is_some(), "{r}");
+        // --probe-requests' default: 20 timed answers.
+        assert_eq!(p[side]["requests"], 20, "{r}");
+        let (median, p95) = (
+            p[side]["latency_median"].as_f64().unwrap(),
+            p[side]["latency_p95"].as_f64().unwrap(),
+        );
+        assert!(median > 0.0 && median <= p95 && p95 < 5.0, "{r}");
         assert!(
             p[side]["peak_memory"].as_u64().is_some_and(|m| m > 0),
             "{r}"
