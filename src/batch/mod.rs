@@ -383,7 +383,7 @@ impl Runner<'_> {
 
     fn rewrite(&self, item: &WorkItem) -> Result<Option<RewriteOptions>> {
         self.settings(item)
-            .rewrite(self.client, false)
+            .rewrite(false)
             .with_context(|| format!("settings of {}", item.entry))
     }
 
@@ -535,6 +535,7 @@ impl Runner<'_> {
             platforms,
             jobs: self.opts.blob_jobs.max(1),
             rewrite,
+            client: self.client.clone(),
         };
         copy_image(&src, dst.as_ref(), &opts, &reporter)
             .with_context(|| format!("slimming {} into {}", item.source, item.destination))

@@ -5,27 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::{GlobalArgs, Squash, UsageError};
-use crate::copy::{CopyOptions, copy_image};
+use super::{GlobalArgs, UsageError};
+use crate::copy::{CopyOptions, Format, SquashMode, copy_image};
+use crate::image::media::Compression;
 use crate::reference::ImageRef;
 use crate::report::{Report, human};
-use crate::settings::Settings;
+use crate::settings::{KeepBaseSetting, Settings};
 use crate::transport::resolve::{self, Resolved};
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CompressionArg {
-    Gzip,
-    Zstd,
-    None,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FormatArg {
-    Oci,
-    Docker,
-}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -39,11 +27,11 @@ pub struct RunArgs {
 
     /// How to combine layers: all = one layer; none = each layer on its own.
     #[arg(long, value_enum, default_value = "all")]
-    pub squash: Squash,
+    pub squash: SquashMode,
 
     /// Keep the first N layers, or the layers of base image REF, byte-identical (squash the rest).
     #[arg(long = "keep-base", value_name = "N|REF")]
-    pub keep_base: Option<String>,
+    pub keep_base: Option<KeepBaseSetting>,
 
     /// Strip profiles, comma-separated (`none` strips nothing).
     #[arg(long, default_value = "auto", value_name = "NAMES")]
@@ -51,7 +39,7 @@ pub struct RunArgs {
 
     /// Layer compression (default: the source's; plain tar becomes gzip).
     #[arg(long, value_enum)]
-    pub compression: Option<CompressionArg>,
+    pub compression: Option<Compression>,
 
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long, value_name = "N")]
@@ -59,7 +47,7 @@ pub struct RunArgs {
 
     /// Output media types (default: the source's; zstd needs oci).
     #[arg(long, value_enum)]
-    pub format: Option<FormatArg>,
+    pub format: Option<Format>,
 
     /// Do not turn identical files into hard links.
     #[arg(long = "no-hardlink-dedup")]
@@ -126,31 +114,15 @@ impl RunArgs {
     /// The flags as settings.
     pub fn settings(&self) -> Settings {
         Settings {
-            squash: Some(match self.squash {
-                Squash::All => "all".into(),
-                Squash::None => "none".into(),
-            }),
+            squash: Some(self.squash),
             keep_base: self.keep_base.clone(),
             profile: Some(self.profile.clone()),
             keep: self.keep.clone(),
             remove: self.remove.clone(),
             safety_keeps: Some(!self.no_safety_keeps),
-            compression: self.compression.map(|c| {
-                match c {
-                    CompressionArg::Gzip => "gzip",
-                    CompressionArg::Zstd => "zstd",
-                    CompressionArg::None => "none",
-                }
-                .to_string()
-            }),
+            compression: self.compression,
             level: self.level,
-            format: self.format.map(|f| {
-                match f {
-                    FormatArg::Oci => "oci",
-                    FormatArg::Docker => "docker",
-                }
-                .to_string()
-            }),
+            format: self.format,
             hardlink_dedup: Some(!self.no_hardlink_dedup),
             platforms: self.platform.clone(),
             threads: self.threads,
@@ -179,7 +151,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let settings = args.settings();
     let platforms = settings.platforms()?;
     let client = global.client()?;
-    let rewrite = settings.rewrite(&client, args.dry_run)?;
+    let rewrite = settings.rewrite(args.dry_run)?;
     let src = source.open_source(&client, global.source_limits())?;
     let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
         Box::new(crate::transport::Discard::new()?)
@@ -191,6 +163,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         platforms,
         jobs: args.jobs.max(1),
         rewrite,
+        client,
     };
     let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &terminal);
     terminal.finish();
