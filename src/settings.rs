@@ -314,30 +314,44 @@ mod tests {
     fn entries_override_defaults() {
         let defaults = Settings {
             profile: Some("auto".into()),
-            compression: Some("zstd".into()),
+            compression: Some(Compression::Zstd),
             platforms: vec!["linux/amd64".into()],
             ..Settings::default()
         };
         let entry = Settings {
-            compression: Some("gzip".into()),
+            compression: Some(Compression::Gzip),
             ..Settings::default()
         };
         let m = defaults.merged(&entry);
-        assert_eq!(m.compression.as_deref(), Some("gzip"));
+        assert_eq!(m.compression, Some(Compression::Gzip));
         assert_eq!(m.profile.as_deref(), Some("auto"));
         assert_eq!(m.platforms, vec!["linux/amd64".to_string()]);
     }
 
+    fn from_toml(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| e.message().to_string())
+    }
+
     #[test]
     fn bad_values_are_named() {
+        for (text, message) in [
+            (
+                "compression = \"lz4\"",
+                "compression \"lz4\": use gzip, zstd or none",
+            ),
+            ("squash = \"some\"", "squash \"some\": use all or none"),
+            ("format = \"v1\"", "format \"v1\": use oci or docker"),
+            (
+                "keep-base = \"a::b\"",
+                "keep-base a::b: malformed image reference",
+            ),
+        ] {
+            let e = from_toml(text).unwrap_err();
+            assert!(e.starts_with(message), "{text}: {e}");
+        }
         let s = Settings {
-            compression: Some("lz4".into()),
-            ..Settings::default()
-        };
-        assert!(s.check().unwrap_err().to_string().contains("lz4"));
-        let s = Settings {
-            squash: Some("none".into()),
-            keep_base: Some("2".into()),
+            squash: Some(SquashMode::None),
+            keep_base: Some("2".parse().unwrap()),
             ..Settings::default()
         };
         assert!(s.check().unwrap_err().to_string().contains("keep-base"));
@@ -346,11 +360,65 @@ mod tests {
     }
 
     #[test]
+    fn keep_base_is_a_count_or_a_reference_as_written() {
+        let s = from_toml("keep-base = \"01\"").unwrap();
+        let kb = s.keep_base.as_ref().unwrap();
+        assert_eq!(kb.base(), &KeepBase::Count(1));
+        // Recorded as written: the settings digest of earlier outputs holds.
+        let p = s.check().unwrap();
+        assert!(
+            s.describe(&p).contains(" keep-base=01 "),
+            "{}",
+            s.describe(&p)
+        );
+        let s = from_toml("keep-base = \"debian:bookworm\"").unwrap();
+        let kb = s.keep_base.as_ref().unwrap();
+        assert!(matches!(kb.base(), KeepBase::Image(ImageRef::Registry(_))));
+        assert!(s.describe(&p).contains(" keep-base=debian:bookworm "));
+    }
+
+    /// Pinned: the description is hashed into output annotations, so a
+    /// change here changes the digest of every slimmed image.
+    #[test]
+    fn the_description_text_is_pinned() {
+        let s = from_toml(
+            "squash = \"all\"\nkeep-base = \"1\"\ncompression = \"zstd\"\nformat = \"oci\"\nprofile = \"none\"",
+        )
+        .unwrap();
+        let p = s.check().unwrap();
+        let text = s.describe(&p);
+        let fingerprint = p.fingerprint();
+        assert_eq!(
+            text,
+            format!(
+                "squash=all keep-base=1 profile={fingerprint} compression=zstd level=3 format=oci hardlink-dedup=true"
+            )
+        );
+        let s = from_toml(
+            "squash = \"none\"\ncompression = \"none\"\nformat = \"docker\"\nprofile = \"none\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s.describe(&p),
+            format!(
+                "squash=none keep-base=0 profile={fingerprint} compression=none level=0 format=docker hardlink-dedup=true"
+            )
+        );
+        let s = Settings::default();
+        assert_eq!(
+            s.describe(&p),
+            format!(
+                "squash=all keep-base=0 profile={fingerprint} compression=source level=default format=source hardlink-dedup=true"
+            )
+        );
+    }
+
+    #[test]
     fn the_description_changes_with_what_changes_the_bytes() {
         let base = Settings::default();
         let p = base.check().unwrap();
         let zstd = Settings {
-            compression: Some("zstd".into()),
+            compression: Some(Compression::Zstd),
             ..Settings::default()
         };
         assert_ne!(base.describe(&p), zstd.describe(&p));

@@ -309,6 +309,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::media::Compression;
 
     fn parse(text: &str) -> Result<JobFile, JobFileError> {
         JobFile::parse(Path::new("jobs.toml"), text)
@@ -338,13 +339,13 @@ destination = "mirror.example.com/{repository}:{tag}-slim"
         let img = &job.images[0];
         assert_eq!(img.source.repository, "team/api");
         assert_eq!(img.destination.tag.as_deref(), Some("1.4-slim"));
-        assert_eq!(img.settings.compression.as_deref(), Some("gzip"));
+        assert_eq!(img.settings.compression, Some(Compression::Gzip));
         assert_eq!(img.settings.profile.as_deref(), Some("none"));
         assert!(img.name.contains("line 6"), "{}", img.name);
         let r = &job.repositories[0];
         assert!(r.repository.is_match("team/web"));
         assert!(!r.tags.as_ref().unwrap().is_match("latest"));
-        assert_eq!(r.settings.compression.as_deref(), Some("zstd"));
+        assert_eq!(r.settings.compression, Some(Compression::Zstd));
         assert_eq!(
             r.destination
                 .destination("registry.example.com", "team/web", "v2")

@@ -376,3 +376,78 @@ fn print_summary(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn flags(args: &[&str]) -> Settings {
+        let mut argv = vec!["slim", "src:1", "-o", "dst:1"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).unwrap().run.settings()
+    }
+
+    /// A flag and the same job-file key parse into the same typed value.
+    #[test]
+    fn a_flag_and_the_same_job_file_value_give_equal_settings() {
+        let from_flags = flags(&[
+            "--squash",
+            "all",
+            "--keep-base",
+            "oci:/tmp/base:v1",
+            "--compression",
+            "zstd",
+            "--format",
+            "oci",
+            "--profile",
+            "none",
+        ]);
+        let from_file: Settings = toml::from_str(
+            r#"
+squash = "all"
+keep-base = "oci:/tmp/base:v1"
+compression = "zstd"
+format = "oci"
+profile = "none"
+"#,
+        )
+        .unwrap();
+        // The flags also set what the command line always decides.
+        let over = Settings {
+            safety_keeps: from_flags.safety_keeps,
+            hardlink_dedup: from_flags.hardlink_dedup,
+            max_layer_gib: from_flags.max_layer_gib,
+            max_files: from_flags.max_files,
+            ..from_file
+        };
+        assert_eq!(from_flags, over);
+        for (flag, key) in [
+            (["--squash", "none"], "squash = \"none\""),
+            (["--compression", "gzip"], "compression = \"gzip\""),
+            (["--compression", "none"], "compression = \"none\""),
+            (["--format", "docker"], "format = \"docker\""),
+            (["--keep-base", "2"], "keep-base = \"2\""),
+        ] {
+            let f = flags(&flag);
+            let t: Settings = toml::from_str(key).unwrap();
+            assert_eq!(
+                (f.squash, f.compression, f.format, f.keep_base),
+                (
+                    t.squash.or(Some(SquashMode::All)),
+                    t.compression,
+                    t.format,
+                    t.keep_base
+                ),
+                "{key}"
+            );
+        }
+    }
+}
