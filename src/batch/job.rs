@@ -221,10 +221,25 @@ fn take_optional_string(table: &mut toml::Table, key: &str) -> Result<Option<Str
 fn entry_settings(defaults: &Settings, rest: toml::Table) -> Result<Settings, String> {
     let own: Settings = toml::Value::Table(rest)
         .try_into()
-        .map_err(|e: toml::de::Error| e.to_string().trim_end().to_string())?;
+        .map_err(|e: toml::de::Error| value_error(&e))?;
     let merged = defaults.merged(&own);
     merged.check().map_err(|e| e.to_string())?;
     Ok(merged)
+}
+
+/// An entry's settings error as one message. toml ends an error about a
+/// value with the key (`in `compression``); a value the settings reject
+/// names its key already (`compression "lz4": use gzip, zstd or none`), so
+/// the key is not said twice. A type error (`invalid type: integer`) keeps it.
+fn value_error(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let text = text.trim_end();
+    match text.rsplit_once("\nin `") {
+        Some((message, key)) if message.starts_with(&format!("{} ", key.trim_end_matches('`'))) => {
+            message.to_string()
+        }
+        _ => text.to_string(),
+    }
 }
 
 fn registry_ref(key: &str, s: &str, destination: bool) -> Result<RegistryRef, String> {
@@ -419,6 +434,28 @@ destination = "mirror.example.com/{repository}:{tag}-slim"
         }
         let e = parse("[defaults]\nprofile = \"none\"\n").unwrap_err();
         assert!(matches!(e, JobFileError::Empty { .. }));
+    }
+
+    /// A bad value is parsed where it is read: in an entry, the message
+    /// names the entry and the key once; in `[defaults]`, its line.
+    #[test]
+    fn bad_values_name_the_key_once() {
+        let e = parse(&GOOD.replace("compression = \"gzip\"", "compression = \"lz4\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "jobs.toml: [[images]] entry 1 (line 6): compression \"lz4\": use gzip, zstd or none"
+        );
+        let e = parse(&GOOD.replace("compression = \"gzip\"", "compression = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("expected a string\nin `compression`"), "{e}");
+        let e = parse(&GOOD.replace("compression = \"zstd\"", "squash = \"some\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("squash \"some\": use all or none"), "{e}");
     }
 
     /// The job file shipped in deploy/kubernetes stays valid.
