@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::sandbox::verify::{VerifyReport, seconds};
 use crate::stats::{CopyOutcome, ImageReport, Side};
 use crate::transform::filter::Count;
+pub use crate::units::human;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -25,6 +27,9 @@ pub struct Report {
     pub hardlinked: Count,
     pub duration_seconds: f64,
     pub dry_run: bool,
+    /// The probes `--verify` ran on the original and the slim image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyReport>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -189,6 +194,7 @@ impl Report {
             hardlinked,
             duration_seconds: (seconds * 1000.0).round() / 1000.0,
             dry_run,
+            verify: None,
         }
     }
 
@@ -248,7 +254,28 @@ impl Report {
         for (name, a, b, c) in rows {
             let _ = writeln!(t, "  {name:<14} {a:>12} {b:>12} {c:>9}");
         }
+        for (name, a, b) in self.runtime_rows() {
+            let _ = writeln!(t, "  {name:<14} {a:>12} {b:>12}");
+        }
         t
+    }
+
+    /// `time to ready` and `peak memory` of the original and the slim
+    /// image (the slowest and the highest over the probes), with `--verify`.
+    fn runtime_rows(&self) -> Vec<(&'static str, String, String)> {
+        let Some(v) = &self.verify else {
+            return Vec::new();
+        };
+        let [(ready_a, peak_a), (ready_b, peak_b)] = v.figures();
+        let mem = |m: Option<u64>| m.map_or_else(|| "-".into(), human);
+        let mut rows = Vec::new();
+        if ready_a.is_some() || ready_b.is_some() {
+            rows.push(("time to ready", seconds(ready_a), seconds(ready_b)));
+        }
+        if peak_a.is_some() || peak_b.is_some() {
+            rows.push(("peak memory", mem(peak_a), mem(peak_b)));
+        }
+        rows
     }
 
     /// The report as a Markdown section (for `$GITHUB_STEP_SUMMARY`).
@@ -282,6 +309,9 @@ impl Report {
             "| files | {} | {} |",
             self.source.files, self.output.files
         );
+        for (name, a, b) in self.runtime_rows() {
+            let _ = writeln!(m, "| {name} | {a} | {b} |");
+        }
         let _ = writeln!(
             m,
             "\n**{:.1}% smaller** (compressed); profiles: {}\n",
@@ -301,25 +331,5 @@ impl Report {
             }
         }
         m
-    }
-}
-
-/// Bytes for people: decimal units, one decimal; signed amounts (a saving
-/// that is a loss) keep their sign. The one byte formatter of slim.
-pub fn human(n: impl Into<i128>) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let n: i128 = n.into();
-    let sign = if n < 0 { "-" } else { "" };
-    let abs = n.unsigned_abs();
-    let mut v = abs as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{sign}{abs} B")
-    } else {
-        format!("{sign}{v:.1} {}", UNITS[u])
     }
 }

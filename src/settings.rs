@@ -52,6 +52,16 @@ pub struct Settings {
     pub threads: Option<usize>,
     pub max_layer_gib: Option<u64>,
     pub max_files: Option<u64>,
+    /// `--verify`: probe the original and the slim image before writing.
+    pub verify: Option<bool>,
+    /// `--probe-cmd`, `--probe-http PORT[/PATH]`, `--probe-tcp PORT`
+    /// (sandbox/verify.rs reads them; they change nothing written).
+    #[serde(default)]
+    pub probe_cmd: Vec<String>,
+    #[serde(default)]
+    pub probe_http: Vec<String>,
+    #[serde(default)]
+    pub probe_tcp: Vec<u16>,
 }
 
 /// The name a flag and a job file give an option value (`all`, `gzip`).
@@ -176,6 +186,14 @@ impl Settings {
             threads: over.threads.or(self.threads),
             max_layer_gib: over.max_layer_gib.or(self.max_layer_gib),
             max_files: over.max_files.or(self.max_files),
+            verify: over.verify.or(self.verify),
+            probe_cmd: pick(&self.probe_cmd, &over.probe_cmd),
+            probe_http: pick(&self.probe_http, &over.probe_http),
+            probe_tcp: if over.probe_tcp.is_empty() {
+                self.probe_tcp.clone()
+            } else {
+                over.probe_tcp.clone()
+            },
         }
     }
 

@@ -37,6 +37,7 @@ use crate::digest::Digest;
 use crate::image::{Descriptor, Manifest};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryClient;
+use crate::sandbox::verify::{self, SlimFailedProbes, VerifyReport};
 use crate::settings::Settings;
 use crate::transport::registry::RegistrySource;
 use crate::transport::{BlobStream, Capabilities, Dest, Staged, StreamKind, open_dest};
@@ -311,6 +312,7 @@ fn blank(item: &WorkItem) -> ImageResult {
         sizes: None,
         platforms: Vec::new(),
         duration_seconds: 0.0,
+        verify: None,
     }
 }
 
@@ -470,11 +472,18 @@ impl Runner<'_> {
             .rewrite(&p.item)
             .and_then(|rw| self.copy(&p.item, &source, platforms, rw, replaces));
         match outcome {
-            Ok(o) => {
+            Ok((o, verified)) => {
                 r.status = Status::Slimmed;
                 r.fill_from(&o);
+                r.verify = verified;
             }
-            Err(e) => r.error = Some(chain(&e)),
+            Err(e) => {
+                r.verify = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<SlimFailedProbes>())
+                    .map(|f| (*f.report).clone());
+                r.error = Some(chain(&e));
+            }
         }
         r.duration_seconds = started.elapsed().as_secs_f64();
         self.finish(&r);
@@ -501,7 +510,7 @@ impl Runner<'_> {
             .map(|d| leader_dest.with_digest(&d))
             .map_err(anyhow::Error::from);
         match from.and_then(|from| self.copy(&p.item, &from, Vec::new(), None, false)) {
-            Ok(o) => {
+            Ok((o, _)) => {
                 r.status = Status::Slimmed;
                 r.output_digest = Some(o.root.digest.to_string());
                 r.sizes = leader.sizes.clone();
@@ -514,6 +523,9 @@ impl Runner<'_> {
         r
     }
 
+    /// Copies (slims, with `rewrite`) one image; with `verify = true` in
+    /// its settings, through the verify gate: the destination is opened
+    /// only once the probes passed.
     fn copy(
         &self,
         item: &WorkItem,
@@ -521,15 +533,23 @@ impl Runner<'_> {
         platforms: Vec<crate::image::Platform>,
         rewrite: Option<RewriteOptions>,
         replaces: bool,
-    ) -> Result<crate::stats::CopyOutcome> {
+    ) -> Result<(crate::stats::CopyOutcome, Option<VerifyReport>)> {
         let src = RegistrySource::new(self.client.clone(), source.clone());
-        let mut dst = open_dest(&ImageRef::Registry(item.destination.clone()), self.client)?;
-        if replaces {
-            dst = Box::new(NoStream(dst));
-        }
+        let open = || -> Result<Box<dyn Dest>> {
+            let dst = open_dest(&ImageRef::Registry(item.destination.clone()), self.client)?;
+            Ok(if replaces {
+                Box::new(NoStream(dst))
+            } else {
+                dst
+            })
+        };
         let reporter = ItemReporter {
             item,
             progress: self.progress,
+        };
+        let probes = match &rewrite {
+            Some(_) => verify::probes_from_settings(&item.settings)?,
+            None => None,
         };
         let opts = CopyOptions {
             platforms,
@@ -537,8 +557,22 @@ impl Runner<'_> {
             rewrite,
             client: self.client.clone(),
         };
-        copy_image(&src, dst.as_ref(), &opts, &reporter)
-            .with_context(|| format!("slimming {} into {}", item.source, item.destination))
+        let what = || format!("slimming {} into {}", item.source, item.destination);
+        if let Some(probes) = probes {
+            let gate = verify::Gate {
+                verify: verify::VerifyOptions {
+                    probes,
+                    probe: Default::default(),
+                },
+                prepare: Default::default(),
+            };
+            let v = verify::verified_copy(&src, Some(&open), &opts, &gate, &reporter)
+                .with_context(what)?;
+            return Ok((v.outcome, Some(v.report)));
+        }
+        let dst = open()?;
+        let outcome = copy_image(&src, dst.as_ref(), &opts, &reporter).with_context(what)?;
+        Ok((outcome, None))
     }
 }
 

@@ -51,6 +51,10 @@ pub struct ImageResult {
     /// Per platform (a multi-arch image has several).
     pub platforms: Vec<PlatformResult>,
     pub duration_seconds: f64,
+    /// `verify = true`: the probes on the original and the slim image (also
+    /// when the slim image failed them: then nothing was written, exit 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::sandbox::verify::VerifyReport>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -77,6 +81,11 @@ pub struct PlatformResult {
 }
 
 impl ImageResult {
+    /// Failed because the slim image failed a probe the original passes.
+    pub fn verify_failed(&self) -> bool {
+        self.status == Status::Failed && self.verify.as_ref().is_some_and(|v| !v.passed)
+    }
+
     /// Sizes and per-platform details from a finished copy.
     pub fn fill_from(&mut self, outcome: &CopyOutcome) {
         self.source_digest = Some(outcome.source_digest.to_string());
@@ -168,6 +177,16 @@ impl BatchReport {
     /// Anything failed: an image, or listing an entry.
     pub fn any_failed(&self) -> bool {
         self.totals.failed > 0 || !self.listing_errors.is_empty()
+    }
+
+    /// Every failure is a failed verification (exit 4 rather than 1).
+    pub fn only_verify_failed(&self) -> bool {
+        self.listing_errors.is_empty()
+            && self.images.iter().any(|r| r.verify_failed())
+            && self
+                .images
+                .iter()
+                .all(|r| r.status != Status::Failed || r.verify_failed())
     }
 
     pub fn compute_totals(&mut self) {

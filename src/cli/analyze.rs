@@ -107,7 +107,7 @@ fn analysis(img: &ImageReport) -> ImageAnalysis {
 pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
     let image = resolve::source(&args.image)?;
     if !global.quiet {
-        super::run::say_where(&image);
+        super::say_where(&image);
     }
     let settings = Settings {
         profile: Some(args.profile.clone()),

@@ -20,7 +20,8 @@ use crate::report::human;
   slim batch jobs.toml --shard 1/3            # the second of three workers
   slim batch /etc/slim/jobs.toml --shards 3   # in a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)
 
-Exit codes: 0 every image slimmed or up to date, 1 any image failed, 2 a mistake in the job file or arguments.")]
+Exit codes: 0 every image slimmed or up to date, 1 any image failed, 2 a mistake in the job file or arguments,
+4 every image that failed, failed verify = true (the slim image failed a probe the original passes; nothing written for it).")]
 pub struct BatchArgs {
     /// The job file (TOML): [defaults], [[images]] and [[repositories]].
     #[arg(value_name = "FILE.toml")]
@@ -124,7 +125,13 @@ pub fn run(args: BatchArgs, global: &GlobalArgs) -> Result<u8> {
                 .with_context(|| format!("writing the report {dest}"))?;
         }
     }
-    Ok(if report.any_failed() { EXIT_FAILURE } else { 0 })
+    Ok(if report.only_verify_failed() {
+        super::EXIT_VERIFY
+    } else if report.any_failed() {
+        EXIT_FAILURE
+    } else {
+        0
+    })
 }
 
 /// Progress lines on stderr: one per finished image, with done/total and

@@ -16,6 +16,9 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_THRESHOLD: u8 = 3;
+/// `--verify`: the slim image failed a probe the original passes; nothing
+/// was written.
+pub const EXIT_VERIFY: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,7 +42,8 @@ Image references:
                                       /var/run/docker.sock, or Podman's socket)
 When a short name came from the engine, a short -o name is loaded into that engine.
 
-Exit codes: 0 success, 1 failure (also --timeout), 2 usage error, 3 a --fail-if-* threshold not met;
+Exit codes: 0 success, 1 failure (also --timeout), 2 usage error (also a probe that fails on the original image),
+3 a --fail-if-* threshold not met, 4 --verify: the slim image fails a probe the original passes (nothing written);
 130/143 interrupted by SIGINT/SIGTERM (what the run wrote is removed)."
 )]
 pub struct Cli {
@@ -196,8 +200,18 @@ pub fn main() -> ExitCode {
                 c.is::<UsageError>()
                     || c.is::<crate::reference::ReferenceError>()
                     || c.is::<crate::settings::SettingsError>()
+                    || c.is::<crate::sandbox::verify::ProbeFailedOnOriginal>()
             });
-            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
+            let verify = e
+                .chain()
+                .any(|c| c.is::<crate::sandbox::verify::SlimFailedProbes>());
+            ExitCode::from(if verify {
+                EXIT_VERIFY
+            } else if usage {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
+            })
         }
     }
 }
@@ -238,5 +252,15 @@ fn print_error(e: &anyhow::Error) {
     }
     if std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0") {
         eprintln!("{}", e.backtrace());
+    }
+}
+
+/// Where a short name or an engine reference was read from, or why a short
+/// name went to the registry. Shared by `slim`, `slim analyze` and `slim run`.
+pub fn say_where(source: &crate::transport::resolve::Resolved) {
+    if let Some(note) = &source.note {
+        eprintln!("note: {note}");
+    } else if source.engine().is_some() {
+        eprintln!("{}: from {}", source.typed, source.describe());
     }
 }

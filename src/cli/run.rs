@@ -100,6 +100,13 @@ pub struct RunArgs {
     /// Refuse images whose layers hold more entries than this together (slim indexes every entry in memory, about 700 bytes each).
     #[arg(long = "max-files", value_name = "N", default_value_t = crate::layer::limits::DEFAULT_MAX_FILES)]
     pub max_files: u64,
+
+    /// Before writing, run probes on the original and the slim image (needs root and runc); exit 4 if the slim image fails one the original passes. Without --probe-* flags: the entrypoint resolves, exposed TCP ports listen, the healthcheck passes.
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub probe: super::sandbox::ProbeArgs,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -128,6 +135,8 @@ impl RunArgs {
             threads: self.threads,
             max_layer_gib: Some(self.max_layer_gib),
             max_files: Some(self.max_files),
+            // The probe flags reach the run parsed, as `self.probe`.
+            ..Settings::default()
         }
     }
 }
@@ -139,7 +148,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let source = resolve::source(args.source.as_deref().unwrap_or_default())?;
     let output = resolve::output(args.output.as_deref().unwrap_or_default(), &source)?;
     if !global.quiet {
-        say_where(&source);
+        super::say_where(&source);
     }
     let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
     if report_to_stdout && matches!(output.image, ImageRef::DockerArchive { path: None, .. }) {
@@ -148,27 +157,51 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         )
         .into());
     }
+    let probes = args.probe.probes();
+    if !args.verify && !probes.is_empty() {
+        return Err(UsageError(
+            "--probe-cmd, --probe-http and --probe-tcp take effect with --verify (or with slim run)"
+                .into(),
+        )
+        .into());
+    }
     let settings = args.settings();
     let platforms = settings.platforms()?;
     let client = global.client()?;
-    let rewrite = settings.rewrite(args.dry_run)?;
+    // Verifying a dry run still slims for real, into the staging layout only.
+    let rewrite = settings.rewrite(args.dry_run && !args.verify)?;
     let src = source.open_source(&client, global.source_limits())?;
-    let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
-        Box::new(crate::transport::Discard::new()?)
-    } else {
-        output.open_dest(&client)?
-    };
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
         platforms,
         jobs: args.jobs.max(1),
         rewrite,
-        client,
+        client: client.clone(),
     };
-    let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &terminal);
-    terminal.finish();
-    let outcome =
-        outcome.with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
+    let (outcome, dst, verified) = if args.verify {
+        let v = verified_copy(
+            &args,
+            probes,
+            src.as_ref(),
+            &output,
+            &client,
+            &opts,
+            &terminal,
+        );
+        terminal.finish();
+        v?
+    } else {
+        let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
+            Box::new(crate::transport::Discard::new()?)
+        } else {
+            output.open_dest(&client)?
+        };
+        let outcome = copy_image(src.as_ref(), dst.as_ref(), &opts, &terminal);
+        terminal.finish();
+        let outcome =
+            outcome.with_context(|| format!("slimming {} into {}", src.name(), dst.name()))?;
+        (outcome, dst, None)
+    };
 
     let keeps_manifests = dst.capabilities().keeps_manifests;
     let output_digest = (keeps_manifests && !args.dry_run).then(|| outcome.root.digest.to_string());
@@ -181,6 +214,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         args.dry_run,
     );
     report.source.from = Some(source.describe());
+    report.verify = verified;
     if !global.quiet {
         print_summary(
             &outcome,
@@ -239,14 +273,53 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Where a short name or an engine reference was read from, or why a short
-/// name went to the registry. Shared with `slim analyze`.
-pub fn say_where(source: &Resolved) {
-    if let Some(note) = &source.note {
-        eprintln!("note: {note}");
-    } else if source.engine().is_some() {
-        eprintln!("{}: from {}", source.typed, source.describe());
-    }
+/// `--verify` (see [`crate::sandbox::verify::verified_copy`]): the
+/// destination is opened only once the probes passed.
+fn verified_copy(
+    args: &RunArgs,
+    probes: Vec<crate::sandbox::Probe>,
+    src: &dyn crate::transport::Source,
+    output: &Resolved,
+    client: &std::sync::Arc<crate::registry::RegistryClient>,
+    opts: &CopyOptions,
+    terminal: &super::progress::Terminal,
+) -> Result<(
+    crate::copy::CopyOutcome,
+    Box<dyn crate::transport::Dest>,
+    Option<crate::sandbox::verify::VerifyReport>,
+)> {
+    use crate::sandbox::verify::{Gate, VerifyOptions};
+    use crate::sandbox::{PrepareOptions, ProbeOptions, RunSpec};
+
+    let gate = Gate {
+        verify: VerifyOptions {
+            probes,
+            probe: ProbeOptions {
+                timeout: args.probe.probe_timeout,
+                base: RunSpec {
+                    limits: args.probe.limits(),
+                    ..RunSpec::default()
+                },
+            },
+        },
+        prepare: PrepareOptions {
+            runtime: args.probe.runtime.clone(),
+            temp_dir: None,
+        },
+    };
+    let open = || output.open_dest(client);
+    let v = crate::sandbox::verify::verified_copy(
+        src,
+        (!args.dry_run).then_some(&open as &dyn Fn() -> Result<Box<dyn crate::transport::Dest>>),
+        opts,
+        &gate,
+        terminal,
+    )?;
+    let dst = match v.dest {
+        Some(d) => d,
+        None => Box::new(crate::transport::Discard::new()?),
+    };
+    Ok((v.outcome, dst, Some(v.report)))
 }
 
 fn print_summary(
@@ -286,6 +359,44 @@ fn print_summary(
     }
     if !outcome.images.is_empty() && !dry_run {
         let _ = write!(err, "{}", report.table());
+    }
+    if let Some(v) = &report.verify {
+        let _ = writeln!(
+            err,
+            "  verified{}: {} passed on the original and the slim image",
+            if v.default_probes {
+                " (default probes)"
+            } else {
+                ""
+            },
+            v.probes.len()
+        );
+        for p in &v.probes {
+            let side = |s: &crate::sandbox::verify::SideVerdict| {
+                let mut f = Vec::new();
+                if let Some(t) = s.time_to_ready {
+                    f.push(format!("ready in {t:.2} s"));
+                }
+                if let Some(m) = s.peak_memory {
+                    f.push(format!("peak {}", human(m)));
+                }
+                if f.is_empty() {
+                    "passed".to_string()
+                } else {
+                    f.join(", ")
+                }
+            };
+            let _ = writeln!(
+                err,
+                "    {}: original {}; slim {}",
+                p.probe,
+                side(&p.original),
+                side(&p.slim)
+            );
+        }
+        for s in &v.skipped {
+            let _ = writeln!(err, "    skipped {s}");
+        }
     }
     for img in &outcome.images {
         let platform = img

@@ -25,10 +25,6 @@ pub struct SandboxArgs {
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 
-    /// The OCI runtime binary [default: runc, else crun, on PATH].
-    #[arg(long, value_name = "PATH")]
-    pub runtime: Option<PathBuf>,
-
     /// Set an environment variable (K=V; K alone passes slim's own value). Repeatable.
     #[arg(short, long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -40,6 +36,17 @@ pub struct SandboxArgs {
     /// Working directory inside the container.
     #[arg(short, long, value_name = "DIR")]
     pub workdir: Option<String>,
+
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+}
+
+/// The probe flags, shared by `slim run` and `slim IMAGE -o DEST --verify`.
+#[derive(Args, Debug, Clone)]
+pub struct ProbeArgs {
+    /// The OCI runtime binary [default: runc, else crun, on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
 
     /// Memory limit of the container (e.g. 512m, 1g), through the runtime's cgroups.
     #[arg(long = "run-memory", alias = "memory", value_name = "SIZE", value_parser = parse_size)]
@@ -64,6 +71,26 @@ pub struct SandboxArgs {
     /// How long each probe may take (a command to finish, a port to answer).
     #[arg(long = "probe-timeout", value_name = "DURATION", default_value = "60s", value_parser = parse_probe_timeout)]
     pub probe_timeout: Duration,
+}
+
+impl ProbeArgs {
+    /// The probes, in the order the flags kinds are listed.
+    pub fn probes(&self) -> Vec<Probe> {
+        self.probe_cmd
+            .iter()
+            .cloned()
+            .map(Probe::Cmd)
+            .chain(self.probe_http.iter().cloned())
+            .chain(self.probe_tcp.iter().cloned())
+            .collect()
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory: self.memory,
+            cpus: self.cpus,
+        }
+    }
 }
 
 fn parse_probe_timeout(s: &str) -> Result<Duration, String> {
@@ -105,14 +132,14 @@ fn parse_cpus(s: &str) -> Result<f64, String> {
 pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
     let image = resolve::source(&args.image)?;
     if !global.quiet {
-        super::run::say_where(&image);
+        super::say_where(&image);
     }
     let client = global.client()?;
     let src = image.open_source(&client, global.source_limits())?;
     let sb = Sandbox::prepare(
         src.as_ref(),
         &PrepareOptions {
-            runtime: args.runtime.clone(),
+            runtime: args.probes.runtime.clone(),
             temp_dir: None,
         },
     )
@@ -125,21 +152,11 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         env: args.env.clone(),
         user: args.user.clone(),
         workdir: args.workdir.clone(),
-        limits: Limits {
-            memory: args.memory,
-            cpus: args.cpus,
-        },
+        limits: args.probes.limits(),
         timeout: None,
         capture: false,
     };
-    let probes: Vec<Probe> = args
-        .probe_cmd
-        .iter()
-        .cloned()
-        .map(Probe::Cmd)
-        .chain(args.probe_http.iter().cloned())
-        .chain(args.probe_tcp.iter().cloned())
-        .collect();
+    let probes = args.probes.probes();
     if probes.is_empty() {
         let outcome = sb.run(&base)?;
         tracing::info!(
@@ -153,7 +170,7 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
     let results = sb.probe(
         &probes,
         &ProbeOptions {
-            timeout: args.probe_timeout,
+            timeout: args.probes.probe_timeout,
             base,
         },
     )?;

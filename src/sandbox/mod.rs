@@ -27,6 +27,7 @@ pub mod probe;
 pub mod rootfs;
 pub mod runtime;
 pub mod user;
+pub mod verify;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,8 @@ pub struct ImageConfig {
     pub user: String,
     /// `ExposedPorts` keys (`8080/tcp`).
     pub exposed_ports: Vec<String>,
+    /// `Healthcheck.Test` (`["CMD-SHELL", "cmd"]`, `["CMD", args…]`).
+    pub healthcheck: Vec<String>,
 }
 
 impl ImageConfig {
@@ -85,6 +88,15 @@ impl ImageConfig {
                 .get("ExposedPorts")
                 .and_then(Value::as_object)
                 .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default(),
+            healthcheck: c
+                .pointer("/Healthcheck/Test")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }

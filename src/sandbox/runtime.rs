@@ -284,16 +284,23 @@ pub fn remove_cgroups(id: &str) {
     if let Ok(rd) = std::fs::read_dir(base) {
         dirs.extend(rd.flatten().map(|e| e.path().join(format!("slim-{id}"))));
     }
+    // A cgroup is busy until the kernel has reaped its last task, which on
+    // a loaded machine takes a while after `runc delete` returns: retry
+    // both levels for up to five seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     for d in dirs {
-        if d.is_dir() {
+        let mut pause = Duration::from_millis(10);
+        while d.is_dir() {
             let _ = std::fs::remove_dir(d.join("ctr"));
-            for _ in 0..10 {
-                match std::fs::remove_dir(&d) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => break,
+            match std::fs::remove_dir(&d) {
+                Err(e)
+                    if e.kind() != std::io::ErrorKind::NotFound
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
                 }
+                _ => break,
             }
         }
     }

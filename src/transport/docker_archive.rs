@@ -321,7 +321,7 @@ const MIN_FREE_SPACE: u64 = 1 << 30;
 enum SpoolStop {
     #[error(
         "the archive is larger than {} (--max-archive-size); refusing to spool more of it (raise --max-archive-size if it really is that big)",
-        crate::report::human(*.0)
+        crate::units::human(*.0)
     )]
     TooLarge(u64),
     #[error(

@@ -17,3 +17,4 @@ mod rewrite;
 mod sandbox;
 mod squash_model;
 mod tls;
+mod verify;

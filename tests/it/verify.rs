@@ -1,0 +1,370 @@
+//! `slim IMAGE -o DEST --verify` against a real runtime (runc): the probes
+//! pass on the fixture served by `busybox httpd` and the destination holds
+//! the image; an over-stripped image fails with exit 4 naming the probe and
+//! what is missing, and the destination is untouched (layout and registry);
+//! a probe the original fails is exit 2; without probe flags the default
+//! probes (entrypoint static check, ExposedPorts) run. After each run:
+//! nothing left (the sandbox tests' checks).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::harness::fixture::{put_blob, read_blob, tag_only};
+use crate::harness::*;
+use crate::sandbox::{HTTPD, Sandboxed, setup};
+
+/// The fixture with `sh -c HTTPD` as its entrypoint and `8080/tcp`
+/// exposed, as `oci:LAYOUT:httpd` in a copy of the fixture layout.
+fn httpd_image(s: &Sandboxed) -> (PathBuf, String) {
+    let layout = s.ctx.path("httpd-layout");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture_layout())
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let image = fixture_image();
+    let mut config: Value =
+        serde_json::from_slice(&read_blob(&layout, &image.config_digest)).unwrap();
+    config["config"]["Entrypoint"] = json!(["/bin/sh", "-c", HTTPD]);
+    config["config"]["ExposedPorts"] = json!({"8080/tcp": {}});
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = put_blob(&layout, &config_bytes);
+    let mut manifest = image.manifest.clone();
+    manifest["config"]["digest"] = json!(config_digest);
+    manifest["config"]["size"] = json!(config_bytes.len());
+    tag_only(
+        &layout,
+        &serde_json::to_vec(&manifest).unwrap(),
+        &image.media_type,
+        "httpd",
+    );
+    let reference = format!("oci:{}:httpd", layout.display());
+    (layout, reference)
+}
+
+fn index_tags(layout: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(layout.join("index.json")) else {
+        return Vec::new();
+    };
+    let index: Value = serde_json::from_slice(&bytes).unwrap();
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+const OVER_STRIP: [&str; 3] = ["--remove", "/bin/busybox", "--no-safety-keeps"];
+
+#[test]
+fn verify_http_passes_and_writes_into_a_layout_and_a_registry() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let report = s.ctx.path("report.json");
+    let out = s.slim(&[
+        &src,
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-http",
+        "8080/",
+        "--probe-timeout",
+        "20s",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    out.assert_success();
+    assert_eq!(index_tags(&out_layout), vec!["slim"]);
+    out.assert_stderr_contains("time to ready");
+    out.assert_stderr_contains("peak memory");
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let v = &r["verify"];
+    assert_eq!(v["passed"], true, "{r}");
+    assert_eq!(v["default_probes"], false, "{r}");
+    let p = &v["probes"][0];
+    assert_eq!(p["probe"], "HTTP GET :8080/", "{r}");
+    for side in ["original", "slim"] {
+        assert_eq!(p[side]["passed"], true, "{r}");
+        assert!(p[side]["time_to_ready"].as_f64().is_some(), "{r}");
+        assert!(
+            p[side]["peak_memory"].as_u64().is_some_and(|m| m > 0),
+            "{r}"
+        );
+    }
+    // The digest the user sees is the image slim verified, and the same a
+    // run without --verify writes.
+    let digest = r["output"]["digest"].as_str().unwrap().to_string();
+    let plain = s.ctx.path("plain");
+    let report2 = s.ctx.path("report2.json");
+    s.slim(&[
+        &src,
+        "-o",
+        &format!("oci:{}:slim", plain.display()),
+        "--report",
+        report2.to_str().unwrap(),
+        "-q",
+    ])
+    .assert_success();
+    let r2: Value = serde_json::from_slice(&std::fs::read(&report2).unwrap()).unwrap();
+    assert_eq!(r2["output"]["digest"].as_str(), Some(digest.as_str()));
+    assert!(r2.get("verify").is_none());
+
+    // Into the registry, from the registry.
+    let registry = Registry::shared();
+    let repo = unique_name("verify");
+    registry
+        .skopeo()
+        .copy(&src, &registry.docker_ref(&format!("{repo}:src")), &[]);
+    let out = s.slim(&[
+        &registry.reference(&format!("{repo}:src")),
+        "-o",
+        &registry.reference(&format!("{repo}:slim")),
+        "--verify",
+        "--probe-http",
+        "8080/",
+        "--probe-timeout",
+        "20s",
+        "-q",
+    ]);
+    out.assert_success();
+    let mut tags = registry_tags(registry, &repo);
+    tags.sort();
+    assert_eq!(tags, vec!["slim", "src"]);
+}
+
+#[test]
+fn an_over_stripped_image_fails_verify_with_exit_4_and_writes_nothing() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let mut args = vec![
+        src.as_str(),
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-http",
+        "8080/",
+        "--probe-timeout",
+        "10s",
+    ];
+    args.extend(OVER_STRIP);
+    let out = s.slim(&args);
+    let error = assert_clean_failure(&out, 4);
+    assert!(error.contains("the slim image fails 1 probe"), "{out}");
+    out.assert_stderr_contains("probe HTTP GET :8080/");
+    out.assert_stderr_contains("/bin/busybox");
+    assert!(index_tags(&out_layout).is_empty(), "{out}");
+    assert!(!out_layout.exists(), "the destination was created: {out}");
+
+    let registry = Registry::shared();
+    let repo = unique_name("verify-broken");
+    registry
+        .skopeo()
+        .copy(&src, &registry.docker_ref(&format!("{repo}:src")), &[]);
+    let dest = registry.reference(&format!("{repo}:slim"));
+    let src_ref = registry.reference(&format!("{repo}:src"));
+    let mut args = vec![
+        src_ref.as_str(),
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-http",
+        "8080/",
+        "--probe-timeout",
+        "10s",
+    ];
+    args.extend(OVER_STRIP);
+    let out = s.slim(&args);
+    assert_clean_failure(&out, 4);
+    assert_eq!(registry_tags(registry, &repo), vec!["src"]);
+}
+
+#[test]
+fn a_probe_that_fails_on_the_original_is_a_usage_error() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let out = s.slim(&[
+        &src,
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-cmd",
+        "echo nope; exit 3",
+    ]);
+    let error = assert_clean_failure(&out, 2);
+    assert!(error.contains("on the original image"), "{out}");
+    out.assert_stderr_contains("probe command \"echo nope; exit 3\": exited 3");
+    out.assert_stderr_contains("| nope");
+    assert!(!out_layout.exists(), "{out}");
+
+    let out = s.slim(&[
+        &src,
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-http",
+        "8080/missing",
+        "--probe-timeout",
+        "10s",
+    ]);
+    assert_clean_failure(&out, 2);
+    out.assert_stderr_contains("404");
+    assert!(!out_layout.exists(), "{out}");
+
+    // Probe flags without --verify: said so.
+    let out = s.slim(&[&src, "-o", &dest, "--probe-tcp", "8080"]);
+    assert_clean_failure(&out, 2);
+    assert!(!out_layout.exists(), "{out}");
+}
+
+#[test]
+fn default_probes_check_the_entrypoint_and_the_exposed_ports() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let report = s.ctx.path("report.json");
+    let out = s.slim(&[
+        &src,
+        "-o",
+        &dest,
+        "--verify",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    out.assert_success();
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["verify"]["default_probes"], true, "{r}");
+    let names: Vec<&str> = r["verify"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["probe"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["entrypoint resolves (static check)", "TCP :8080"],
+        "{r}"
+    );
+    assert_eq!(index_tags(&out_layout), vec!["slim"]);
+
+    // The fixture as committed (its entrypoint exits at once): the static
+    // check, over-stripped: exit 4 naming the missing program.
+    let broken = s.ctx.path("broken");
+    let dest = format!("oci:{}:slim", broken.display());
+    let fixture = fixture_ref();
+    let mut args = vec![fixture.as_str(), "-o", &dest, "--verify"];
+    args.extend(OVER_STRIP);
+    let out = s.slim(&args);
+    assert_clean_failure(&out, 4);
+    out.assert_stderr_contains("entrypoint resolves (static check)");
+    out.assert_stderr_contains(
+        "/app/run.sh is a script for /bin/sh, but the image has no /bin/busybox",
+    );
+    assert!(!broken.exists(), "{out}");
+}
+
+/// `--dry-run --verify`: the probes run on both images, nothing is written.
+#[test]
+fn dry_run_verify_probes_and_writes_nothing() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let out = s.slim(&[
+        &src,
+        "-o",
+        &dest,
+        "--dry-run",
+        "--verify",
+        "--probe-tcp",
+        "8080",
+        "--probe-timeout",
+        "20s",
+    ]);
+    out.assert_success();
+    out.assert_stderr_contains("TCP :8080: original ready in");
+    assert!(!out_layout.exists(), "{out}");
+    let mut args = vec![
+        src.as_str(),
+        "-o",
+        &dest,
+        "--dry-run",
+        "--verify",
+        "--probe-tcp",
+        "8080",
+        "--probe-timeout",
+        "10s",
+    ];
+    args.extend(OVER_STRIP);
+    assert_clean_failure(&s.slim(&args), 4);
+    assert!(!out_layout.exists());
+}
+
+/// Job-file keys `verify`, `probe-http`: in one batch, the image that
+/// passes is written, the over-stripped one fails alone (nothing written
+/// for it) with its verify object in the report, and the batch exits 4.
+#[test]
+fn batch_verify_fails_only_the_image_that_breaks() {
+    let s = setup();
+    let (_, src) = httpd_image(&s);
+    let registry = Registry::shared();
+    let repo = unique_name("verify-batch");
+    registry
+        .skopeo()
+        .copy(&src, &registry.docker_ref(&format!("{repo}:src")), &[]);
+    let source = registry.reference(&format!("{repo}:src"));
+    let good = registry.reference(&format!("{repo}:good"));
+    let broken = registry.reference(&format!("{repo}:broken"));
+    let job = s.ctx.path("jobs.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[defaults]\nverify = true\nprobe-http = [\"8080/\"]\n\n\
+             [[images]]\nsource = \"{source}\"\ndestination = \"{good}\"\n\n\
+             [[images]]\nsource = \"{source}\"\ndestination = \"{broken}\"\n\
+             remove = [\"/bin/busybox\"]\nsafety-keeps = false\n"
+        ),
+    )
+    .unwrap();
+    let out = s.slim(&["batch", job.to_str().unwrap(), "--report", "-"]);
+    out.assert_code(4);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let images = report["images"].as_array().unwrap();
+    let find = |d: &str| images.iter().find(|i| i["destination"] == d).unwrap();
+    let g = find(&good);
+    assert_eq!(g["status"], "slimmed", "{report}");
+    assert_eq!(g["verify"]["passed"], true, "{report}");
+    let b = find(&broken);
+    assert_eq!(b["status"], "failed", "{report}");
+    assert_eq!(b["verify"]["passed"], false, "{report}");
+    assert!(
+        b["error"].as_str().unwrap().contains("/bin/busybox"),
+        "{report}"
+    );
+    let mut tags = registry_tags(registry, &repo);
+    tags.sort();
+    assert_eq!(tags, vec!["good", "src"]);
+
+    // The probe keys need verify = true.
+    std::fs::write(
+        &job,
+        format!(
+            "[[images]]\nsource = \"{source}\"\ndestination = \"{good}\"\nprobe-tcp = [8080]\n"
+        ),
+    )
+    .unwrap();
+    let out = s.slim(&["batch", job.to_str().unwrap()]);
+    out.assert_code(2);
+    out.assert_stderr_contains("verify = true");
+}
