@@ -1,10 +1,16 @@
 //! Resolved settings: what the command-line flags (or a batch file's
 //! `[defaults]` and entries) say about how to slim, merged into one value and
 //! checked before any network I/O.
+//!
+//! A flag and a job-file key parse into the same type: the option enums
+//! derive both `clap::ValueEnum` and `serde::Deserialize`, and `keep-base`
+//! is a [`KeepBaseSetting`] either way. Settings are data: a base image is
+//! named here and opened by the copy stage.
 
-use std::sync::Arc;
+use std::fmt;
+use std::str::FromStr;
 
-use anyhow::{Context, Result};
+use clap::ValueEnum;
 use serde::Deserialize;
 
 use crate::copy::{Format, KeepBase, RewriteOptions, SquashMode};
@@ -12,9 +18,7 @@ use crate::image::Platform;
 use crate::image::media::Compression;
 use crate::layer::encode::Codec;
 use crate::profile::ProfileSet;
-use crate::reference::ImageRef;
-use crate::registry::RegistryClient;
-use crate::transport::open_source;
+use crate::reference::{ImageRef, ReferenceError};
 
 /// A settings mistake the user fixes in the command line or the job file.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +31,9 @@ pub struct SettingsError(pub String);
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
     /// `all` (one layer) or `none` (each layer on its own).
-    pub squash: Option<String>,
+    pub squash: Option<SquashMode>,
     /// A layer count or a base image reference.
-    pub keep_base: Option<String>,
+    pub keep_base: Option<KeepBaseSetting>,
     /// Profile names or files, comma-separated; `auto` or `none`.
     pub profile: Option<String>,
     #[serde(default)]
@@ -38,10 +42,10 @@ pub struct Settings {
     pub remove: Vec<String>,
     pub safety_keeps: Option<bool>,
     /// `gzip`, `zstd` or `none`.
-    pub compression: Option<String>,
+    pub compression: Option<Compression>,
     pub level: Option<i32>,
     /// `oci` or `docker`.
-    pub format: Option<String>,
+    pub format: Option<Format>,
     pub hardlink_dedup: Option<bool>,
     #[serde(default)]
     pub platforms: Vec<String>,
@@ -60,24 +64,123 @@ pub struct Settings {
     pub probe_tcp: Vec<u16>,
 }
 
+/// The name a flag and a job file give an option value (`all`, `gzip`).
+fn name_of<T: ValueEnum>(value: &T) -> String {
+    value
+        .to_possible_value()
+        .expect("no option value is hidden")
+        .get_name()
+        .to_string()
+}
+
+/// A job-file value of an option enum, by the names `--help` lists; a
+/// mistake names the key and the choices ("compression \"lz4\": use gzip,
+/// zstd or none"), as the flag's error does.
+fn choice<T: ValueEnum>(key: &str, value: &str) -> Result<T, SettingsError> {
+    T::from_str(value, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants().iter().map(name_of).collect();
+        let (last, rest) = names.split_last().expect("an option has values");
+        SettingsError(format!(
+            "{key} {value:?}: use {} or {last}",
+            rest.join(", ")
+        ))
+    })
+}
+
+impl TryFrom<String> for SquashMode {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        choice("squash", &s)
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        choice("compression", &s)
+    }
+}
+
+impl TryFrom<String> for Format {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        choice("format", &s)
+    }
+}
+
+/// `--keep-base N|REF` and `keep-base = "N|REF"`: a layer count (all
+/// digits) or a base image reference, parsed when read. The text is kept as
+/// written, because the settings description records it so (and its digest
+/// says "slimmed the same way").
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct KeepBaseSetting {
+    written: String,
+    base: KeepBase,
+}
+
+impl KeepBaseSetting {
+    /// Never [`KeepBase::None`].
+    pub fn base(&self) -> &KeepBase {
+        &self.base
+    }
+}
+
+impl fmt::Display for KeepBaseSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
+    }
+}
+
+/// Why a `keep-base` value is neither a layer count nor a reference (the
+/// flag's error names the flag; a job file's names the key, see `TryFrom`).
+#[derive(Debug, thiserror::Error)]
+pub enum KeepBaseError {
+    #[error("not a number")]
+    NotANumber,
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+}
+
+impl FromStr for KeepBaseSetting {
+    type Err = KeepBaseError;
+
+    fn from_str(s: &str) -> Result<Self, KeepBaseError> {
+        let base = if s.chars().all(|c| c.is_ascii_digit()) {
+            KeepBase::Count(s.parse().map_err(|_| KeepBaseError::NotANumber)?)
+        } else {
+            KeepBase::Image(s.parse::<ImageRef>()?)
+        };
+        Ok(KeepBaseSetting {
+            written: s.to_string(),
+            base,
+        })
+    }
+}
+
+impl TryFrom<String> for KeepBaseSetting {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        s.parse()
+            .map_err(|e| SettingsError(format!("keep-base {s}: {e}")))
+    }
+}
+
 impl Settings {
     /// `self` with what `over` sets taken from `over`.
     pub fn merged(&self, over: &Settings) -> Settings {
         let pick =
             |a: &Vec<String>, b: &Vec<String>| if b.is_empty() { a.clone() } else { b.clone() };
         Settings {
-            squash: over.squash.clone().or_else(|| self.squash.clone()),
+            squash: over.squash.or(self.squash),
             keep_base: over.keep_base.clone().or_else(|| self.keep_base.clone()),
             profile: over.profile.clone().or_else(|| self.profile.clone()),
             keep: pick(&self.keep, &over.keep),
             remove: pick(&self.remove, &over.remove),
             safety_keeps: over.safety_keeps.or(self.safety_keeps),
-            compression: over
-                .compression
-                .clone()
-                .or_else(|| self.compression.clone()),
+            compression: over.compression.or(self.compression),
             level: over.level.or(self.level),
-            format: over.format.clone().or_else(|| self.format.clone()),
+            format: over.format.or(self.format),
             hardlink_dedup: over.hardlink_dedup.or(self.hardlink_dedup),
             platforms: pick(&self.platforms, &over.platforms),
             threads: over.threads.or(self.threads),
@@ -94,12 +197,8 @@ impl Settings {
         }
     }
 
-    fn squash_mode(&self) -> Result<SquashMode, SettingsError> {
-        match self.squash.as_deref().unwrap_or("all") {
-            "all" => Ok(SquashMode::All),
-            "none" => Ok(SquashMode::None),
-            other => Err(SettingsError(format!("squash {other:?}: use all or none"))),
-        }
+    fn squash_mode(&self) -> SquashMode {
+        self.squash.unwrap_or(SquashMode::All)
     }
 
     fn profile_spec(&self) -> &str {
@@ -108,7 +207,7 @@ impl Settings {
 
     /// Nothing about the layers is to change: a faithful copy.
     pub fn is_plain_copy(&self) -> bool {
-        self.squash.as_deref() == Some("none")
+        self.squash == Some(SquashMode::None)
             && self.profile_spec() == "none"
             && self.remove.is_empty()
             && self.compression.is_none()
@@ -124,41 +223,11 @@ impl Settings {
             .collect()
     }
 
-    fn compression(&self) -> Result<Option<Compression>, SettingsError> {
-        Ok(match self.compression.as_deref() {
-            None => None,
-            Some("gzip") => Some(Compression::Gzip),
-            Some("zstd") => Some(Compression::Zstd),
-            Some("none") => Some(Compression::None),
-            Some(other) => {
-                return Err(SettingsError(format!(
-                    "compression {other:?}: use gzip, zstd or none"
-                )));
-            }
-        })
-    }
-
-    fn format(&self) -> Result<Option<Format>, SettingsError> {
-        Ok(match self.format.as_deref() {
-            None => None,
-            Some("oci") => Some(Format::Oci),
-            Some("docker") => Some(Format::Docker),
-            Some(other) => {
-                return Err(SettingsError(format!(
-                    "format {other:?}: use oci or docker"
-                )));
-            }
-        })
-    }
-
     /// Checks everything that needs no network: profiles parse, globs
     /// compile, values are in range. Returns the resolved profile set.
     pub fn check(&self) -> Result<ProfileSet, SettingsError> {
-        let squash = self.squash_mode()?;
         self.platforms()?;
-        self.format()?;
-        let compression = self.compression()?;
-        if let (Some(l), Some(c)) = (self.level, compression) {
+        if let (Some(l), Some(c)) = (self.level, self.compression) {
             let ok = match c {
                 Compression::Gzip => (0..=9).contains(&l),
                 Compression::Zstd => (1..=22).contains(&l),
@@ -171,16 +240,10 @@ impl Settings {
                 )));
             }
         }
-        if self.keep_base.is_some() && squash == SquashMode::None {
+        if self.keep_base.is_some() && self.squash_mode() == SquashMode::None {
             return Err(SettingsError(
                 "keep-base keeps layers below one squashed layer: it needs squash all".into(),
             ));
-        }
-        if let Some(kb) = &self.keep_base
-            && !kb.chars().all(|c| c.is_ascii_digit())
-        {
-            kb.parse::<ImageRef>()
-                .map_err(|e| SettingsError(format!("keep-base {kb}: {e}")))?;
         }
         ProfileSet::resolve(
             self.profile_spec(),
@@ -191,40 +254,27 @@ impl Settings {
         .map_err(|e| SettingsError(format!("{e:#}")))
     }
 
-    /// The rewrite to do, or `None` for a faithful copy.
-    pub fn rewrite(
-        &self,
-        client: &Arc<RegistryClient>,
-        dry_run: bool,
-    ) -> Result<Option<RewriteOptions>> {
+    /// The rewrite to do, or `None` for a faithful copy. Opens nothing: a
+    /// `keep-base` image is opened by the copy stage.
+    pub fn rewrite(&self, dry_run: bool) -> Result<Option<RewriteOptions>, SettingsError> {
         let profiles = self.check()?;
         if self.is_plain_copy() && !dry_run {
             return Ok(None);
         }
-        let keep_base = match self.keep_base.as_deref() {
-            None => KeepBase::None,
-            Some(s) if s.chars().all(|c| c.is_ascii_digit()) => KeepBase::Count(
-                s.parse()
-                    .map_err(|_| SettingsError(format!("keep-base {s}: not a number")))?,
-            ),
-            Some(s) => {
-                let r: ImageRef = s.parse().with_context(|| format!("keep-base {s}"))?;
-                KeepBase::Image(open_source(&r, client, Default::default())?)
-            }
-        };
-        let squash = self.squash_mode()?;
-        let compression = self.compression()?;
-        let format = self.format()?;
+        let keep_base = self
+            .keep_base
+            .as_ref()
+            .map_or(KeepBase::None, |kb| kb.base().clone());
         let hardlink_dedup = self.hardlink_dedup.unwrap_or(true);
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         Ok(Some(RewriteOptions {
-            squash,
+            squash: self.squash_mode(),
             keep_base,
-            compression,
+            compression: self.compression,
             level: self.level,
-            format,
+            format: self.format,
             hardlink_dedup,
             threads,
             settings: self.describe(&profiles),
@@ -238,20 +288,26 @@ impl Settings {
     }
 
     /// What is recorded in the output (and hashed to recognise "slimmed the
-    /// same way"): every setting that changes the bytes written.
+    /// same way"): every setting that changes the bytes written. Values are
+    /// named as the flags and job files name them, and `keep-base` as it
+    /// was written, so the text (and its digest) is what it always was.
     fn describe(&self, profiles: &ProfileSet) -> String {
-        let compression = self.compression.as_deref().unwrap_or("source");
-        let level = match (self.level, self.compression().ok().flatten()) {
+        let compression = self
+            .compression
+            .map_or("source".to_string(), |c| name_of(&c));
+        let level = match (self.level, self.compression) {
             (Some(l), _) => l.to_string(),
             (None, Some(c)) => Codec::default_level(c).to_string(),
             (None, None) => "default".to_string(),
         };
         let mut text = format!(
             "squash={} keep-base={} profile={} compression={compression} level={level} format={} hardlink-dedup={}",
-            self.squash.as_deref().unwrap_or("all"),
-            self.keep_base.as_deref().unwrap_or("0"),
+            name_of(&self.squash_mode()),
+            self.keep_base
+                .as_ref()
+                .map_or("0".to_string(), ToString::to_string),
             profiles.fingerprint(),
-            self.format.as_deref().unwrap_or("source"),
+            self.format.map_or("source".to_string(), |f| name_of(&f)),
             self.hardlink_dedup.unwrap_or(true),
         );
         // The platforms kept change the index written. Only named when set,
@@ -276,30 +332,44 @@ mod tests {
     fn entries_override_defaults() {
         let defaults = Settings {
             profile: Some("auto".into()),
-            compression: Some("zstd".into()),
+            compression: Some(Compression::Zstd),
             platforms: vec!["linux/amd64".into()],
             ..Settings::default()
         };
         let entry = Settings {
-            compression: Some("gzip".into()),
+            compression: Some(Compression::Gzip),
             ..Settings::default()
         };
         let m = defaults.merged(&entry);
-        assert_eq!(m.compression.as_deref(), Some("gzip"));
+        assert_eq!(m.compression, Some(Compression::Gzip));
         assert_eq!(m.profile.as_deref(), Some("auto"));
         assert_eq!(m.platforms, vec!["linux/amd64".to_string()]);
     }
 
+    fn from_toml(text: &str) -> Result<Settings, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| e.message().to_string())
+    }
+
     #[test]
     fn bad_values_are_named() {
+        for (text, message) in [
+            (
+                "compression = \"lz4\"",
+                "compression \"lz4\": use gzip, zstd or none",
+            ),
+            ("squash = \"some\"", "squash \"some\": use all or none"),
+            ("format = \"v1\"", "format \"v1\": use oci or docker"),
+            (
+                "keep-base = \"a::b\"",
+                "keep-base a::b: malformed image reference",
+            ),
+        ] {
+            let e = from_toml(text).unwrap_err();
+            assert!(e.starts_with(message), "{text}: {e}");
+        }
         let s = Settings {
-            compression: Some("lz4".into()),
-            ..Settings::default()
-        };
-        assert!(s.check().unwrap_err().to_string().contains("lz4"));
-        let s = Settings {
-            squash: Some("none".into()),
-            keep_base: Some("2".into()),
+            squash: Some(SquashMode::None),
+            keep_base: Some("2".parse().unwrap()),
             ..Settings::default()
         };
         assert!(s.check().unwrap_err().to_string().contains("keep-base"));
@@ -308,11 +378,65 @@ mod tests {
     }
 
     #[test]
+    fn keep_base_is_a_count_or_a_reference_as_written() {
+        let s = from_toml("keep-base = \"01\"").unwrap();
+        let kb = s.keep_base.as_ref().unwrap();
+        assert_eq!(kb.base(), &KeepBase::Count(1));
+        // Recorded as written: the settings digest of earlier outputs holds.
+        let p = s.check().unwrap();
+        assert!(
+            s.describe(&p).contains(" keep-base=01 "),
+            "{}",
+            s.describe(&p)
+        );
+        let s = from_toml("keep-base = \"debian:bookworm\"").unwrap();
+        let kb = s.keep_base.as_ref().unwrap();
+        assert!(matches!(kb.base(), KeepBase::Image(ImageRef::Registry(_))));
+        assert!(s.describe(&p).contains(" keep-base=debian:bookworm "));
+    }
+
+    /// Pinned: the description is hashed into output annotations, so a
+    /// change here changes the digest of every slimmed image.
+    #[test]
+    fn the_description_text_is_pinned() {
+        let s = from_toml(
+            "squash = \"all\"\nkeep-base = \"1\"\ncompression = \"zstd\"\nformat = \"oci\"\nprofile = \"none\"",
+        )
+        .unwrap();
+        let p = s.check().unwrap();
+        let text = s.describe(&p);
+        let fingerprint = p.fingerprint();
+        assert_eq!(
+            text,
+            format!(
+                "squash=all keep-base=1 profile={fingerprint} compression=zstd level=3 format=oci hardlink-dedup=true"
+            )
+        );
+        let s = from_toml(
+            "squash = \"none\"\ncompression = \"none\"\nformat = \"docker\"\nprofile = \"none\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s.describe(&p),
+            format!(
+                "squash=none keep-base=0 profile={fingerprint} compression=none level=0 format=docker hardlink-dedup=true"
+            )
+        );
+        let s = Settings::default();
+        assert_eq!(
+            s.describe(&p),
+            format!(
+                "squash=all keep-base=0 profile={fingerprint} compression=source level=default format=source hardlink-dedup=true"
+            )
+        );
+    }
+
+    #[test]
     fn the_description_changes_with_what_changes_the_bytes() {
         let base = Settings::default();
         let p = base.check().unwrap();
         let zstd = Settings {
-            compression: Some("zstd".into()),
+            compression: Some(Compression::Zstd),
             ..Settings::default()
         };
         assert_ne!(base.describe(&p), zstd.describe(&p));

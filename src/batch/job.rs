@@ -221,11 +221,26 @@ fn take_optional_string(table: &mut toml::Table, key: &str) -> Result<Option<Str
 fn entry_settings(defaults: &Settings, rest: toml::Table) -> Result<Settings, String> {
     let own: Settings = toml::Value::Table(rest)
         .try_into()
-        .map_err(|e: toml::de::Error| e.to_string().trim_end().to_string())?;
+        .map_err(|e: toml::de::Error| value_error(&e))?;
     let merged = defaults.merged(&own);
     merged.check().map_err(|e| e.to_string())?;
     crate::sandbox::verify::probes_from_settings(&merged).map_err(|e| e.to_string())?;
     Ok(merged)
+}
+
+/// An entry's settings error as one message. toml ends an error about a
+/// value with the key (`in `compression``); a value the settings reject
+/// names its key already (`compression "lz4": use gzip, zstd or none`), so
+/// the key is not said twice. A type error (`invalid type: integer`) keeps it.
+fn value_error(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let text = text.trim_end();
+    match text.rsplit_once("\nin `") {
+        Some((message, key)) if message.starts_with(&format!("{} ", key.trim_end_matches('`'))) => {
+            message.to_string()
+        }
+        _ => text.to_string(),
+    }
 }
 
 fn registry_ref(key: &str, s: &str, destination: bool) -> Result<RegistryRef, String> {
@@ -310,6 +325,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::media::Compression;
 
     fn parse(text: &str) -> Result<JobFile, JobFileError> {
         JobFile::parse(Path::new("jobs.toml"), text)
@@ -339,13 +355,13 @@ destination = "mirror.example.com/{repository}:{tag}-slim"
         let img = &job.images[0];
         assert_eq!(img.source.repository, "team/api");
         assert_eq!(img.destination.tag.as_deref(), Some("1.4-slim"));
-        assert_eq!(img.settings.compression.as_deref(), Some("gzip"));
+        assert_eq!(img.settings.compression, Some(Compression::Gzip));
         assert_eq!(img.settings.profile.as_deref(), Some("none"));
         assert!(img.name.contains("line 6"), "{}", img.name);
         let r = &job.repositories[0];
         assert!(r.repository.is_match("team/web"));
         assert!(!r.tags.as_ref().unwrap().is_match("latest"));
-        assert_eq!(r.settings.compression.as_deref(), Some("zstd"));
+        assert_eq!(r.settings.compression, Some(Compression::Zstd));
         assert_eq!(
             r.destination
                 .destination("registry.example.com", "team/web", "v2")
@@ -419,6 +435,28 @@ destination = "mirror.example.com/{repository}:{tag}-slim"
         }
         let e = parse("[defaults]\nprofile = \"none\"\n").unwrap_err();
         assert!(matches!(e, JobFileError::Empty { .. }));
+    }
+
+    /// A bad value is parsed where it is read: in an entry, the message
+    /// names the entry and the key once; in `[defaults]`, its line.
+    #[test]
+    fn bad_values_name_the_key_once() {
+        let e = parse(&GOOD.replace("compression = \"gzip\"", "compression = \"lz4\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "jobs.toml: [[images]] entry 1 (line 6): compression \"lz4\": use gzip, zstd or none"
+        );
+        let e = parse(&GOOD.replace("compression = \"gzip\"", "compression = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("expected a string\nin `compression`"), "{e}");
+        let e = parse(&GOOD.replace("compression = \"zstd\"", "squash = \"some\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4"), "{e}");
+        assert!(e.contains("squash \"some\": use all or none"), "{e}");
     }
 
     /// The job file shipped in deploy/kubernetes stays valid.

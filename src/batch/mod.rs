@@ -385,7 +385,7 @@ impl Runner<'_> {
 
     fn rewrite(&self, item: &WorkItem) -> Result<Option<RewriteOptions>> {
         self.settings(item)
-            .rewrite(self.client, false)
+            .rewrite(false)
             .with_context(|| format!("settings of {}", item.entry))
     }
 
@@ -555,6 +555,7 @@ impl Runner<'_> {
             platforms,
             jobs: self.opts.blob_jobs.max(1),
             rewrite,
+            client: self.client.clone(),
         };
         let what = || format!("slimming {} into {}", item.source, item.destination);
         if let Some(probes) = probes {

@@ -116,7 +116,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
     };
     let platforms = settings.platforms()?;
     let client = global.client()?;
-    let rewrite = settings.rewrite(&client, true)?;
+    let rewrite = settings.rewrite(true)?;
     let src = image.open_source(&client, global.source_limits())?;
     let dst = Discard::new()?;
     let terminal = super::progress::Terminal::new(global.quiet, !args.json);
@@ -124,6 +124,7 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
         platforms,
         jobs: 3,
         rewrite,
+        client,
     };
     let outcome = copy_image(src.as_ref(), &dst, &opts, &terminal);
     terminal.finish();

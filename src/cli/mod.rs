@@ -10,7 +10,7 @@ mod sandbox;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, as documented in `--help` and the README.
 pub const EXIT_FAILURE: u8 = 1;
@@ -134,14 +134,6 @@ impl GlobalArgs {
             opts,
         )?))
     }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Squash {
-    /// One output layer.
-    All,
-    /// Each layer rewritten on its own.
-    None,
 }
 
 /// Prints to stdout; a reader that went away (`slim profiles | head`) ends

@@ -5,27 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::{GlobalArgs, Squash, UsageError};
-use crate::copy::{CopyOptions, copy_image};
+use super::{GlobalArgs, UsageError};
+use crate::copy::{CopyOptions, Format, SquashMode, copy_image};
+use crate::image::media::Compression;
 use crate::reference::ImageRef;
 use crate::report::{Report, human};
-use crate::settings::Settings;
+use crate::settings::{KeepBaseSetting, Settings};
 use crate::transport::resolve::{self, Resolved};
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CompressionArg {
-    Gzip,
-    Zstd,
-    None,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FormatArg {
-    Oci,
-    Docker,
-}
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -39,11 +27,11 @@ pub struct RunArgs {
 
     /// How to combine layers: all = one layer; none = each layer on its own.
     #[arg(long, value_enum, default_value = "all")]
-    pub squash: Squash,
+    pub squash: SquashMode,
 
     /// Keep the first N layers, or the layers of base image REF, byte-identical (squash the rest).
     #[arg(long = "keep-base", value_name = "N|REF")]
-    pub keep_base: Option<String>,
+    pub keep_base: Option<KeepBaseSetting>,
 
     /// Strip profiles, comma-separated (`none` strips nothing).
     #[arg(long, default_value = "auto", value_name = "NAMES")]
@@ -51,7 +39,7 @@ pub struct RunArgs {
 
     /// Layer compression (default: the source's; plain tar becomes gzip).
     #[arg(long, value_enum)]
-    pub compression: Option<CompressionArg>,
+    pub compression: Option<Compression>,
 
     /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3).
     #[arg(long, value_name = "N")]
@@ -59,7 +47,7 @@ pub struct RunArgs {
 
     /// Output media types (default: the source's; zstd needs oci).
     #[arg(long, value_enum)]
-    pub format: Option<FormatArg>,
+    pub format: Option<Format>,
 
     /// Do not turn identical files into hard links.
     #[arg(long = "no-hardlink-dedup")]
@@ -133,31 +121,15 @@ impl RunArgs {
     /// The flags as settings.
     pub fn settings(&self) -> Settings {
         Settings {
-            squash: Some(match self.squash {
-                Squash::All => "all".into(),
-                Squash::None => "none".into(),
-            }),
+            squash: Some(self.squash),
             keep_base: self.keep_base.clone(),
             profile: Some(self.profile.clone()),
             keep: self.keep.clone(),
             remove: self.remove.clone(),
             safety_keeps: Some(!self.no_safety_keeps),
-            compression: self.compression.map(|c| {
-                match c {
-                    CompressionArg::Gzip => "gzip",
-                    CompressionArg::Zstd => "zstd",
-                    CompressionArg::None => "none",
-                }
-                .to_string()
-            }),
+            compression: self.compression,
             level: self.level,
-            format: self.format.map(|f| {
-                match f {
-                    FormatArg::Oci => "oci",
-                    FormatArg::Docker => "docker",
-                }
-                .to_string()
-            }),
+            format: self.format,
             hardlink_dedup: Some(!self.no_hardlink_dedup),
             platforms: self.platform.clone(),
             threads: self.threads,
@@ -197,13 +169,14 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let platforms = settings.platforms()?;
     let client = global.client()?;
     // Verifying a dry run still slims for real, into the staging layout only.
-    let rewrite = settings.rewrite(&client, args.dry_run && !args.verify)?;
+    let rewrite = settings.rewrite(args.dry_run && !args.verify)?;
     let src = source.open_source(&client, global.source_limits())?;
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
         platforms,
         jobs: args.jobs.max(1),
         rewrite,
+        client: client.clone(),
     };
     let (outcome, dst, verified) = if args.verify {
         let v = verified_copy(
@@ -521,4 +494,79 @@ fn print_summary(
         let _ = writeln!(err, "  platforms: {}", ps.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn flags(args: &[&str]) -> Settings {
+        let mut argv = vec!["slim", "src:1", "-o", "dst:1"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).unwrap().run.settings()
+    }
+
+    /// A flag and the same job-file key parse into the same typed value.
+    #[test]
+    fn a_flag_and_the_same_job_file_value_give_equal_settings() {
+        let from_flags = flags(&[
+            "--squash",
+            "all",
+            "--keep-base",
+            "oci:/tmp/base:v1",
+            "--compression",
+            "zstd",
+            "--format",
+            "oci",
+            "--profile",
+            "none",
+        ]);
+        let from_file: Settings = toml::from_str(
+            r#"
+squash = "all"
+keep-base = "oci:/tmp/base:v1"
+compression = "zstd"
+format = "oci"
+profile = "none"
+"#,
+        )
+        .unwrap();
+        // The flags also set what the command line always decides.
+        let over = Settings {
+            safety_keeps: from_flags.safety_keeps,
+            hardlink_dedup: from_flags.hardlink_dedup,
+            max_layer_gib: from_flags.max_layer_gib,
+            max_files: from_flags.max_files,
+            ..from_file
+        };
+        assert_eq!(from_flags, over);
+        for (flag, key) in [
+            (["--squash", "none"], "squash = \"none\""),
+            (["--compression", "gzip"], "compression = \"gzip\""),
+            (["--compression", "none"], "compression = \"none\""),
+            (["--format", "docker"], "format = \"docker\""),
+            (["--keep-base", "2"], "keep-base = \"2\""),
+        ] {
+            let f = flags(&flag);
+            let t: Settings = toml::from_str(key).unwrap();
+            assert_eq!(
+                (f.squash, f.compression, f.format, f.keep_base),
+                (
+                    t.squash.or(Some(SquashMode::All)),
+                    t.compression,
+                    t.format,
+                    t.keep_base
+                ),
+                "{key}"
+            );
+        }
+    }
 }

@@ -33,7 +33,7 @@ use crate::image::{Descriptor, Manifest, Platform, convert, media};
 use crate::progress::Reporter;
 use crate::stats::ImageReport;
 pub use crate::stats::{CopyOutcome, CopyStats};
-use crate::transport::{Dest, Source, io_error, open_verified};
+use crate::transport::{Dest, Source, SourceLimits, io_error, open_source, open_verified};
 use blobs::Blobs;
 pub use options::{CopyOptions, Format, KeepBase, RewriteOptions, SquashMode};
 
@@ -45,22 +45,36 @@ pub fn copy_image(
     opts: &CopyOptions,
     reporter: &dyn Reporter,
 ) -> Result<CopyOutcome> {
-    let walk = Walk {
-        src,
-        dst,
-        opts,
-        reporter,
-        blobs: Blobs::new(src, dst, reporter, opts.jobs),
-        manifests: Cell::new(0),
-        platforms: RefCell::new(Vec::new()),
-        converted: Cell::new(false),
-        images: RefCell::new(Vec::new()),
-    };
-    let result = walk.run();
+    let result = open_base(opts).and_then(|base| {
+        Walk {
+            src,
+            dst,
+            opts,
+            reporter,
+            base: base.as_deref(),
+            blobs: Blobs::new(src, dst, reporter, opts.jobs),
+            manifests: Cell::new(0),
+            platforms: RefCell::new(Vec::new()),
+            converted: Cell::new(false),
+            images: RefCell::new(Vec::new()),
+        }
+        .run()
+    });
     if result.is_err() {
         dst.abort();
     }
     result
+}
+
+/// The `--keep-base REF` image, opened once per copy: settings only name
+/// it. Registry images are read with the copy's client.
+fn open_base(opts: &CopyOptions) -> Result<Option<Box<dyn Source>>> {
+    match opts.rewrite.as_ref().map(|rw| &rw.keep_base) {
+        Some(KeepBase::Image(r)) => {
+            Ok(Some(open_source(r, &opts.client, SourceLimits::default())?))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// One copy's walk down the tree; blobs go through `blobs`.
@@ -69,6 +83,8 @@ struct Walk<'a> {
     dst: &'a dyn Dest,
     opts: &'a CopyOptions,
     reporter: &'a dyn Reporter,
+    /// The `--keep-base REF` image, if one is named.
+    base: Option<&'a dyn Source>,
     blobs: Blobs<'a>,
     /// Manifests written (the root included).
     manifests: Cell<usize>,
@@ -317,7 +333,7 @@ impl Walk<'_> {
         if let Some(rw) = &self.opts.rewrite
             && m.is_container_image()
         {
-            let (out, report) = slim::slim_image(&self.blobs, &m, rw)?;
+            let (out, report) = slim::slim_image(&self.blobs, &m, rw, self.base)?;
             self.images.borrow_mut().push(report);
             return self.to_dest_types(out);
         }

@@ -1,12 +1,15 @@
 //! How to copy, and how to slim each image on the way: settings as the
 //! copy stage takes them (settings.rs makes them from flags and job files).
 
+use std::sync::Arc;
+
 use crate::digest::Digest;
 use crate::image::Platform;
 use crate::image::media::Compression;
 use crate::image::provenance;
 use crate::profile::ProfileSet;
-use crate::transport::Source;
+use crate::reference::ImageRef;
+use crate::registry::RegistryClient;
 
 /// How to copy.
 pub struct CopyOptions {
@@ -16,36 +19,38 @@ pub struct CopyOptions {
     pub jobs: usize,
     /// Slim container images on the way (`None`: a faithful copy).
     pub rewrite: Option<RewriteOptions>,
+    /// Opens a `--keep-base REF` registry image (the source and destination
+    /// come opened; the base is opened by the copy stage that reads it).
+    pub client: Arc<RegistryClient>,
 }
 
-impl Default for CopyOptions {
-    fn default() -> Self {
-        CopyOptions {
-            platforms: Vec::new(),
-            jobs: 3,
-            rewrite: None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--squash` and `squash =`: one type from the flag and the job file to
+/// the copy stage (settings.rs words its errors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum SquashMode {
+    /// One output layer.
     All,
+    /// Each layer rewritten on its own.
     None,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--format` and `format =`: the output's media types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Format {
     Oci,
     Docker,
 }
 
 /// Which lower layers stay byte-identical.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeepBase {
     None,
     Count(usize),
-    /// The layers of this image (matched by diff_id, per platform).
-    Image(Box<dyn Source>),
+    /// The layers of this image (matched by diff_id, per platform); the
+    /// copy stage opens it.
+    Image(ImageRef),
 }
 
 /// How to slim each image.

@@ -34,14 +34,17 @@ use crate::transform::squash;
 use crate::transport::{Dest, Source, io_error, open_verified};
 
 /// Slims one container image, its blobs written through `blobs`; returns
-/// its new manifest (not yet put) and what was done.
+/// its new manifest (not yet put) and what was done. `base` is the opened
+/// `--keep-base REF` image.
 pub fn slim_image(
     blobs: &Blobs<'_>,
     m: &Manifest,
     opts: &RewriteOptions,
+    base: Option<&dyn Source>,
 ) -> Result<(Manifest, ImageReport)> {
     Slim {
         blobs,
+        base,
         src: blobs.src,
         dst: blobs.dst,
         reporter: blobs.reporter,
@@ -51,6 +54,7 @@ pub fn slim_image(
 
 struct Slim<'a> {
     blobs: &'a Blobs<'a>,
+    base: Option<&'a dyn Source>,
     src: &'a dyn Source,
     dst: &'a dyn Dest,
     reporter: &'a dyn Reporter,
@@ -404,8 +408,11 @@ impl Slim<'_> {
                 }
                 *n
             }
-            KeepBase::Image(base) => {
-                let (base_digest, base_ids) = base_diff_ids(base.as_ref(), platform)?;
+            KeepBase::Image(r) => {
+                let base = self
+                    .base
+                    .with_context(|| format!("keep-base {r}: the base image was not opened"))?;
+                let (base_digest, base_ids) = base_diff_ids(base, platform)?;
                 if base_ids.len() > diff_ids.len() || diff_ids[..base_ids.len()] != base_ids[..] {
                     bail!(
                         "the image is not built on {}: its first layers differ from the base's ({} layers)",

@@ -89,12 +89,16 @@ pub fn is_image_config(media_type: &str) -> bool {
     matches!(media_type, OCI_CONFIG | DOCKER_CONFIG)
 }
 
-/// How a layer blob is compressed, from its media type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a layer blob is compressed, from its media type; also `--compression`
+/// and `compression =`, one type from the flag and the job file to the
+/// encoder (settings.rs words its errors). The variants are in the order
+/// `--help` lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Compression {
-    None,
     Gzip,
     Zstd,
+    None,
 }
 
 impl Compression {

@@ -215,6 +215,7 @@ pub fn verified_copy(
         },
         jobs: opts.jobs,
         rewrite: None,
+        client: opts.client.clone(),
     };
     let written = copy_image(&staged, dst.as_ref(), &faithful, reporter)
         .with_context(|| format!("writing the verified image to {}", dst.name()))?;
