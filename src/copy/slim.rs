@@ -22,7 +22,7 @@ use super::options::{Format, KeepBase, RewriteOptions, SquashMode};
 use crate::digest::Digest;
 use crate::image::config::{self, LayerChange};
 use crate::image::media::{self, Compression};
-use crate::image::{Descriptor, MAX_CONFIG_BYTES, Manifest, Platform, provenance};
+use crate::image::{Descriptor, Manifest, Platform, provenance};
 use crate::layer::encode::{self, Codec};
 use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
@@ -31,7 +31,7 @@ use crate::progress::{ProgressReader, Reporter};
 use crate::stats::{ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
-use crate::transport::{Dest, Source, io_error, open_verified};
+use crate::transport::{Dest, Source, open_verified};
 
 /// Slims one container image, its blobs written through `blobs`; returns
 /// its new manifest (not yet put) and what was done. `base` is the opened
@@ -75,15 +75,7 @@ impl Slim<'_> {
                 src.name()
             );
         }
-        let diff_ids: Vec<Digest> = config_json
-            .pointer("/rootfs/diff_ids")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|d| d.as_str().unwrap_or("").parse())
-                    .collect::<Result<_, _>>()
-            })
-            .transpose()
+        let diff_ids: Vec<Digest> = config::diff_ids(&config_json)
             .with_context(|| format!("config {} has a malformed diff_id", config_desc.digest))?
             .unwrap_or_default();
         if diff_ids.len() != layers.len() {
@@ -594,22 +586,10 @@ fn source_side(layers: &[Descriptor], indexes: &[Arc<LayerIndex>]) -> Side {
     }
 }
 
+/// The config, checked to be what [`config::rewrite`] can rewrite.
 fn read_config(src: &dyn Source, desc: &Descriptor) -> Result<Value> {
-    if desc.size > MAX_CONFIG_BYTES {
-        bail!(
-            "config {} is {} bytes, more than slim accepts",
-            desc.digest,
-            desc.size
-        );
-    }
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut open_verified(src, desc)?, &mut bytes).map_err(io_error)?;
-    let config = crate::image::parse_json(
-        &format!("config {} of {}", desc.digest, src.name()),
-        &bytes,
-        crate::image::MAX_JSON_VALUES,
-    )?;
-    crate::image::config::check(&config).map_err(|reason| {
+    let config = crate::transport::read_config(src, desc)?;
+    config::check(&config).map_err(|reason| {
         anyhow::anyhow!(
             "config {} of {} is malformed: {reason}",
             desc.digest,
@@ -641,14 +621,7 @@ fn base_diff_ids(base: &dyn Source, platform: &Platform) -> Result<(Digest, Vec<
     }
     let config = m.config()?.context("base image manifest without config")?;
     let json = read_config(base, &config)?;
-    json.pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|d| d.as_str().unwrap_or("").parse::<Digest>())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?
+    config::diff_ids(&json)?
         .context("the base image config has no diff_ids")
         .map(|ids| (m.digest.clone(), ids))
 }

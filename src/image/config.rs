@@ -96,6 +96,16 @@ pub fn rewrite(config: &Value, change: &LayerChange<'_>) -> Value {
     c
 }
 
+/// The config's `rootfs.diff_ids`, parsed; `None` when it has none. A
+/// value that is not a digest (or not a string) is an error.
+pub fn diff_ids(config: &Value) -> Result<Option<Vec<Digest>>, crate::digest::DigestError> {
+    config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|d| d.as_str().unwrap_or("").parse()).collect())
+        .transpose()
+}
+
 /// What [`rewrite`] needs of a config: an object, whose `rootfs` and
 /// history entries (when present) are objects too.
 pub fn check(config: &Value) -> Result<(), String> {

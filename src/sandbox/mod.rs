@@ -43,7 +43,7 @@ use crate::cleanup::{Guard, StagingDir};
 use crate::digest::Digest;
 use crate::image::{Manifest, Platform};
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
-use crate::transport::{Source, io_error, open_verified};
+use crate::transport::{Source, open_verified, read_config};
 
 pub use probe::{Probe, ProbeOptions, ProbeResult};
 pub use rootfs::Rootfs;
@@ -194,9 +194,6 @@ fn sweep_killed(parent: &Path, rt: &Runtime) {
     }
 }
 
-/// How much of a config blob is read.
-const MAX_CONFIG_BYTES: u64 = 4 << 20;
-
 impl Sandbox {
     /// Opens the image `src` names (the host's platform of an index),
     /// decodes and applies its layers into a temporary root.
@@ -204,15 +201,7 @@ impl Sandbox {
         let mut sb = Self::empty(opts)?;
         let (manifest, config) = host_image(src)?;
         let layers = manifest.layers()?;
-        let diff_ids: Vec<Digest> = config
-            .pointer("/rootfs/diff_ids")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|d| d.as_str().unwrap_or("").parse())
-                    .collect::<Result<_, _>>()
-            })
-            .transpose()
+        let diff_ids: Vec<Digest> = crate::image::config::diff_ids(&config)
             .context("the image config has a malformed diff_id")?
             .unwrap_or_default();
         if diff_ids.len() != layers.len() {
@@ -666,22 +655,7 @@ fn host_image(src: &dyn Source) -> Result<(Manifest, Value)> {
     let desc = m
         .config()?
         .with_context(|| format!("{}: the manifest names no config", src.name()))?;
-    if desc.size > MAX_CONFIG_BYTES {
-        bail!(
-            "config {} is {} bytes, more than slim accepts",
-            desc.digest,
-            desc.size
-        );
-    }
-    let mut bytes = Vec::new();
-    open_verified(src, &desc)?
-        .read_to_end(&mut bytes)
-        .map_err(io_error)?;
-    let config = crate::image::parse_json(
-        &format!("config {} of {}", desc.digest, src.name()),
-        &bytes,
-        crate::image::MAX_JSON_VALUES,
-    )?;
+    let config = read_config(src, &desc)?;
     let platform = Platform::from_json(&config);
     let host_any_variant = Platform {
         variant: None,

@@ -435,7 +435,7 @@ fn network_probes(
                         let left = deadline
                             .saturating_duration_since(Instant::now())
                             .max(Duration::from_secs(1));
-                        match http_get(port, path, left) {
+                        match http_get(port, path, left, Answer::StatusLine) {
                             Ok((code, line)) => {
                                 let passed = (200..400).contains(&code);
                                 let latency = if passed {
@@ -518,8 +518,8 @@ fn timed_gets(port: u16, path: &str, requests: usize, deadline: Instant) -> Opti
             break;
         }
         let begun = Instant::now();
-        match http_get_all(port, path, left) {
-            Ok(code) if (200..400).contains(&code) => times.push(begun.elapsed()),
+        match http_get(port, path, left, Answer::Whole) {
+            Ok((code, _)) if (200..400).contains(&code) => times.push(begun.elapsed()),
             _ => break,
         }
     }
@@ -529,28 +529,6 @@ fn timed_gets(port: u16, path: &str, requests: usize, deadline: Instant) -> Opti
 /// Answers read for timing stop after this much (a probe path is not a
 /// download).
 const MAX_TIMED_ANSWER: u64 = 64 << 20;
-
-/// `GET path` and read the whole answer (to the server's close, bounded);
-/// the status code.
-fn http_get_all(port: u16, path: &str, timeout: Duration) -> std::io::Result<u16> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: slim-probe\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut head = [0u8; 16];
-    let n = s.read(&mut head)?;
-    std::io::copy(&mut (&mut s).take(MAX_TIMED_ANSWER), &mut std::io::sink())?;
-    let line = String::from_utf8_lossy(&head[..n]).to_string();
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .filter(|_| line.starts_with("HTTP/"))
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))
-}
 
 /// Connects to `127.0.0.1:port` until it accepts, the container ends, or
 /// the deadline passes.
@@ -581,8 +559,22 @@ fn wait_listen(
     }
 }
 
+/// How much of an answer [`http_get`] reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    /// Up to the status line: the probe's verdict.
+    StatusLine,
+    /// To the server's close (at most [`MAX_TIMED_ANSWER`]): a timed request.
+    Whole,
+}
+
 /// `GET path` over HTTP/1.0; the status code and status line.
-fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+fn http_get(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    answer: Answer,
+) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
@@ -614,6 +606,9 @@ fn http_get(port: u16, path: &str, timeout: Duration) -> std::io::Result<(u16, S
                 format!("not an HTTP answer: {line:?}"),
             )
         })?;
+    if answer == Answer::Whole {
+        std::io::copy(&mut (&mut s).take(MAX_TIMED_ANSWER), &mut std::io::sink())?;
+    }
     Ok((code, line))
 }
 

@@ -42,7 +42,7 @@ use anyhow::Context;
 use tempfile::NamedTempFile;
 
 use crate::digest::{Digest, VerifyingReader};
-use crate::image::{Descriptor, MAX_MANIFEST_BYTES, Manifest};
+use crate::image::{Descriptor, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, Manifest};
 use crate::reference::{ImageRef, RegistryRef};
 use crate::registry::RegistryClient;
 
@@ -189,6 +189,27 @@ pub fn read_manifest_blob(
         bytes,
         desc.digest.clone(),
         Some(&desc.media_type),
+    )?)
+}
+
+/// An image config: at most [`MAX_CONFIG_BYTES`], verified against its
+/// descriptor, parsed within [`crate::image::MAX_JSON_VALUES`].
+pub fn read_config(src: &dyn Source, desc: &Descriptor) -> anyhow::Result<serde_json::Value> {
+    if desc.size > MAX_CONFIG_BYTES {
+        anyhow::bail!(
+            "config {} is {} bytes, more than slim accepts",
+            desc.digest,
+            desc.size
+        );
+    }
+    let mut bytes = Vec::new();
+    open_verified(src, desc)?
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    Ok(crate::image::parse_json(
+        &format!("config {} of {}", desc.digest, src.name()),
+        &bytes,
+        crate::image::MAX_JSON_VALUES,
     )?)
 }
 

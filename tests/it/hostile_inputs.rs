@@ -6,7 +6,7 @@
 //! Each test here failed before the fix it guards.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -223,36 +223,12 @@ fn docker_archive_on_stdin_larger_than_the_bound_is_refused() {
 // Leftovers (issue point 11)
 // ---------------------------------------------------------------------------
 
-/// A copy of the fixture layout with its biggest layer corrupted.
-fn corrupt_fixture(ctx: &TestContext) -> PathBuf {
-    let dir = ctx.path("corrupt");
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let src = fixture_layout();
-    for f in ["index.json", "oci-layout"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    for e in std::fs::read_dir(src.join("blobs/sha256"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
-    }
-    let layer = biggest_layer();
-    let path = crate::harness::fixture::blob_path(&dir, &layer);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&path, &bytes).unwrap();
-    dir
-}
-
 /// Regression: a failing run into `oci:new1/new2/out` removed `out` but
 /// left the `new1/new2/` it had created.
 #[test]
 fn a_failed_run_removes_the_parent_directories_it_created() {
     let ctx = TestContext::new();
-    let src = corrupt_fixture(&ctx);
+    let (src, _) = corrupt_layout(&ctx);
     let out = ctx.slim(&[
         &format!("oci:{}:{FIXTURE_TAG}", src.display()),
         "-o",
@@ -281,7 +257,7 @@ fn a_failed_run_into_an_existing_layout_leaves_its_blobs_as_they_were() {
     );
     let before = listing(&dest.join("blobs/sha256"));
     let index_before = std::fs::read(dest.join("index.json")).unwrap();
-    let src = corrupt_fixture(&ctx);
+    let (src, _) = corrupt_layout(&ctx);
     let out = slim_copy(
         &ctx,
         &format!("oci:{}:{FIXTURE_TAG}", src.display()),

@@ -146,3 +146,29 @@ pub fn assert_clean_failure(out: &Output, code: i32) -> String {
     assert!(out.stdout.is_empty(), "nothing on stdout:\n{out}");
     errors[0].to_string()
 }
+
+/// A copy of the fixture layout with one byte flipped in the middle of its
+/// biggest layer; returns the layout and that layer's digest.
+pub fn corrupt_layout(ctx: &TestContext) -> (std::path::PathBuf, String) {
+    let dir = ctx.path("corrupt");
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let src = fixture_layout();
+    for f in ["index.json", "oci-layout"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(src.join("blobs").join("sha256"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    let layer = biggest_layer();
+    let path = super::fixture::blob_path(&dir, &layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_ne!(super::judges::sha256_digest(&bytes), layer);
+    (dir, layer)
+}
