@@ -328,6 +328,36 @@ impl Report {
                 self.profiles.join(", ")
             }
         );
+        if let Some(v) = &self.verify {
+            let _ = writeln!(
+                m,
+                "| probe{} | original | slim |\n|---|---|---|",
+                if v.default_probes { " (default)" } else { "" }
+            );
+            let cell = |s: &crate::sandbox::verify::SideVerdict| {
+                format!(
+                    "{} {}",
+                    if s.passed { "pass" } else { "**FAIL**" },
+                    s.message.replace('|', "\\|")
+                )
+            };
+            for p in &v.probes {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} |",
+                    p.probe.replace('|', "\\|"),
+                    cell(&p.original),
+                    cell(&p.slim)
+                );
+            }
+            if !v.passed {
+                let _ = writeln!(
+                    m,
+                    "\n**Verification failed**: the slim image fails a probe the original passes; nothing was written."
+                );
+            }
+            m.push('\n');
+        }
         if !self.removed.by_category.is_empty() {
             let _ = writeln!(m, "| removed | files | bytes |\n|---|---:|---:|");
             let mut cats: Vec<_> = self.removed.by_category.iter().collect();

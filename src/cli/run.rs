@@ -189,7 +189,30 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             &terminal,
         );
         terminal.finish();
-        v?
+        match v {
+            Ok(v) => v,
+            Err(e) => {
+                // A failed gate still reports what it found (exit 4).
+                if let Some(failed) = e.downcast_ref::<crate::sandbox::verify::SlimFailedProbes>()
+                    && let Some(staged) = &failed.staged
+                {
+                    let mut report = Report::new(
+                        &src.name(),
+                        &output.typed,
+                        staged,
+                        None,
+                        started.elapsed().as_secs_f64(),
+                        // Nothing was written: no output digest anywhere.
+                        true,
+                    );
+                    report.dry_run = args.dry_run;
+                    report.source.from = Some(source.describe());
+                    report.verify = Some((*failed.report).clone());
+                    publish(&args, &report, report_to_stdout)?;
+                }
+                return Err(e);
+            }
+        }
     } else {
         let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
             Box::new(crate::transport::Discard::new()?)
@@ -229,6 +252,31 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             global.verbose > 0,
         )?;
     }
+    publish(&args, &report, report_to_stdout)?;
+    // CI gates: checked on what was written.
+    let savings = report.savings_percent();
+    if let Some(min) = args.fail_if_savings_below
+        && savings < min
+    {
+        eprintln!(
+            "error: the image got {savings:.1}% smaller, less than the {min}% --fail-if-savings-below asks for"
+        );
+        return Ok(super::EXIT_THRESHOLD);
+    }
+    if args.fail_if_larger && report.output.compressed_bytes > report.source.compressed_bytes {
+        eprintln!(
+            "error: the output ({} compressed) is larger than the source ({}) and --fail-if-larger is set",
+            human(report.output.compressed_bytes),
+            human(report.source.compressed_bytes)
+        );
+        return Ok(super::EXIT_THRESHOLD);
+    }
+    Ok(0)
+}
+
+/// Writes the report where `--report` asks, and its Markdown to
+/// `$GITHUB_STEP_SUMMARY` when that is set.
+fn publish(args: &RunArgs, report: &Report, report_to_stdout: bool) -> Result<()> {
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)?;
         if report_to_stdout {
@@ -252,25 +300,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             })?;
         f.write_all(report.markdown().as_bytes())?;
     }
-    // CI gates: checked on what was written.
-    let savings = report.savings_percent();
-    if let Some(min) = args.fail_if_savings_below
-        && savings < min
-    {
-        eprintln!(
-            "error: the image got {savings:.1}% smaller, less than the {min}% --fail-if-savings-below asks for"
-        );
-        return Ok(super::EXIT_THRESHOLD);
-    }
-    if args.fail_if_larger && report.output.compressed_bytes > report.source.compressed_bytes {
-        eprintln!(
-            "error: the output ({} compressed) is larger than the source ({}) and --fail-if-larger is set",
-            human(report.output.compressed_bytes),
-            human(report.source.compressed_bytes)
-        );
-        return Ok(super::EXIT_THRESHOLD);
-    }
-    Ok(0)
+    Ok(())
 }
 
 /// `--verify` (see [`crate::sandbox::verify::verified_copy`]): the

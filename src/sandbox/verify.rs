@@ -196,7 +196,18 @@ pub fn verified_copy(
         for w in original.warnings.iter().chain(&slim.warnings) {
             tracing::warn!("{w}");
         }
-        verify(&original, &slim, &gate.verify)?
+        match verify(&original, &slim, &gate.verify) {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(match e.downcast::<SlimFailedProbes>() {
+                    Ok(mut failed) => {
+                        failed.staged = Some(Box::new(outcome));
+                        failed.into()
+                    }
+                    Err(e) => e,
+                });
+            }
+        }
     };
     let Some(open_dest) = open_dest else {
         return Ok(Verified {
@@ -272,6 +283,9 @@ pub struct ProbeFailedOnOriginal(pub String);
 pub struct SlimFailedProbes {
     pub message: String,
     pub report: Box<VerifyReport>,
+    /// What the slimming made (in the staging layout only, now gone): the
+    /// report of a failed gate shows the sizes the slim image had.
+    pub staged: Option<Box<CopyOutcome>>,
 }
 
 /// The probes `--verify` runs when none is given: the static entrypoint
@@ -378,6 +392,7 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
                 failures.join("\n")
             ),
             report: Box::new(report),
+            staged: None,
         }
         .into());
     }

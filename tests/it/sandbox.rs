@@ -54,8 +54,15 @@ pub(crate) fn setup() -> Sandboxed {
 
 impl Sandboxed {
     pub(crate) fn slim(&self, args: &[&str]) -> Output {
+        self.slim_env(args, &[])
+    }
+
+    /// [`Self::slim`] with more environment variables.
+    pub(crate) fn slim_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let tmp = self.tmp.to_str().unwrap();
-        let out = self.ctx.slim_with(args, &[("TMPDIR", tmp)], None);
+        let mut all = vec![("TMPDIR", tmp)];
+        all.extend_from_slice(env);
+        let out = self.ctx.slim_with(args, &all, None);
         self.assert_nothing_left();
         out
     }

@@ -154,6 +154,10 @@ fn an_over_stripped_image_fails_verify_with_exit_4_and_writes_nothing() {
     let (_, src) = httpd_image(&s);
     let out_layout = s.ctx.path("out");
     let dest = format!("oci:{}:slim", out_layout.display());
+    let report = s.ctx.path("report.json");
+    let report_path = report.to_str().unwrap();
+    let summary = s.ctx.path("summary.md");
+    let summary_path = summary.to_str().unwrap();
     let mut args = vec![
         src.as_str(),
         "-o",
@@ -163,15 +167,36 @@ fn an_over_stripped_image_fails_verify_with_exit_4_and_writes_nothing() {
         "8080/",
         "--probe-timeout",
         "10s",
+        "--report",
+        report_path,
     ];
     args.extend(OVER_STRIP);
-    let out = s.slim(&args);
+    let out = s.slim_env(&args, &[("GITHUB_STEP_SUMMARY", summary_path)]);
     let error = assert_clean_failure(&out, 4);
     assert!(error.contains("the slim image fails 1 probe"), "{out}");
     out.assert_stderr_contains("probe HTTP GET :8080/");
     out.assert_stderr_contains("/bin/busybox");
     assert!(index_tags(&out_layout).is_empty(), "{out}");
     assert!(!out_layout.exists(), "the destination was created: {out}");
+    // The report and the CI summary say what failed, with the sizes the
+    // slim image had and no output digest (nothing was written).
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["verify"]["passed"], false, "{r}");
+    let p = &r["verify"]["probes"][0];
+    assert_eq!(p["probe"], "HTTP GET :8080/", "{r}");
+    assert_eq!(p["original"]["passed"], true, "{r}");
+    assert_eq!(p["slim"]["passed"], false, "{r}");
+    assert!(r["output"]["digest"].is_null(), "{r}");
+    assert!(
+        r["output"]["compressed_bytes"].as_u64().unwrap()
+            < r["source"]["compressed_bytes"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(r["removed"]["files"].as_u64().unwrap() > 0, "{r}");
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("| HTTP GET :8080/ | pass "), "{md}");
+    assert!(md.contains("**FAIL**"), "{md}");
+    assert!(md.contains("**Verification failed**"), "{md}");
 
     let registry = Registry::shared();
     let repo = unique_name("verify-broken");
