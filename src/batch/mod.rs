@@ -547,8 +547,8 @@ impl Runner<'_> {
             item,
             progress: self.progress,
         };
-        let probes = match &rewrite {
-            Some(_) => verify::probes_from_settings(&item.settings)?,
+        let gate = match &rewrite {
+            Some(_) => verify::gate_from_settings(&item.settings)?,
             None => None,
         };
         let opts = CopyOptions {
@@ -558,14 +558,7 @@ impl Runner<'_> {
             client: self.client.clone(),
         };
         let what = || format!("slimming {} into {}", item.source, item.destination);
-        if let Some(probes) = probes {
-            let gate = verify::Gate {
-                verify: verify::VerifyOptions {
-                    probes,
-                    probe: Default::default(),
-                },
-                prepare: Default::default(),
-            };
+        if let Some(gate) = gate {
             let v = verify::verified_copy(&src, Some(&open), &opts, &gate, &reporter)
                 .with_context(what)?;
             return Ok((v.outcome, Some(v.report)));

@@ -165,6 +165,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         )
         .into());
     }
+    if !args.verify && args.probe.probe_http_expect == crate::settings::HttpExpect::Same {
+        return Err(
+            UsageError("--probe-http-expect same takes effect with --verify".into()).into(),
+        );
+    }
     let settings = args.settings();
     let platforms = settings.platforms()?;
     let client = global.client()?;
@@ -331,6 +336,7 @@ fn verified_copy(
                     ..RunSpec::default()
                 },
                 requests: args.probe.probe_requests,
+                keep_answers: args.probe.probe_http_expect == crate::settings::HttpExpect::Same,
             },
         },
         prepare: PrepareOptions {

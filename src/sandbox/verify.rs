@@ -22,10 +22,11 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{PrepareOptions, Probe, ProbeOptions, ProbeResult, RunSpec, Sandbox};
+use super::probe::HttpAnswer;
+use super::{Limits, PrepareOptions, Probe, ProbeOptions, ProbeResult, RunSpec, Sandbox};
 use crate::copy::{CopyOptions, CopyOutcome, copy_image};
 use crate::progress::Reporter;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{HttpExpect, Settings, SettingsError};
 use crate::transport::layout::{LayoutDest, LayoutSource};
 use crate::transport::{Dest, Source};
 
@@ -93,6 +94,9 @@ pub struct SideVerdict {
     pub latency_p95: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<usize>,
+    /// With `--probe-http-expect same`: the first answer's status and body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<HttpAnswer>,
     #[serde(skip)]
     pub output_tail: String,
 }
@@ -109,6 +113,7 @@ impl From<ProbeResult> for SideVerdict {
             latency_median: r.latency.map(|l| micros(l.median)),
             latency_p95: r.latency.map(|l| micros(l.p95)),
             requests: r.latency.map(|l| l.requests),
+            answer: r.answer,
             output_tail: r.output_tail,
         }
     }
@@ -247,14 +252,15 @@ pub fn verified_copy(
     })
 }
 
-/// The probes a job file's settings ask for: `None` without `verify`;
-/// `Some(empty)` for the default probes.
-pub fn probes_from_settings(s: &Settings) -> Result<Option<Vec<Probe>>, SettingsError> {
+/// The gate a job file's settings ask for: `None` without `verify`; no
+/// probes given means the default probes.
+pub fn gate_from_settings(s: &Settings) -> Result<Option<Gate>, SettingsError> {
     let given = !(s.probe_cmd.is_empty() && s.probe_http.is_empty() && s.probe_tcp.is_empty());
     if s.verify != Some(true) {
-        if given {
+        if given || s.probe_http_expect == Some(HttpExpect::Same) {
             return Err(SettingsError(
-                "probe-cmd, probe-http and probe-tcp take effect with verify = true".into(),
+                "probe-cmd, probe-http, probe-tcp and probe-http-expect take effect with verify = true"
+                    .into(),
             ));
         }
         return Ok(None);
@@ -269,7 +275,28 @@ pub fn probes_from_settings(s: &Settings) -> Result<Option<Vec<Probe>>, Settings
                 .map_err(|e| SettingsError(format!("probe-tcp: {e}")))?,
         );
     }
-    Ok(Some(probes))
+    let defaults = ProbeOptions::default();
+    Ok(Some(Gate {
+        verify: VerifyOptions {
+            probes,
+            probe: ProbeOptions {
+                timeout: s.probe_timeout.map_or(defaults.timeout, |t| t.0),
+                base: RunSpec {
+                    limits: Limits {
+                        memory: s.run_memory.map(|m| m.0),
+                        cpus: s.run_cpus.map(|c| c.cpus()),
+                    },
+                    ..RunSpec::default()
+                },
+                requests: s.probe_requests.unwrap_or(defaults.requests),
+                keep_answers: s.probe_http_expect == Some(HttpExpect::Same),
+            },
+        },
+        prepare: PrepareOptions {
+            runtime: s.runtime.clone(),
+            temp_dir: None,
+        },
+    }))
 }
 
 /// A probe failed on the original image: the probe is wrong (exit 2).
@@ -367,7 +394,18 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
     let on_slim = run_checks(slim, Some(original), &kept_checks, &opts.probe)?;
     let mut failures = Vec::new();
     let mut verdicts = Vec::new();
-    for ((check, o), s) in kept.into_iter().zip(on_slim) {
+    for ((check, o), mut s) in kept.into_iter().zip(on_slim) {
+        if s.passed
+            && let (Some(a), Some(b)) = (&o.answer, &s.answer)
+            && a != b
+        {
+            s.passed = false;
+            s.message = format!(
+                "{}: answers differently from the original ({}), --probe-http-expect same",
+                s.message,
+                different(a, b)
+            );
+        }
         if !s.passed {
             let missing = missing_paths(original, slim, &check, &s, &opts.probe.base);
             failures.push(describe_failure(&s, &missing));
@@ -397,6 +435,20 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
         .into());
     }
     Ok(report)
+}
+
+/// How two HTTP answers differ, for people.
+fn different(original: &HttpAnswer, slim: &HttpAnswer) -> String {
+    if original.status != slim.status {
+        return format!(
+            "status {} where the original gives {}",
+            slim.status, original.status
+        );
+    }
+    format!(
+        "a {}-byte body {:?} where the original gives a {}-byte body {:?}",
+        slim.bytes, slim.start, original.bytes, original.start
+    )
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -455,6 +507,7 @@ fn static_check(sb: &Sandbox, original: Option<&Sandbox>, base: &RunSpec) -> Pro
         time_to_ready: None,
         peak_memory: None,
         latency: None,
+        answer: None,
     }
 }
 
@@ -645,13 +698,21 @@ mod tests {
 
     #[test]
     fn job_file_probes() {
+        let probes = |s: &Settings| gate_from_settings(s).unwrap().map(|g| g.verify.probes);
         let none = Settings::default();
-        assert_eq!(probes_from_settings(&none).unwrap(), None);
-        let stray = Settings {
-            probe_tcp: vec![8080],
-            ..Settings::default()
-        };
-        assert!(probes_from_settings(&stray).is_err());
+        assert_eq!(probes(&none), None);
+        for stray in [
+            Settings {
+                probe_tcp: vec![8080],
+                ..Settings::default()
+            },
+            Settings {
+                probe_http_expect: Some(HttpExpect::Same),
+                ..Settings::default()
+            },
+        ] {
+            assert!(gate_from_settings(&stray).is_err());
+        }
         let all = Settings {
             verify: Some(true),
             probe_cmd: vec!["true".into()],
@@ -660,7 +721,7 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(
-            probes_from_settings(&all).unwrap().unwrap(),
+            probes(&all).unwrap(),
             vec![
                 Probe::Cmd("true".into()),
                 Probe::Http {
@@ -675,7 +736,53 @@ mod tests {
             probe_http: vec!["x/".into()],
             ..Settings::default()
         };
-        assert!(probes_from_settings(&bad).is_err());
+        assert!(gate_from_settings(&bad).is_err());
+    }
+
+    #[test]
+    fn job_file_run_options() {
+        let text = "verify = true\nprobe-timeout = \"7s\"\nprobe-requests = 3\nprobe-http-expect = \"same\"\nrun-memory = \"64m\"\nrun-cpus = \"0.5\"\nruntime = \"/opt/runc\"";
+        let s: Settings = toml::from_str(text).unwrap();
+        let g = gate_from_settings(&s).unwrap().unwrap();
+        assert!(g.verify.probes.is_empty(), "default probes");
+        let p = &g.verify.probe;
+        assert_eq!(p.timeout, std::time::Duration::from_secs(7));
+        assert_eq!(p.requests, 3);
+        assert!(p.keep_answers);
+        assert_eq!(p.base.limits.memory, Some(64 << 20));
+        assert_eq!(p.base.limits.cpus, Some(0.5));
+        assert_eq!(
+            g.prepare.runtime.as_deref(),
+            Some(std::path::Path::new("/opt/runc"))
+        );
+        // Unset: the flags' defaults.
+        let s: Settings = toml::from_str("verify = true").unwrap();
+        let g = gate_from_settings(&s).unwrap().unwrap();
+        assert_eq!(g.verify.probe.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(
+            g.verify.probe.requests,
+            super::super::probe::DEFAULT_REQUESTS
+        );
+        assert!(!g.verify.probe.keep_answers);
+        assert_eq!(g.verify.probe.base.limits.memory, None);
+    }
+
+    #[test]
+    fn answers_differ_by_status_or_body() {
+        let a = |status, body: &str| HttpAnswer {
+            status,
+            bytes: body.len() as u64,
+            digest: String::new(),
+            start: body.into(),
+        };
+        assert_eq!(
+            different(&a(200, "hi"), &a(404, "hi")),
+            "status 404 where the original gives 200"
+        );
+        assert_eq!(
+            different(&a(200, "hello"), &a(200, "oops")),
+            "a 4-byte body \"oops\" where the original gives a 5-byte body \"hello\""
+        );
     }
 
     #[test]

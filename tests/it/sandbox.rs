@@ -555,6 +555,7 @@ fn the_library_api_runs_and_probes_and_cleans_up() {
                     ..RunSpec::default()
                 },
                 requests: 7,
+                ..ProbeOptions::default()
             },
         )
         .unwrap();

@@ -17,7 +17,13 @@ use crate::sandbox::{HTTPD, Sandboxed, setup};
 /// The fixture with `sh -c HTTPD` as its entrypoint and `8080/tcp`
 /// exposed, as `oci:LAYOUT:httpd` in a copy of the fixture layout.
 fn httpd_image(s: &Sandboxed) -> (PathBuf, String) {
-    let layout = s.ctx.path("httpd-layout");
+    httpd_image_serving(s, HTTPD, "httpd-layout")
+}
+
+/// The fixture with `sh -c SCRIPT` as its entrypoint and `8080/tcp`
+/// exposed, as `oci:LAYOUT:httpd` in a copy of the fixture layout at `dir`.
+fn httpd_image_serving(s: &Sandboxed, script: &str, dir: &str) -> (PathBuf, String) {
+    let layout = s.ctx.path(dir);
     let status = std::process::Command::new("cp")
         .arg("-a")
         .arg(fixture_layout())
@@ -28,7 +34,7 @@ fn httpd_image(s: &Sandboxed) -> (PathBuf, String) {
     let image = fixture_image();
     let mut config: Value =
         serde_json::from_slice(&read_blob(&layout, &image.config_digest)).unwrap();
-    config["config"]["Entrypoint"] = json!(["/bin/sh", "-c", HTTPD]);
+    config["config"]["Entrypoint"] = json!(["/bin/sh", "-c", script]);
     config["config"]["ExposedPorts"] = json!({"8080/tcp": {}});
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_digest = put_blob(&layout, &config_bytes);
@@ -221,6 +227,91 @@ fn an_over_stripped_image_fails_verify_with_exit_4_and_writes_nothing() {
     assert_eq!(registry_tags(registry, &repo), vec!["src"]);
 }
 
+/// `--probe-http-expect same`: the slim image must answer with the
+/// original's status and body. The image serves its own `/app/README.md`;
+/// removing it leaves a 200 with an empty body, which `ok` accepts and
+/// `same` does not.
+#[test]
+fn probe_http_expect_same_compares_the_answers() {
+    let s = setup();
+    let serve = "mkdir -p /tmp/www && cat /app/README.md > /tmp/www/index.html; exec busybox httpd -f -p 8080 -h /tmp/www";
+    let (_, src) = httpd_image_serving(&s, serve, "readme-layout");
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let report = s.ctx.path("report.json");
+    let same = [
+        "--verify",
+        "--probe-http",
+        "8080/",
+        "--probe-http-expect",
+        "same",
+        "--probe-timeout",
+        "20s",
+        "--probe-requests",
+        "2",
+    ];
+    let mut args = vec![
+        src.as_str(),
+        "-o",
+        &dest,
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend(same);
+    s.slim(&args).assert_success();
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let p = &r["verify"]["probes"][0];
+    let readme = fixture_tree()["/app/README.md"].size;
+    for side in ["original", "slim"] {
+        assert_eq!(p[side]["answer"]["status"], 200, "{r}");
+        assert_eq!(p[side]["answer"]["bytes"], readme, "{r}");
+    }
+    assert_eq!(p["original"]["answer"], p["slim"]["answer"], "{r}");
+    assert_eq!(index_tags(&out_layout), vec!["slim"]);
+
+    // Without its README the slim image still answers 200: `ok` passes...
+    let gone = s.ctx.path("gone");
+    let dest = format!("oci:{}:slim", gone.display());
+    let remove = ["--remove", "/app/README.md"];
+    let mut args = vec![src.as_str(), "-o", &dest, "--dry-run"];
+    args.extend(remove);
+    args.extend([
+        "--verify",
+        "--probe-http",
+        "8080/",
+        "--probe-timeout",
+        "20s",
+    ]);
+    s.slim(&args).assert_success();
+    // ...and `same` fails it, saying how the answers differ.
+    let mut args = vec![src.as_str(), "-o", &dest];
+    args.extend(remove);
+    args.extend(same);
+    let out = s.slim(&args);
+    assert_clean_failure(&out, 4);
+    out.assert_stderr_contains("answers differently from the original");
+    out.assert_stderr_contains(&format!(
+        "a 0-byte body \"\" where the original gives a {readme}-byte body"
+    ));
+    out.assert_stderr_contains("missing: /app/README.md");
+    assert!(!gone.exists(), "{out}");
+
+    // Nothing to compare with: `slim run` and a run without --verify refuse it.
+    let out = s.slim(&[
+        "run",
+        &src,
+        "--probe-http",
+        "8080/",
+        "--probe-http-expect",
+        "same",
+    ]);
+    assert_clean_failure(&out, 2);
+    out.assert_stderr_contains("--verify");
+    let out = s.slim(&[&src, "-o", &dest, "--probe-http-expect", "same"]);
+    assert_clean_failure(&out, 2);
+    assert!(!gone.exists(), "{out}");
+}
+
 #[test]
 fn a_probe_that_fails_on_the_original_is_a_usage_error() {
     let s = setup();
@@ -364,7 +455,8 @@ fn batch_verify_fails_only_the_image_that_breaks() {
     std::fs::write(
         &job,
         format!(
-            "[defaults]\nverify = true\nprobe-http = [\"8080/\"]\n\n\
+            "[defaults]\nverify = true\nprobe-http = [\"8080/\"]\nprobe-requests = 3\n\
+             probe-timeout = \"20s\"\nprobe-http-expect = \"same\"\nrun-memory = \"256m\"\n\n\
              [[images]]\nsource = \"{source}\"\ndestination = \"{good}\"\n\n\
              [[images]]\nsource = \"{source}\"\ndestination = \"{broken}\"\n\
              remove = [\"/bin/busybox\"]\nsafety-keeps = false\n"
@@ -379,6 +471,12 @@ fn batch_verify_fails_only_the_image_that_breaks() {
     let g = find(&good);
     assert_eq!(g["status"], "slimmed", "{report}");
     assert_eq!(g["verify"]["passed"], true, "{report}");
+    // probe-requests and probe-http-expect applied: 3 timed answers, and
+    // the answers kept and equal.
+    let p = &g["verify"]["probes"][0];
+    assert_eq!(p["slim"]["requests"], 3, "{report}");
+    assert_eq!(p["original"]["answer"]["status"], 200, "{report}");
+    assert_eq!(p["original"]["answer"], p["slim"]["answer"], "{report}");
     let b = find(&broken);
     assert_eq!(b["status"], "failed", "{report}");
     assert_eq!(b["verify"]["passed"], false, "{report}");
