@@ -350,6 +350,9 @@ impl Report {
                     cell(&p.slim)
                 );
             }
+            for n in v.notes.iter().chain(&v.skipped) {
+                let _ = writeln!(m, "\n_{}_", n.replace('_', "\\_"));
+            }
             if !v.passed {
                 let _ = writeln!(
                     m,

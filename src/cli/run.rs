@@ -342,6 +342,7 @@ fn verified_copy(
         prepare: PrepareOptions {
             runtime: args.probe.runtime.clone(),
             temp_dir: None,
+            platform: None,
         },
     };
     let open = || output.open_dest(client);
@@ -440,6 +441,9 @@ fn print_summary(
         }
         for s in &v.skipped {
             let _ = writeln!(err, "    skipped {s}");
+        }
+        for n in &v.notes {
+            let _ = writeln!(err, "    note: {n}");
         }
     }
     for img in &outcome.images {

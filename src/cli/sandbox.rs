@@ -127,6 +127,7 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         &PrepareOptions {
             runtime: args.probes.runtime.clone(),
             temp_dir: None,
+            platform: None,
         },
     )
     .with_context(|| format!("preparing {} to run", src.name()))?;

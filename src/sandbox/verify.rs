@@ -68,6 +68,10 @@ pub struct VerifyReport {
     /// Default probes dropped because the original failed them, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// What was checked how: platforms of a multi-arch image that are not
+    /// this machine's get the static check only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub passed: bool,
 }
 
@@ -193,25 +197,16 @@ pub fn verified_copy(
     drop(staged_dst);
     let staged = LayoutSource::open_dir(&layout, Some(STAGED_TAG.into()))
         .context("opening the staging layout")?;
-    let report = {
-        let original = Sandbox::prepare(src, &gate.prepare)
-            .with_context(|| format!("preparing {} to run its probes", src.name()))?;
-        let slim = Sandbox::prepare(&staged, &gate.prepare)
-            .context("preparing the slim image to run its probes")?;
-        for w in original.warnings.iter().chain(&slim.warnings) {
-            tracing::warn!("{w}");
-        }
-        match verify(&original, &slim, &gate.verify) {
-            Ok(r) => r,
-            Err(e) => {
-                return Err(match e.downcast::<SlimFailedProbes>() {
-                    Ok(mut failed) => {
-                        failed.staged = Some(Box::new(outcome));
-                        failed.into()
-                    }
-                    Err(e) => e,
-                });
-            }
+    let report = match gate_image(src, &staged, gate) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match e.downcast::<SlimFailedProbes>() {
+                Ok(mut failed) => {
+                    failed.staged = Some(Box::new(outcome));
+                    failed.into()
+                }
+                Err(e) => e,
+            });
         }
     };
     let Some(open_dest) = open_dest else {
@@ -250,6 +245,94 @@ pub fn verified_copy(
         dest: Some(dst),
         report,
     })
+}
+
+/// The checks on the staged image, per platform: the probes on the one this
+/// machine runs, the static check on the others (an emulator is not used:
+/// their programs would run under one, slowly and not always faithfully).
+fn gate_image(src: &dyn Source, staged: &dyn Source, gate: &Gate) -> Result<VerifyReport> {
+    let platforms = super::platforms(staged).context("reading the slim image's platforms")?;
+    let native = platforms
+        .iter()
+        .find(|p| p.as_ref().is_none_or(super::runs_here))
+        .cloned();
+    let host = crate::image::Platform::host();
+    let mut report = match &native {
+        Some(p) => {
+            let prepare = PrepareOptions {
+                platform: p.clone(),
+                ..gate.prepare.clone()
+            };
+            let original = Sandbox::prepare(src, &prepare)
+                .with_context(|| format!("preparing {} to run its probes", src.name()))?;
+            let slim = Sandbox::prepare(staged, &prepare)
+                .context("preparing the slim image to run its probes")?;
+            for w in original.warnings.iter().chain(&slim.warnings) {
+                tracing::warn!("{w}");
+            }
+            verify(&original, &slim, &gate.verify)?
+        }
+        None => VerifyReport {
+            default_probes: gate.verify.probes.is_empty(),
+            probes: Vec::new(),
+            skipped: Vec::new(),
+            notes: vec![format!(
+                "no platform of the image runs on this machine ({host}): no probe ran"
+            )],
+            passed: true,
+        },
+    };
+    let mut failures = Vec::new();
+    for p in platforms.into_iter().flatten() {
+        if native.as_ref().is_some_and(|n| n.as_ref() == Some(&p)) {
+            continue;
+        }
+        let prepare = PrepareOptions {
+            platform: Some(p.clone()),
+            ..gate.prepare.clone()
+        };
+        let original = Sandbox::prepare(src, &prepare)
+            .with_context(|| format!("preparing the {p} image of {}", src.name()))?;
+        let slim = Sandbox::prepare(staged, &prepare)
+            .with_context(|| format!("preparing the {p} image of the slim result"))?;
+        let base = &gate.verify.probe.base;
+        let name = format!("entrypoint resolves (static check, {p})");
+        let on_original = static_check(&original, None, base);
+        if !on_original.passed {
+            report.skipped.push(format!(
+                "{name}: failed on the original image too ({}); not checked",
+                on_original.message
+            ));
+            continue;
+        }
+        let mut on_slim = static_check(&slim, Some(&original), base);
+        on_slim.probe = name.clone();
+        if !on_slim.passed {
+            failures.push(describe_failure(&on_slim, &[]));
+        }
+        report.probes.push(ProbeVerdict {
+            probe: name,
+            original: on_original.into(),
+            slim: on_slim.into(),
+        });
+        report.notes.push(format!(
+            "{p}: not this machine's platform ({host}): the static check only, no probe ran"
+        ));
+    }
+    if !failures.is_empty() {
+        report.passed = false;
+        return Err(SlimFailedProbes {
+            message: format!(
+                "the slim image fails {} that the original passes; nothing was written (keep what it needs with --keep GLOB, or choose another --profile)\n{}",
+                plural(failures.len(), "check", "checks"),
+                failures.join("\n")
+            ),
+            report: Box::new(report),
+            staged: None,
+        }
+        .into());
+    }
+    Ok(report)
 }
 
 /// The gate a job file's settings ask for: `None` without `verify`; no
@@ -295,6 +378,7 @@ pub fn gate_from_settings(s: &Settings) -> Result<Option<Gate>, SettingsError> {
         prepare: PrepareOptions {
             runtime: s.runtime.clone(),
             temp_dir: None,
+            platform: None,
         },
     }))
 }
@@ -420,6 +504,7 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
         default_probes: default,
         probes: verdicts,
         skipped,
+        notes: Vec::new(),
         passed: failures.is_empty(),
     };
     if !failures.is_empty() {

@@ -519,6 +519,7 @@ fn the_library_api_runs_and_probes_and_cleans_up() {
     let opts = PrepareOptions {
         runtime: None,
         temp_dir: Some(s.tmp.clone()),
+        platform: None,
     };
     let client = std::sync::Arc::new(
         slim::registry::RegistryClient::new(slim::registry::ClientOptions::default()).unwrap(),

@@ -500,3 +500,91 @@ fn batch_verify_fails_only_the_image_that_breaks() {
     out.assert_code(2);
     out.assert_stderr_contains("verify = true");
 }
+
+/// A multi-arch index: the probes run for this machine's platform; the
+/// other platform gets the static check and a note. Over-stripped, the
+/// other platform's static check fails too, named with its platform. An
+/// image of no platform this machine runs is checked statically only.
+#[test]
+fn other_platforms_get_the_static_check_and_a_note() {
+    let s = setup();
+    let m = multiarch_layout();
+    let out_layout = s.ctx.path("out");
+    let dest = format!("oci:{}:slim", out_layout.display());
+    let report = s.ctx.path("report.json");
+    let out = s.slim(&[
+        &m.reference,
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-cmd",
+        "test -x /bin/busybox",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    out.assert_success();
+    out.assert_stderr_contains(
+        "note: linux/arm64/v8: not this machine's platform (linux/amd64): the static check only",
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let names: Vec<&str> = r["verify"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["probe"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "command \"test -x /bin/busybox\"",
+            "entrypoint resolves (static check, linux/arm64/v8)"
+        ],
+        "{r}"
+    );
+    assert_eq!(r["verify"]["notes"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(index_tags(&out_layout), vec!["slim"]);
+
+    // Over-stripped: both platforms fail, each named.
+    let broken = s.ctx.path("broken");
+    let dest = format!("oci:{}:slim", broken.display());
+    let mut args = vec![
+        m.reference.as_str(),
+        "-o",
+        &dest,
+        "--verify",
+        "--probe-cmd",
+        "test -x /bin/busybox",
+    ];
+    args.extend(OVER_STRIP);
+    let out = s.slim(&args);
+    assert_clean_failure(&out, 4);
+    out.assert_stderr_contains("probe command \"test -x /bin/busybox\"");
+    assert!(!broken.exists(), "{out}");
+    // Only the other platform, over-stripped: its static check fails.
+    let mut args = vec![
+        m.reference.as_str(),
+        "-o",
+        &dest,
+        "--verify",
+        "--platform",
+        "linux/arm64/v8",
+    ];
+    args.extend(OVER_STRIP);
+    let out = s.slim(&args);
+    assert_clean_failure(&out, 4);
+    out.assert_stderr_contains("probe entrypoint resolves (static check, linux/arm64/v8)");
+    out.assert_stderr_contains("/bin/busybox");
+    assert!(!broken.exists(), "{out}");
+    // ...and not over-stripped it passes, saying no probe ran here.
+    let out = s.slim(&[
+        &m.reference,
+        "-o",
+        &dest,
+        "--verify",
+        "--platform",
+        "linux/arm64/v8",
+    ]);
+    out.assert_success();
+    out.assert_stderr_contains("no platform of the image runs on this machine");
+    assert_eq!(index_tags(&broken), vec!["slim"]);
+}
