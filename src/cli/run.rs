@@ -344,6 +344,10 @@ fn verified_copy(
             temp_dir: None,
             platform: None,
         },
+        oci_destination: matches!(
+            output.image,
+            ImageRef::OciLayout { .. } | ImageRef::OciArchive { .. }
+        ),
     };
     let open = || output.open_dest(client);
     let v = crate::sandbox::verify::verified_copy(

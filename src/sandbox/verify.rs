@@ -162,6 +162,10 @@ impl VerifyReport {
 pub struct Gate {
     pub verify: VerifyOptions,
     pub prepare: PrepareOptions,
+    /// The destination holds OCI media types only (OCI layouts and
+    /// archives): a Docker v2s2 image is converted when staged, as the
+    /// destination would convert it. Otherwise it stays v2s2.
+    pub oci_destination: bool,
 }
 
 /// What [`verified_copy`] did.
@@ -190,8 +194,13 @@ pub fn verified_copy(
     let staging = crate::cleanup::StagingDir::create_temp("slim-verify-")
         .context("creating the staging directory for --verify")?;
     let layout = staging.path().join("image");
-    let staged_dst = LayoutDest::create(&layout, Some(STAGED_TAG.into()))
+    // A Docker v2s2 image stays one: the destination decides, as without
+    // --verify.
+    let mut staged_dst = LayoutDest::create(&layout, Some(STAGED_TAG.into()))
         .context("creating the staging layout")?;
+    if !gate.oci_destination {
+        staged_dst = staged_dst.keeping_media_types();
+    }
     let mut outcome = copy_image(src, &staged_dst, opts, reporter)
         .with_context(|| format!("slimming {} into the staging layout", src.name()))?;
     drop(staged_dst);
@@ -380,6 +389,8 @@ pub fn gate_from_settings(s: &Settings) -> Result<Option<Gate>, SettingsError> {
             temp_dir: None,
             platform: None,
         },
+        // Batch writes to registries.
+        oci_destination: false,
     }))
 }
 

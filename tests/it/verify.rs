@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::harness::fixture::{put_blob, read_blob, tag_only};
+use crate::harness::fixture::{image_in_layout, put_blob, read_blob, tag_only};
 use crate::harness::*;
 use crate::sandbox::{HTTPD, Sandboxed, setup};
 
@@ -587,4 +587,38 @@ fn other_platforms_get_the_static_check_and_a_note() {
     out.assert_success();
     out.assert_stderr_contains("no platform of the image runs on this machine");
     assert_eq!(index_tags(&broken), vec!["slim"]);
+}
+
+/// A Docker v2s2 image stays one through the verify gate into a registry
+/// (as it does without --verify), and is converted for an OCI layout.
+#[test]
+fn a_v2s2_image_keeps_its_media_types_through_the_gate() {
+    let s = setup();
+    let registry = Registry::shared();
+    let repo = unique_name("verify-v2s2");
+    push_fixture_v2s2(registry, &format!("{repo}:src"));
+    let src = registry.reference(&format!("{repo}:src"));
+    let plain = registry.reference(&format!("{repo}:plain"));
+    let verified = registry.reference(&format!("{repo}:verified"));
+    s.slim(&[&src, "-o", &plain, "-q"]).assert_success();
+    s.slim(&[&src, "-o", &verified, "--verify", "-q"])
+        .assert_success();
+    let skopeo = registry.skopeo();
+    let docker = "application/vnd.docker.distribution.manifest.v2+json";
+    let plain_m = skopeo.inspect_raw(&registry.docker_ref(&format!("{repo}:plain")));
+    let verified_m = skopeo.inspect_raw(&registry.docker_ref(&format!("{repo}:verified")));
+    assert_eq!(plain_m["mediaType"], docker, "{plain_m}");
+    assert_eq!(verified_m, plain_m, "the gate changed the image");
+
+    let out_layout = s.ctx.path("out");
+    s.slim(&[
+        &src,
+        "-o",
+        &format!("oci:{}:slim", out_layout.display()),
+        "--verify",
+        "-q",
+    ])
+    .assert_success();
+    let m = image_in_layout(&out_layout, "slim");
+    assert_eq!(m.media_type, "application/vnd.oci.image.manifest.v1+json");
 }
