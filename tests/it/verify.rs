@@ -74,20 +74,36 @@ fn verify_http_passes_and_writes_into_a_layout_and_a_registry() {
     let out_layout = s.ctx.path("out");
     let dest = format!("oci:{}:slim", out_layout.display());
     let report = s.ctx.path("report.json");
-    let out = s.slim(&[
-        &src,
-        "-o",
-        &dest,
-        "--verify",
-        "--probe-http",
-        "8080/",
-        "--probe-timeout",
-        "20s",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let summary = s.ctx.path("summary.md");
+    let out = s.slim_env(
+        &[
+            &src,
+            "-o",
+            &dest,
+            "--verify",
+            "--probe-http",
+            "8080/",
+            "--probe-timeout",
+            "20s",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[("GITHUB_STEP_SUMMARY", summary.to_str().unwrap())],
+    );
     out.assert_success();
     assert_eq!(index_tags(&out_layout), vec!["slim"]);
+    // The CI summary has the runtime rows and the probe's verdicts.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    for row in [
+        "| time to ready | ",
+        "| peak memory | ",
+        "| latency median | ",
+        "| latency p95 | ",
+        "| HTTP GET :8080/ | pass ",
+    ] {
+        assert!(md.contains(row), "{row}: {md}");
+    }
+    assert!(!md.contains("FAIL"), "{md}");
     out.assert_stderr_contains("time to ready");
     out.assert_stderr_contains("peak memory");
     out.assert_stderr_contains("latency median");
