@@ -33,7 +33,7 @@ STAGES = [
     ["layer"],
     ["transform"],
     ["profile"],
-    ["stats", "settings", "copy"],
+    ["stats", "settings", "config", "copy"],
     ["sandbox"],
     ["report", "batch"],
     ["cli", "main", "lib"],

@@ -29,6 +29,7 @@
 //! encode     layer/plan.rs     what an output layer holds: the contract of transform and encode
 //!            layer/write.rs    deterministic tar; encode.rs (parallel gzip | zstd, digests); pipe.rs
 //! copy       settings.rs       flags and job-file values, checked, as copy options
+//!            config.rs         the project config file (slim.toml), found upward, into Settings
 //!            copy/             mod.rs the image tree (children first, root last); blobs.rs one blob
 //!                              mover (present | mounted | streamed | spooled, verified); slim.rs one
 //!                              platform image: decode -> squash/filter -> encode -> push
@@ -45,6 +46,7 @@
 pub mod batch;
 pub mod cleanup;
 pub mod cli;
+pub mod config;
 pub mod copy;
 pub mod decompress;
 pub mod digest;

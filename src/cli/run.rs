@@ -107,6 +107,10 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub probe: super::sandbox::ProbeArgs,
+
+    /// The project config file whose defaults were taken (cli/config.rs).
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -149,6 +153,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let output = resolve::output(args.output.as_deref().unwrap_or_default(), &source)?;
     if !global.quiet {
         super::say_where(&source);
+        if let Some(c) = &args.config_file {
+            eprintln!("note: defaults from {}", c.display());
+        }
     }
     let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
     if report_to_stdout && matches!(output.image, ImageRef::DockerArchive { path: None, .. }) {
@@ -215,6 +222,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     );
     report.source.from = Some(source.describe());
     report.verify = verified;
+    report.config = args.config_file.as_ref().map(|p| p.display().to_string());
     if !global.quiet {
         print_summary(
             &outcome,

@@ -2,6 +2,7 @@
 //! dirs owned by `harness`.
 mod batch;
 mod cli;
+mod config;
 mod copy;
 mod daemon;
 mod errors;
