@@ -4,6 +4,7 @@
 mod analyze;
 mod batch;
 mod config;
+mod github;
 mod profiles;
 mod progress;
 mod run;

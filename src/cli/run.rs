@@ -260,6 +260,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             })?;
         f.write_all(report.markdown().as_bytes())?;
     }
+    super::github::write_outputs(&report, args.report.as_deref())?;
     // CI gates: checked on what was written.
     let savings = report.savings_percent();
     if let Some(min) = args.fail_if_savings_below

@@ -202,6 +202,9 @@ impl TestContext {
             // No slim.toml above the test's directory applies (the config
             // tests remove this).
             .env("SLIM_NO_CONFIG", "1")
+            // Not the outputs of whatever CI runs the tests.
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_STEP_SUMMARY")
             .stdin(Stdio::null());
         cmd
     }
