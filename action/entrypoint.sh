@@ -59,6 +59,7 @@ list --probe-tcp "${INPUT_PROBE_TCP:-}"
 list --probe-cmd "${INPUT_PROBE_CMD:-}"
 one --fail-if-savings-below "${INPUT_FAIL_IF_SAVINGS_BELOW:-}"
 flag --fail-if-larger "${INPUT_FAIL_IF_LARGER:-}" fail-if-larger
+flag --attach-report "${INPUT_ATTACH_REPORT:-}" attach-report
 one --report "$report"
 one --config "${INPUT_CONFIG:-}"
 list --insecure-registry "${INPUT_INSECURE_REGISTRY:-}"

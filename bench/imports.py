@@ -35,7 +35,7 @@ STAGES = [
     ["profile"],
     ["stats", "settings", "config", "copy"],
     ["sandbox"],
-    ["report", "batch"],
+    ["report", "attach", "batch"],
     ["cli", "main", "lib"],
 ]
 STAGE_OF = {m: i for i, ms in enumerate(STAGES) for m in ms}

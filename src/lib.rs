@@ -37,12 +37,14 @@
 //! run        sandbox/          an image materialized (rootfs.rs, user.rs) and run with runc
 //!                              (runtime.rs); probes (probe.rs)
 //! report     report.rs         JSON, table and Markdown of what a run did
+//!            attach.rs         the report as an OCI artifact attached to the slim image (--attach-report)
 //! many       batch/            job files, work lists, shards, idempotency checks, a pool of images
 //! ```
 //!
 //! `cli/` parses arguments and prints; nothing below it writes to the
 //! terminal.
 
+pub mod attach;
 pub mod batch;
 pub mod cleanup;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! codes. Subcommands live one per file.
 
 mod analyze;
+mod attach;
 mod batch;
 mod config;
 mod github;

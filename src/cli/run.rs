@@ -108,6 +108,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub probe: super::sandbox::ProbeArgs,
 
+    /// After the push, attach the JSON report to the slim image as an OCI artifact (its subject is the image; `slim analyze` shows it).
+    #[arg(long = "attach-report")]
+    pub attach_report: bool,
+
     /// The project config file whose defaults were taken (cli/config.rs).
     #[arg(skip)]
     pub config_file: Option<PathBuf>,
@@ -163,6 +167,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             "--report - and docker-archive:- both want stdout; write the report to a file".into(),
         )
         .into());
+    }
+    if args.attach_report {
+        super::attach::check(&output, args.dry_run)?;
     }
     let probes = args.probe.probes();
     if !args.verify && !probes.is_empty() {
@@ -223,6 +230,10 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     report.source.from = Some(source.describe());
     report.verify = verified;
     report.config = args.config_file.as_ref().map(|p| p.display().to_string());
+    if args.attach_report {
+        let root = outcome.root.descriptor();
+        super::attach::attach(&client, &output, &root, &report, global.quiet)?;
+    }
     if !global.quiet {
         print_summary(
             &outcome,

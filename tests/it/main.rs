@@ -1,6 +1,7 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
 mod action;
+mod attach;
 mod batch;
 mod cli;
 mod config;
