@@ -15,6 +15,7 @@ mod harness_tests;
 mod hostile_inputs;
 mod hostile_layers;
 mod hostile_registry;
+mod metrics;
 mod profiles;
 mod rewrite;
 mod sandbox;
