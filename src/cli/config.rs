@@ -12,7 +12,8 @@
 //! flag given there replaces the file's list.
 //!
 //! Relative paths in the file (`report`, `ca-cert`, `runtime`, profile
-//! files) are relative to the file's directory.
+//! files, a `keep-base` layout or archive) are relative to the file's
+//! directory.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -203,13 +204,22 @@ pub fn apply(
 }
 
 /// Paths in the file are relative to the file: `report`, `ca-cert`,
-/// `runtime` (when a path, not a name on PATH) and profile files.
+/// `runtime` (when a path, not a name on PATH), profile files and a
+/// `keep-base` in a local layout or archive.
 fn relative_to<R>(file: &ProjectConfig<R>, key: &str, value: &str) -> String {
     let resolve = |p: &str| file.resolve(Path::new(p)).display().to_string();
     match key {
         "report" if value != "-" => resolve(value),
         "ca-cert" => resolve(value),
         "runtime" if value.contains('/') => resolve(value),
+        // A base image in a local file: the path part of the reference.
+        "keep-base" => ["oci:", "oci-archive:", "docker-archive:"]
+            .iter()
+            .find_map(|scheme| {
+                let rest = value.strip_prefix(scheme)?;
+                (!rest.starts_with('/')).then(|| format!("{scheme}{}", resolve(rest)))
+            })
+            .unwrap_or_else(|| value.to_string()),
         "profile" => value
             .split(',')
             .map(str::trim)
@@ -267,6 +277,36 @@ mod tests {
             "insecure-registry",
         ] {
             assert!(own.iter().any(|o| o == k), "{k} in {own:?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let file = ProjectConfig {
+            path: PathBuf::from("/repo/slim.toml"),
+            settings: crate::settings::Settings::default(),
+            own: (),
+            text: String::new(),
+        };
+        for (key, value, expected) in [
+            ("report", "out/r.json", "/repo/out/r.json"),
+            ("report", "-", "-"),
+            ("report", "/abs.json", "/abs.json"),
+            ("ca-cert", "ca.pem", "/repo/ca.pem"),
+            ("runtime", "runc", "runc"),
+            ("runtime", "bin/runc", "/repo/bin/runc"),
+            (
+                "profile",
+                "auto, profiles/app.toml",
+                "auto,/repo/profiles/app.toml",
+            ),
+            ("keep-base", "oci:base:v1", "oci:/repo/base:v1"),
+            ("keep-base", "oci:/base:v1", "oci:/base:v1"),
+            ("keep-base", "debian:12", "debian:12"),
+            ("keep-base", "2", "2"),
+            ("compression", "zstd", "zstd"),
+        ] {
+            assert_eq!(relative_to(&file, key, value), expected, "{key} = {value}");
         }
     }
 }

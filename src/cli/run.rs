@@ -230,10 +230,6 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     report.source.from = Some(source.describe());
     report.verify = verified;
     report.config = args.config_file.as_ref().map(|p| p.display().to_string());
-    if args.attach_report {
-        let root = outcome.root.descriptor();
-        super::attach::attach(&client, &output, &root, &report, global.quiet)?;
-    }
     if !global.quiet {
         print_summary(
             &outcome,
@@ -272,6 +268,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         f.write_all(report.markdown().as_bytes())?;
     }
     super::github::write_outputs(&report, args.report.as_deref())?;
+    // Last: the image and the local report are written whatever happens here.
+    if args.attach_report {
+        let root = outcome.root.descriptor();
+        super::attach::attach(&client, &output, &root, &report, global.quiet)?;
+    }
     // CI gates: checked on what was written.
     let savings = report.savings_percent();
     if let Some(min) = args.fail_if_savings_below
