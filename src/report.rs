@@ -30,6 +30,9 @@ pub struct Report {
     /// The probes `--verify` ran on the original and the slim image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+    /// The project config file (`slim.toml`) whose defaults the run took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -195,6 +198,7 @@ impl Report {
             duration_seconds: (seconds * 1000.0).round() / 1000.0,
             dry_run,
             verify: None,
+            config: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! check     -> check.rs   per item: HEAD source, GET destination manifest; up to date? (no layer read)
 //! slim      -> here       a pool of `jobs` workers, one image each, through copy::copy_image
 //! report    -> report.rs  per image status, sizes, error; totals
+//!              metrics.rs the same as Prometheus metrics (a textfile, a Pushgateway)
 //! ```
 //!
 //! Guarantees: one image failing (corrupt blob, auth, media type) fails
@@ -21,6 +22,7 @@
 
 pub mod check;
 pub mod job;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 

@@ -46,6 +46,9 @@ struct Analysis {
     from: String,
     digest: String,
     images: Vec<ImageAnalysis>,
+    /// The report slim attached to this image (`--attach-report`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attached_report: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -129,11 +132,13 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
     let outcome = copy_image(src.as_ref(), &dst, &opts, &terminal);
     terminal.finish();
     let outcome = outcome.with_context(|| format!("analyzing {}", src.name()))?;
+    let attached = super::attach::attached(&opts.client, &image, &outcome.source_digest);
     let result = Analysis {
         reference: src.name(),
         from: image.describe(),
         digest: outcome.source_digest.to_string(),
         images: outcome.images.iter().map(analysis).collect(),
+        attached_report: attached.as_ref().map(|(_, r)| r.clone()),
     };
     if args.json {
         super::out(&(serde_json::to_string_pretty(&result)? + "\n"))?;
@@ -203,6 +208,9 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
         if img.kept_by_safety > 0 {
             writeln!(out, "  {} paths kept by safety rules", img.kept_by_safety)?;
         }
+    }
+    if let Some((artifact, report)) = &attached {
+        out.push_str(&super::attach::describe(artifact, report));
     }
     super::out(&out)?;
     Ok(0)

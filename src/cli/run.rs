@@ -107,6 +107,14 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub probe: super::sandbox::ProbeArgs,
+
+    /// After the push, attach the JSON report to the slim image as an OCI artifact (its subject is the image; `slim analyze` shows it).
+    #[arg(long = "attach-report")]
+    pub attach_report: bool,
+
+    /// The project config file whose defaults were taken (cli/config.rs).
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -149,6 +157,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let output = resolve::output(args.output.as_deref().unwrap_or_default(), &source)?;
     if !global.quiet {
         super::say_where(&source);
+        if let Some(c) = &args.config_file {
+            eprintln!("note: defaults from {}", c.display());
+        }
     }
     let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
     if report_to_stdout && matches!(output.image, ImageRef::DockerArchive { path: None, .. }) {
@@ -156,6 +167,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             "--report - and docker-archive:- both want stdout; write the report to a file".into(),
         )
         .into());
+    }
+    if args.attach_report {
+        super::attach::check(&output, args.dry_run)?;
     }
     let probes = args.probe.probes();
     if !args.verify && !probes.is_empty() {
@@ -243,6 +257,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     );
     report.source.from = Some(source.describe());
     report.verify = verified;
+    report.config = args.config_file.as_ref().map(|p| p.display().to_string());
     if !global.quiet {
         print_summary(
             &outcome,
@@ -258,6 +273,12 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         )?;
     }
     publish(&args, &report, report_to_stdout)?;
+    super::github::write_outputs(&report, args.report.as_deref())?;
+    // Last: the image and the local report are written whatever happens here.
+    if args.attach_report {
+        let root = outcome.root.descriptor();
+        super::attach::attach(&client, &output, &root, &report, global.quiet)?;
+    }
     // CI gates: checked on what was written.
     let savings = report.savings_percent();
     if let Some(min) = args.fail_if_savings_below

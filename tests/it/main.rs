@@ -1,7 +1,10 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
+mod action;
+mod attach;
 mod batch;
 mod cli;
+mod config;
 mod copy;
 mod daemon;
 mod errors;
@@ -12,6 +15,7 @@ mod harness_tests;
 mod hostile_inputs;
 mod hostile_layers;
 mod hostile_registry;
+mod metrics;
 mod profiles;
 mod rewrite;
 mod sandbox;
