@@ -375,8 +375,8 @@ fn list_files(file: &std::fs::File) -> Result<()> {
                 "  {:<5} {:<8} {:>12} {:>5}  {}{target}",
                 v["mode"].as_str().unwrap_or(""),
                 v["type"].as_str().unwrap_or(""),
-                v["size"],
-                v["layer"],
+                v["size"].as_u64().unwrap_or(0),
+                v["layer"].as_u64().unwrap_or(0),
                 v["path"].as_str().unwrap_or("")
             )?;
         }

@@ -1,5 +1,6 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
+mod analyze;
 mod batch;
 mod cli;
 mod copy;
