@@ -14,6 +14,7 @@ mod hostile_inputs;
 mod hostile_layers;
 mod hostile_registry;
 mod profiles;
+mod report_html;
 mod rewrite;
 mod sandbox;
 mod squash_model;
