@@ -16,9 +16,17 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY profiles profiles
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
- && strip target/x86_64-unknown-linux-musl/release/slim
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl
 
+# For CI systems that run a script in the job's image (GitLab CI, Tekton;
+# deploy/): the same binary with busybox's shell and tools.
+#   docker build --target ci -t slim:ci .
+FROM busybox:1.37-musl AS ci
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/slim /usr/local/bin/slim
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+
+# The default target: slim alone, FROM scratch.
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/slim /usr/local/bin/slim

@@ -33,9 +33,9 @@ STAGES = [
     ["layer"],
     ["transform"],
     ["profile"],
-    ["stats", "settings", "copy"],
+    ["stats", "settings", "config", "copy"],
     ["sandbox"],
-    ["report", "batch"],
+    ["report", "attach", "batch"],
     ["cli", "main", "lib"],
 ]
 STAGE_OF = {m: i for i, ms in enumerate(STAGES) for m in ms}

@@ -30,6 +30,7 @@
 //! encode     layer/plan.rs     what an output layer holds: the contract of transform and encode
 //!            layer/write.rs    deterministic tar; encode.rs (parallel gzip | zstd, digests); pipe.rs
 //! copy       settings.rs       flags and job-file values, checked, as copy options
+//!            config.rs         the project config file (slim.toml), found upward, into Settings
 //!            copy/             mod.rs the image tree (children first, root last); blobs.rs one blob
 //!                              mover (present | mounted | streamed | spooled, verified); slim.rs one
 //!                              platform image: decode -> squash/filter -> encode -> push
@@ -38,15 +39,18 @@
 //!                              (runtime.rs); probes (probe.rs)
 //! report     report.rs         JSON, table and Markdown of what a run did; report/html.rs the
 //!                              self-contained HTML page, report/treemap.rs its SVG treemaps
+//!            attach.rs         the report as an OCI artifact attached to the slim image (--attach-report)
 //! many       batch/            job files, work lists, shards, idempotency checks, a pool of images
 //! ```
 //!
 //! `cli/` parses arguments and prints; nothing below it writes to the
 //! terminal.
 
+pub mod attach;
 pub mod batch;
 pub mod cleanup;
 pub mod cli;
+pub mod config;
 pub mod copy;
 pub mod decompress;
 pub mod digest;

@@ -33,6 +33,9 @@ pub struct Report {
     /// The probes `--verify` ran on the original and the slim image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+    /// The project config file (`slim.toml`) whose defaults the run took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -198,6 +201,7 @@ impl Report {
             duration_seconds: (seconds * 1000.0).round() / 1000.0,
             dry_run,
             verify: None,
+            config: None,
         }
     }
 
@@ -331,6 +335,39 @@ impl Report {
                 self.profiles.join(", ")
             }
         );
+        if let Some(v) = &self.verify {
+            let _ = writeln!(
+                m,
+                "| probe{} | original | slim |\n|---|---|---|",
+                if v.default_probes { " (default)" } else { "" }
+            );
+            let cell = |s: &crate::sandbox::verify::SideVerdict| {
+                format!(
+                    "{} {}",
+                    if s.passed { "pass" } else { "**FAIL**" },
+                    s.message.replace('|', "\\|")
+                )
+            };
+            for p in &v.probes {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} |",
+                    p.probe.replace('|', "\\|"),
+                    cell(&p.original),
+                    cell(&p.slim)
+                );
+            }
+            for n in v.notes.iter().chain(&v.skipped) {
+                let _ = writeln!(m, "\n_{}_", n.replace('_', "\\_"));
+            }
+            if !v.passed {
+                let _ = writeln!(
+                    m,
+                    "\n**Verification failed**: the slim image fails a probe the original passes; nothing was written."
+                );
+            }
+            m.push('\n');
+        }
         if !self.removed.by_category.is_empty() {
             let _ = writeln!(m, "| removed | files | bytes |\n|---|---:|---:|");
             let mut cats: Vec<_> = self.removed.by_category.iter().collect();

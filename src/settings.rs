@@ -62,6 +62,126 @@ pub struct Settings {
     pub probe_http: Vec<String>,
     #[serde(default)]
     pub probe_tcp: Vec<u16>,
+    /// `--probe-timeout`: per probe (`30s`, `2m`).
+    pub probe_timeout: Option<ProbeTimeout>,
+    /// `--probe-requests`: timed requests per passing HTTP probe.
+    pub probe_requests: Option<usize>,
+    /// `--probe-http-expect`: `ok` (2xx/3xx) or `same` (as the original).
+    pub probe_http_expect: Option<HttpExpect>,
+    /// `--runtime`: the OCI runtime binary.
+    pub runtime: Option<std::path::PathBuf>,
+    /// `--run-memory`, `--run-cpus`: the container's limits.
+    pub run_memory: Option<MemoryLimit>,
+    pub run_cpus: Option<CpuLimit>,
+}
+
+/// What an HTTP probe must answer (`--probe-http-expect`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HttpExpect {
+    /// A 2xx or 3xx status.
+    #[default]
+    Ok,
+    /// The status and body the original image answers (with --verify).
+    Same,
+}
+
+impl TryFrom<String> for HttpExpect {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        choice("probe-http-expect", &s)
+    }
+}
+
+/// `--probe-timeout`: above zero (`30s`, `2m`, `1h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProbeTimeout(pub std::time::Duration);
+
+impl FromStr for ProbeTimeout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        crate::cleanup::parse_duration(s)?
+            .map(ProbeTimeout)
+            .ok_or_else(|| "a probe needs a timeout above 0".to_string())
+    }
+}
+
+impl TryFrom<String> for ProbeTimeout {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        s.parse()
+            .map_err(|e| SettingsError(format!("probe-timeout {s:?}: {e}")))
+    }
+}
+
+/// `--run-memory`: bytes, at least 4 MiB (`512m`, `1g`, `1.5G`, `100k`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MemoryLimit(pub u64);
+
+impl FromStr for MemoryLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        let t = t.strip_suffix('b').unwrap_or(&t);
+        let (num, mult) = match t.chars().last() {
+            Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+            Some('m') => (&t[..t.len() - 1], 1 << 20),
+            Some('g') => (&t[..t.len() - 1], 1 << 30),
+            Some('t') => (&t[..t.len() - 1], 1 << 40),
+            _ => (t, 1),
+        };
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (e.g. 512m, 1g)"))?;
+        let bytes = n * mult as f64;
+        if !(bytes.is_finite() && bytes >= (4u64 << 20) as f64 && bytes < 1e18) {
+            return Err(format!("{s:?}: a memory limit must be at least 4m"));
+        }
+        Ok(MemoryLimit(bytes as u64))
+    }
+}
+
+impl TryFrom<String> for MemoryLimit {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        s.parse()
+            .map_err(|e| SettingsError(format!("run-memory: {e}")))
+    }
+}
+
+/// `--run-cpus`: CPUs from 0.01 to 1024, kept in thousandths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CpuLimit(u64);
+
+impl CpuLimit {
+    pub fn cpus(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+}
+
+impl FromStr for CpuLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number of CPUs (e.g. 0.5, 2)"))?;
+        if !(n.is_finite() && (0.01..=1024.0).contains(&n)) {
+            return Err(format!("{s:?}: CPUs must be between 0.01 and 1024"));
+        }
+        Ok(CpuLimit((n * 1000.0).round() as u64))
+    }
+}
+
+impl TryFrom<String> for CpuLimit {
+    type Error = SettingsError;
+    fn try_from(s: String) -> Result<Self, SettingsError> {
+        s.parse()
+            .map_err(|e| SettingsError(format!("run-cpus: {e}")))
+    }
 }
 
 /// The name a flag and a job file give an option value (`all`, `gzip`).
@@ -194,6 +314,12 @@ impl Settings {
             } else {
                 over.probe_tcp.clone()
             },
+            probe_timeout: over.probe_timeout.or(self.probe_timeout),
+            probe_requests: over.probe_requests.or(self.probe_requests),
+            probe_http_expect: over.probe_http_expect.or(self.probe_http_expect),
+            runtime: over.runtime.clone().or_else(|| self.runtime.clone()),
+            run_memory: over.run_memory.or(self.run_memory),
+            run_cpus: over.run_cpus.or(self.run_cpus),
         }
     }
 
@@ -376,6 +502,55 @@ mod tests {
         assert!(s.check().unwrap_err().to_string().contains("keep-base"));
         let s: Result<Settings, _> = toml::from_str("profile = \"auto\"\nsquosh = \"all\"\n");
         assert!(s.unwrap_err().to_string().contains("squosh"));
+    }
+
+    #[test]
+    fn run_limits_and_probe_options_parse_as_the_flags_do() {
+        assert_eq!("512m".parse::<MemoryLimit>().unwrap().0, 512 << 20);
+        assert_eq!("1G".parse::<MemoryLimit>().unwrap().0, 1 << 30);
+        assert_eq!("1.5g".parse::<MemoryLimit>().unwrap().0, 3 << 29);
+        assert!("64MiB".parse::<MemoryLimit>().is_err());
+        assert!("1k".parse::<MemoryLimit>().is_err());
+        assert!("lots".parse::<MemoryLimit>().is_err());
+        assert_eq!("0.5".parse::<CpuLimit>().unwrap().cpus(), 0.5);
+        assert!("0".parse::<CpuLimit>().is_err());
+        let s = from_toml(
+            "probe-timeout = \"90s\"\nprobe-requests = 5\nprobe-http-expect = \"same\"\nrun-memory = \"256m\"\nrun-cpus = \"1.5\"\nruntime = \"/usr/sbin/runc\"",
+        )
+        .unwrap();
+        assert_eq!(
+            s.probe_timeout,
+            Some(ProbeTimeout(std::time::Duration::from_secs(90)))
+        );
+        assert_eq!(s.probe_requests, Some(5));
+        assert_eq!(s.probe_http_expect, Some(HttpExpect::Same));
+        assert_eq!(s.run_memory, Some(MemoryLimit(256 << 20)));
+        assert_eq!(s.run_cpus.map(CpuLimit::cpus), Some(1.5));
+        assert_eq!(
+            s.runtime.as_deref(),
+            Some(std::path::Path::new("/usr/sbin/runc"))
+        );
+        for (text, message) in [
+            (
+                "probe-timeout = \"0s\"",
+                "probe-timeout \"0s\": a probe needs a timeout above 0",
+            ),
+            (
+                "probe-http-expect = \"equal\"",
+                "probe-http-expect \"equal\": use ok or same",
+            ),
+            (
+                "run-memory = \"1k\"",
+                "run-memory: \"1k\": a memory limit must be at least 4m",
+            ),
+            (
+                "run-cpus = \"-1\"",
+                "run-cpus: \"-1\": CPUs must be between 0.01 and 1024",
+            ),
+        ] {
+            let e = from_toml(text).unwrap_err();
+            assert!(e.starts_with(message), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,12 @@
 
 use std::io::{self, Read, Write};
 
+/// Spool files are read and written in pieces of this size: an upload
+/// reads its blob, a download writes it, 1 MiB at a time (HTTP clients
+/// move 8–16 KiB pieces; a buffer between them and the file keeps the
+/// file's system calls few).
+pub const IO_CHUNK: usize = 1 << 20;
+
 /// A file being written, as seen by a reader of it: how many bytes are in
 /// it so far, and whether the writer finished (or failed).
 #[derive(Default)]

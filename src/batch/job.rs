@@ -224,7 +224,7 @@ fn entry_settings(defaults: &Settings, rest: toml::Table) -> Result<Settings, St
         .map_err(|e: toml::de::Error| value_error(&e))?;
     let merged = defaults.merged(&own);
     merged.check().map_err(|e| e.to_string())?;
-    crate::sandbox::verify::probes_from_settings(&merged).map_err(|e| e.to_string())?;
+    crate::sandbox::verify::gate_from_settings(&merged).map_err(|e| e.to_string())?;
     Ok(merged)
 }
 

@@ -7,6 +7,7 @@
 //! check     -> check.rs   per item: HEAD source, GET destination manifest; up to date? (no layer read)
 //! slim      -> here       a pool of `jobs` workers, one image each, through copy::copy_image
 //! report    -> report.rs  per image status, sizes, error; totals
+//!              metrics.rs the same as Prometheus metrics (a textfile, a Pushgateway)
 //! ```
 //!
 //! Guarantees: one image failing (corrupt blob, auth, media type) fails
@@ -21,6 +22,7 @@
 
 pub mod check;
 pub mod job;
+pub mod metrics;
 pub mod plan;
 pub mod report;
 
@@ -547,8 +549,8 @@ impl Runner<'_> {
             item,
             progress: self.progress,
         };
-        let probes = match &rewrite {
-            Some(_) => verify::probes_from_settings(&item.settings)?,
+        let gate = match &rewrite {
+            Some(_) => verify::gate_from_settings(&item.settings)?,
             None => None,
         };
         let opts = CopyOptions {
@@ -558,14 +560,7 @@ impl Runner<'_> {
             client: self.client.clone(),
         };
         let what = || format!("slimming {} into {}", item.source, item.destination);
-        if let Some(probes) = probes {
-            let gate = verify::Gate {
-                verify: verify::VerifyOptions {
-                    probes,
-                    probe: Default::default(),
-                },
-                prepare: Default::default(),
-            };
+        if let Some(gate) = gate {
             let v = verify::verified_copy(&src, Some(&open), &opts, &gate, &reporter)
                 .with_context(what)?;
             return Ok((v.outcome, Some(v.report)));

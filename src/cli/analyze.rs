@@ -91,6 +91,9 @@ struct Analysis<'a> {
     from: String,
     digest: String,
     images: Vec<ImageAnalysis<'a>>,
+    /// The report slim attached to this image (`--attach-report`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attached_report: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -247,11 +250,13 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
             },
         )?;
     }
+    let attached = super::attach::attached(&opts.client, &image, &outcome.source_digest);
     let result = Analysis {
         reference: src.name(),
         from,
         digest,
         images: outcome.images.iter().map(analysis).collect(),
+        attached_report: attached.as_ref().map(|(_, r)| r.clone()),
     };
     if args.json {
         json_out(&result)?;
@@ -333,6 +338,9 @@ pub fn run(args: AnalyzeArgs, global: &GlobalArgs) -> Result<u8> {
             out.clear();
             list_files(file)?;
         }
+    }
+    if let Some((artifact, report)) = &attached {
+        out.push_str(&super::attach::describe(artifact, report));
     }
     super::out(&out)?;
     Ok(0)

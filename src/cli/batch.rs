@@ -50,6 +50,22 @@ pub struct BatchArgs {
     /// Write the JSON report here (`-` for stdout).
     #[arg(long, value_name = "FILE|-")]
     pub report: Option<String>,
+
+    /// Write Prometheus metrics of the run here (text format, for node_exporter's textfile collector).
+    #[arg(long = "metrics-file", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Push the same metrics to this Prometheus Pushgateway at the end, grouped by job and shard index.
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
+
+    /// The job label of the pushed metrics.
+    #[arg(
+        long = "pushgateway-job",
+        value_name = "NAME",
+        default_value = "slim-batch"
+    )]
+    pub pushgateway_job: String,
 }
 
 fn shard(args: &BatchArgs) -> Result<Option<Shard>, UsageError> {
@@ -102,6 +118,14 @@ pub fn run(args: BatchArgs, global: &GlobalArgs) -> Result<u8> {
         shard,
         ..BatchOptions::default()
     };
+    // Checked before any work: a bad URL is a usage error.
+    let push_url = match &args.pushgateway {
+        Some(url) => Some(
+            batch::metrics::push_url(url, &args.pushgateway_job, shard.map(|s| s.index))
+                .map_err(|e| UsageError(e.to_string()))?,
+        ),
+        None => None,
+    };
     let client = global.client()?;
     let printer = Printer {
         quiet: global.quiet,
@@ -123,6 +147,19 @@ pub fn run(args: BatchArgs, global: &GlobalArgs) -> Result<u8> {
         } else {
             std::fs::write(dest, [json.as_slice(), b"\n"].concat())
                 .with_context(|| format!("writing the report {dest}"))?;
+        }
+    }
+    if args.metrics_file.is_some() || push_url.is_some() {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let retries = crate::registry::limits::retries_so_far();
+        let text = batch::metrics::render(&report, retries, (end * 1000.0).round() / 1000.0);
+        if let Some(path) = &args.metrics_file {
+            batch::metrics::write_file(path, &text)?;
+        }
+        if let Some(url) = &push_url {
+            batch::metrics::push(url, &text)?;
         }
     }
     Ok(if report.only_verify_failed() {

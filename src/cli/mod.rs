@@ -2,7 +2,10 @@
 //! codes. Subcommands live one per file.
 
 mod analyze;
+mod attach;
 mod batch;
+mod config;
+mod github;
 mod profiles;
 mod progress;
 mod run;
@@ -55,6 +58,9 @@ pub struct Cli {
 
     #[command(flatten)]
     global: GlobalArgs,
+
+    #[command(flatten)]
+    config: config::ConfigArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,7 +158,11 @@ pub fn out(text: &str) -> anyhow::Result<()> {
 pub struct UsageError(pub String);
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = <Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(&argv)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m).map(|c| (c, m)));
+    let (mut cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -160,6 +170,25 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // The project config file holds defaults for the main command's flags.
+    if cli.command.is_none() {
+        match config::apply(cli, &matches, argv) {
+            Ok((c, path)) => {
+                cli = c;
+                cli.run.config_file = path;
+            }
+            Err(e) => {
+                print_error(&e);
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    } else if ["config", "no_config"]
+        .iter()
+        .any(|id| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+    {
+        eprintln!("error: --config and --no-config apply to slim SOURCE -o DEST only");
+        return ExitCode::from(EXIT_USAGE);
+    }
     init_tracing(&cli.global);
     let default_timeout = match cli.command {
         Some(Command::Batch(_)) => Some(std::time::Duration::from_secs(24 * 3600)),

@@ -111,6 +111,14 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub probe: super::sandbox::ProbeArgs,
+
+    /// After the push, attach the JSON report to the slim image as an OCI artifact (its subject is the image; `slim analyze` shows it).
+    #[arg(long = "attach-report")]
+    pub attach_report: bool,
+
+    /// The project config file whose defaults were taken (cli/config.rs).
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -153,6 +161,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let output = resolve::output(args.output.as_deref().unwrap_or_default(), &source)?;
     if !global.quiet {
         super::say_where(&source);
+        if let Some(c) = &args.config_file {
+            eprintln!("note: defaults from {}", c.display());
+        }
     }
     let report_to_stdout = args.report.as_deref() == Some(Path::new("-"));
     if report_to_stdout && matches!(output.image, ImageRef::DockerArchive { path: None, .. }) {
@@ -161,6 +172,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         )
         .into());
     }
+    if args.attach_report {
+        super::attach::check(&output, args.dry_run)?;
+    }
     let probes = args.probe.probes();
     if !args.verify && !probes.is_empty() {
         return Err(UsageError(
@@ -168,6 +182,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
                 .into(),
         )
         .into());
+    }
+    if !args.verify && args.probe.probe_http_expect == crate::settings::HttpExpect::Same {
+        return Err(
+            UsageError("--probe-http-expect same takes effect with --verify".into()).into(),
+        );
     }
     let settings = args.settings();
     let platforms = settings.platforms()?;
@@ -196,7 +215,30 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             &terminal,
         );
         terminal.finish();
-        v?
+        match v {
+            Ok(v) => v,
+            Err(e) => {
+                // A failed gate still reports what it found (exit 4).
+                if let Some(failed) = e.downcast_ref::<crate::sandbox::verify::SlimFailedProbes>()
+                    && let Some(staged) = &failed.staged
+                {
+                    let mut report = Report::new(
+                        &src.name(),
+                        &output.typed,
+                        staged,
+                        None,
+                        started.elapsed().as_secs_f64(),
+                        // Nothing was written: no output digest anywhere.
+                        true,
+                    );
+                    report.dry_run = args.dry_run;
+                    report.source.from = Some(source.describe());
+                    report.verify = Some((*failed.report).clone());
+                    publish(&args, &report, report_to_stdout)?;
+                }
+                return Err(e);
+            }
+        }
     } else {
         let dst: Box<dyn crate::transport::Dest> = if args.dry_run {
             Box::new(crate::transport::Discard::new()?)
@@ -222,6 +264,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     );
     report.source.from = Some(source.describe());
     report.verify = verified;
+    report.config = args.config_file.as_ref().map(|p| p.display().to_string());
     if !global.quiet {
         print_summary(
             &outcome,
@@ -236,15 +279,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             global.verbose > 0,
         )?;
     }
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report)?;
-        if report_to_stdout {
-            super::out(&(json + "\n"))?;
-        } else {
-            std::fs::write(path, json + "\n")
-                .with_context(|| format!("writing the report to {}", path.display()))?;
-        }
-    }
+    publish(&args, &report, report_to_stdout)?;
     if let Some(path) = &args.html {
         super::analyze::write_html(
             path,
@@ -257,19 +292,11 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             },
         )?;
     }
-    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&summary)
-            .with_context(|| {
-                format!(
-                    "opening GITHUB_STEP_SUMMARY ({})",
-                    Path::new(&summary).display()
-                )
-            })?;
-        f.write_all(report.markdown().as_bytes())?;
+    super::github::write_outputs(&report, args.report.as_deref())?;
+    // Last: the image and the local report are written whatever happens here.
+    if args.attach_report {
+        let root = outcome.root.descriptor();
+        super::attach::attach(&client, &output, &root, &report, global.quiet)?;
     }
     // CI gates: checked on what was written.
     let savings = report.savings_percent();
@@ -290,6 +317,35 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         return Ok(super::EXIT_THRESHOLD);
     }
     Ok(0)
+}
+
+/// Writes the report where `--report` asks, and its Markdown to
+/// `$GITHUB_STEP_SUMMARY` when that is set.
+fn publish(args: &RunArgs, report: &Report, report_to_stdout: bool) -> Result<()> {
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)?;
+        if report_to_stdout {
+            super::out(&(json + "\n"))?;
+        } else {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing the report to {}", path.display()))?;
+        }
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .with_context(|| {
+                format!(
+                    "opening GITHUB_STEP_SUMMARY ({})",
+                    Path::new(&summary).display()
+                )
+            })?;
+        f.write_all(report.markdown().as_bytes())?;
+    }
+    Ok(())
 }
 
 /// `--verify` (see [`crate::sandbox::verify::verified_copy`]): the
@@ -320,12 +376,18 @@ fn verified_copy(
                     ..RunSpec::default()
                 },
                 requests: args.probe.probe_requests,
+                keep_answers: args.probe.probe_http_expect == crate::settings::HttpExpect::Same,
             },
         },
         prepare: PrepareOptions {
             runtime: args.probe.runtime.clone(),
             temp_dir: None,
+            platform: None,
         },
+        oci_destination: matches!(
+            output.image,
+            ImageRef::OciLayout { .. } | ImageRef::OciArchive { .. }
+        ),
     };
     let open = || output.open_dest(client);
     let v = crate::sandbox::verify::verified_copy(
@@ -423,6 +485,9 @@ fn print_summary(
         }
         for s in &v.skipped {
             let _ = writeln!(err, "    skipped {s}");
+        }
+        for n in &v.notes {
+            let _ = writeln!(err, "    note: {n}");
         }
     }
     for img in &outcome.images {

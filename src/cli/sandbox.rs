@@ -13,6 +13,7 @@ use clap::Args;
 use super::GlobalArgs;
 use crate::report::human;
 use crate::sandbox::{Limits, PrepareOptions, Probe, ProbeOptions, RunSpec, Sandbox};
+use crate::settings::{CpuLimit, HttpExpect, MemoryLimit, ProbeTimeout};
 use crate::transport::resolve;
 
 #[derive(Args, Debug)]
@@ -76,6 +77,10 @@ pub struct ProbeArgs {
     /// 95th percentile); 0 for none.
     #[arg(long = "probe-requests", value_name = "N", default_value_t = crate::sandbox::probe::DEFAULT_REQUESTS)]
     pub probe_requests: usize,
+
+    /// What an HTTP probe must answer: ok (a 2xx or 3xx status) or same (the status and body the original image gives; with --verify).
+    #[arg(long = "probe-http-expect", value_name = "WHAT", value_enum, default_value_t = HttpExpect::Ok)]
+    pub probe_http_expect: HttpExpect,
 }
 
 impl ProbeArgs {
@@ -99,39 +104,15 @@ impl ProbeArgs {
 }
 
 fn parse_probe_timeout(s: &str) -> Result<Duration, String> {
-    crate::cleanup::parse_duration(s)?.ok_or_else(|| "a probe needs a timeout above 0".to_string())
+    s.parse::<ProbeTimeout>().map(|t| t.0)
 }
 
-/// `512m`, `1g`, `1.5G`, `100k`, or bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 512m, 1g)"))?;
-    let bytes = n * mult as f64;
-    if !(bytes.is_finite() && bytes >= (4u64 << 20) as f64 && bytes < 1e18) {
-        return Err(format!("{s:?}: a memory limit must be at least 4m"));
-    }
-    Ok(bytes as u64)
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<MemoryLimit>().map(|m| m.0)
 }
 
 fn parse_cpus(s: &str) -> Result<f64, String> {
-    let n: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of CPUs (e.g. 0.5, 2)"))?;
-    if !(n.is_finite() && (0.01..=1024.0).contains(&n)) {
-        return Err(format!("{s:?}: CPUs must be between 0.01 and 1024"));
-    }
-    Ok(n)
+    s.parse::<CpuLimit>().map(CpuLimit::cpus)
 }
 
 pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
@@ -146,6 +127,7 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         &PrepareOptions {
             runtime: args.probes.runtime.clone(),
             temp_dir: None,
+            platform: None,
         },
     )
     .with_context(|| format!("preparing {} to run", src.name()))?;
@@ -162,6 +144,12 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
         capture: false,
     };
     let probes = args.probes.probes();
+    if args.probes.probe_http_expect == HttpExpect::Same {
+        return Err(super::UsageError(
+            "--probe-http-expect same compares with the original image: use it with slim IMAGE -o DEST --verify".into(),
+        )
+        .into());
+    }
     if probes.is_empty() {
         let outcome = sb.run(&base)?;
         tracing::info!(
@@ -178,6 +166,7 @@ pub fn run(args: SandboxArgs, global: &GlobalArgs) -> Result<u8> {
             timeout: args.probes.probe_timeout,
             base,
             requests: args.probes.probe_requests,
+            keep_answers: false,
         },
     )?;
     let mut out = String::new();
@@ -238,21 +227,4 @@ pub struct ProbesFailed {
 /// A short duration for people: `3.2 ms`.
 fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
-        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
-        assert!(parse_size("64MiB").is_err());
-        assert!(parse_size("1k").is_err());
-        assert!(parse_size("lots").is_err());
-        assert_eq!(parse_cpus("0.5").unwrap(), 0.5);
-        assert!(parse_cpus("0").is_err());
-    }
 }

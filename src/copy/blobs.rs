@@ -198,7 +198,10 @@ fn stage_blob(
     let result = (|| -> Result<()> {
         let reader = open_verified(src, d)?;
         let mut reader = ProgressReader::new(reader, d, reporter);
-        let mut w = BufWriter::with_capacity(256 << 10, Announce::new(file.as_file_mut(), growing));
+        let mut w = BufWriter::with_capacity(
+            crate::spool::IO_CHUNK,
+            Announce::new(file.as_file_mut(), growing),
+        );
         // Errors name the blob and the source already (the verifying reader
         // and the transports say which).
         io::copy(&mut reader, &mut w).map_err(io_error)?;

@@ -55,8 +55,9 @@ pub struct Entry {
     pub gid: u64,
     /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
     pub mtime: i64,
-    pub uname: Box<[u8]>,
-    pub gname: Box<[u8]>,
+    /// Owner names: a layer has few, so entries share them ([`Names`]).
+    pub uname: std::sync::Arc<[u8]>,
+    pub gname: std::sync::Arc<[u8]>,
     pub dev_major: u32,
     pub dev_minor: u32,
     /// Content length (regular files).
@@ -79,6 +80,28 @@ impl Entry {
 
     pub fn display_path(&self) -> String {
         display(&self.path)
+    }
+}
+
+/// The owner names of a layer's entries, shared: `root` is one allocation
+/// for a million entries, not a million. Bounded: past [`Names::MAX`]
+/// distinct names, new ones are not remembered (a hostile layer cannot
+/// grow the table).
+#[derive(Default)]
+pub struct Names(std::collections::HashMap<Box<[u8]>, std::sync::Arc<[u8]>>);
+
+impl Names {
+    pub const MAX: usize = 1024;
+
+    pub fn get(&mut self, name: &[u8]) -> std::sync::Arc<[u8]> {
+        if let Some(a) = self.0.get(name) {
+            return a.clone();
+        }
+        let a: std::sync::Arc<[u8]> = name.into();
+        if self.0.len() < Self::MAX {
+            self.0.insert(name.into(), a.clone());
+        }
+        a
     }
 }
 

@@ -31,6 +31,15 @@ pub enum GiveUp {
     RetryAfter { asked: Duration, max: Duration },
 }
 
+/// Retries made by this process, every request and transfer counted (for
+/// `slim batch`'s metrics).
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times this process retried a registry request or transfer.
+pub fn retries_so_far() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Attempts and waits of one request (or one blob download).
 #[derive(Clone, Debug)]
 pub struct Retries {
@@ -97,6 +106,7 @@ impl Retries {
 
     /// Sleeps `wait` (from [`Retries::next_wait`]) and counts the attempt.
     pub fn sleep(&mut self, wait: Duration) {
+        RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::thread::sleep(wait);
         self.waited += wait;
         self.attempts += 1;

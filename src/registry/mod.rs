@@ -27,7 +27,8 @@
 //!   downloads resumed after a break: [`BlobReader`]), `upload.rs`
 //!   (mounts, sessions, uploads from a file or streamed:
 //!   [`StreamingUpload`]), [`listing`] (catalog and tags, every name
-//!   checked before use).
+//!   checked before use), `referrers.rs` (artifacts attached to a
+//!   manifest: the referrers API, else the `sha256-<hex>` tag schema).
 
 pub mod auth;
 mod blob;
@@ -38,6 +39,7 @@ pub mod listing;
 mod manifest;
 pub mod options;
 pub mod origin;
+mod referrers;
 mod reply;
 mod request;
 mod upload;
@@ -49,5 +51,6 @@ pub use error::{CredentialError, RegistryError};
 pub use listing::{Listing, escaped};
 pub use manifest::FetchedManifest;
 pub use options::ClientOptions;
+pub use referrers::{EMPTY_MEDIA_TYPE, Listed, artifact_manifest, tag_of};
 pub use reply::Reply;
 pub use upload::StreamingUpload;

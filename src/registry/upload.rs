@@ -125,7 +125,14 @@ impl RegistryClient {
             .body(move || {
                 // Opened again if the request is replayed (after a 401).
                 match std::fs::File::open(&file) {
-                    Ok(f) => Body::sized(GuardedBody::new(f, &opts, &w), size),
+                    Ok(f) => Body::sized(
+                        GuardedBody::new(
+                            std::io::BufReader::with_capacity(crate::spool::IO_CHUNK, f),
+                            &opts,
+                            &w,
+                        ),
+                        size,
+                    ),
                     Err(_) => Body::from(Vec::new()),
                 }
             })
@@ -198,7 +205,12 @@ impl RegistryClient {
             .patch(url.clone())
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(move || match body.lock().expect("body lock").take() {
-                Some(b) => Body::new(GuardedBody::new(b, &opts, &w)),
+                // A read returns what the file holds so far (up to 1 MiB).
+                Some(b) => Body::new(GuardedBody::new(
+                    std::io::BufReader::with_capacity(crate::spool::IO_CHUNK, b),
+                    &opts,
+                    &w,
+                )),
                 None => Body::from(Vec::new()),
             })
             // The body follows slim's own writing, so neither its length

@@ -109,6 +109,10 @@ pub struct PrepareOptions {
     pub runtime: Option<PathBuf>,
     /// Where the temp directory goes (default: the system's).
     pub temp_dir: Option<PathBuf>,
+    /// The platform of an index to materialize (default: the host's). An
+    /// image of another platform can be looked at (the static check), not
+    /// run.
+    pub platform: Option<Platform>,
 }
 
 /// One run of a process in the image.
@@ -199,7 +203,7 @@ impl Sandbox {
     /// decodes and applies its layers into a temporary root.
     pub fn prepare(src: &dyn Source, opts: &PrepareOptions) -> Result<Sandbox> {
         let mut sb = Self::empty(opts)?;
-        let (manifest, config) = host_image(src)?;
+        let (manifest, config) = platform_image(src, opts.platform.as_ref())?;
         let layers = manifest.layers()?;
         let diff_ids: Vec<Digest> = crate::image::config::diff_ids(&config)
             .context("the image config has a malformed diff_id")?
@@ -631,24 +635,28 @@ impl Drop for Container<'_> {
 }
 
 /// The image manifest for the host's platform and its config.
-fn host_image(src: &dyn Source) -> Result<(Manifest, Value)> {
+fn platform_image(src: &dyn Source, want: Option<&Platform>) -> Result<(Manifest, Value)> {
     let host = Platform::host();
     let mut m = src.root()?;
     if m.is_index() {
         let children = m.manifests()?;
+        let wanted = want.unwrap_or(&host);
         let child = children
             .iter()
-            .find(|d| d.platform.as_ref().is_some_and(|p| host.selects(p)))
+            .find(|d| d.platform.as_ref().is_some_and(|p| wanted.selects(p)))
             .with_context(|| {
                 let have: Vec<String> = children
                     .iter()
                     .filter_map(|d| d.platform.as_ref().map(ToString::to_string))
                     .collect();
-                format!(
-                    "{} has no image for this machine's platform {host} (it has {}); the sandbox runs images of the host's platform only",
-                    src.name(),
-                    have.join(", ")
-                )
+                match want {
+                    Some(w) => format!("{} has no image for {w} (it has {})", src.name(), have.join(", ")),
+                    None => format!(
+                        "{} has no image for this machine's platform {host} (it has {}); the sandbox runs images of the host's platform only",
+                        src.name(),
+                        have.join(", ")
+                    ),
+                }
             })?;
         m = src.manifest(child)?;
     }
@@ -661,11 +669,42 @@ fn host_image(src: &dyn Source) -> Result<(Manifest, Value)> {
         variant: None,
         ..host.clone()
     };
-    if !platform.os.is_empty() && !host_any_variant.selects(&platform) {
+    if want.is_none() && !platform.os.is_empty() && !host_any_variant.selects(&platform) {
         bail!(
             "{} is a {platform} image; this machine runs {host}, and the sandbox runs images of the host's platform only",
             src.name()
         );
     }
     Ok((m, config))
+}
+
+/// The platforms of the image `src` names: an index's children (not
+/// attestations: `unknown/unknown`), or the one image's config platform
+/// (`None` when it names none).
+pub fn platforms(src: &dyn Source) -> Result<Vec<Option<Platform>>> {
+    let m = src.root()?;
+    if m.is_index() {
+        return Ok(m
+            .manifests()?
+            .iter()
+            .filter_map(|d| d.platform.clone())
+            .filter(|p| p.os != "unknown")
+            .map(Some)
+            .collect());
+    }
+    let desc = m
+        .config()?
+        .with_context(|| format!("{}: the manifest names no config", src.name()))?;
+    let p = Platform::from_json(&read_config(src, &desc)?);
+    Ok(vec![(!p.os.is_empty()).then_some(p)])
+}
+
+/// Whether this machine runs images of `p` (any variant of its own
+/// architecture).
+pub fn runs_here(p: &Platform) -> bool {
+    Platform {
+        variant: None,
+        ..Platform::host()
+    }
+    .selects(p)
 }

@@ -94,6 +94,9 @@ pub struct ProbeOptions {
     /// HTTP probes that pass: this many more requests, timed, for the
     /// latency figures (0: none).
     pub requests: usize,
+    /// HTTP probes keep their first answer's status and body
+    /// ([`ProbeResult::answer`]), for `--probe-http-expect same`.
+    pub keep_answers: bool,
 }
 
 impl Default for ProbeOptions {
@@ -102,6 +105,7 @@ impl Default for ProbeOptions {
             timeout: Duration::from_secs(60),
             base: RunSpec::default(),
             requests: DEFAULT_REQUESTS,
+            keep_answers: false,
         }
     }
 }
@@ -153,6 +157,32 @@ pub struct ProbeResult {
     pub peak_memory: Option<u64>,
     /// HTTP probes that passed: the timed requests after the first.
     pub latency: Option<Latency>,
+    /// HTTP probes with [`ProbeOptions::keep_answers`]: the first answer.
+    pub answer: Option<HttpAnswer>,
+}
+
+/// An HTTP answer as `--probe-http-expect same` compares it: the status
+/// code and the body (headers differ between any two runs: dates, ids).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Body bytes (read up to 64 MiB).
+    pub bytes: u64,
+    /// `sha256:…` of the body.
+    pub digest: String,
+    /// The body's first bytes, for people (lossy UTF-8, one line).
+    pub start: String,
+}
+
+impl HttpAnswer {
+    /// `status 200, 1.2 KB body sha256:0123456789ab "<html>…"`.
+    pub fn describe(&self) -> String {
+        let short = self.digest.get(..19).unwrap_or(&self.digest);
+        format!(
+            "status {}, {}-byte body {short}… {:?}",
+            self.status, self.bytes, self.start
+        )
+    }
 }
 
 /// The last `max` bytes written to it.
@@ -292,6 +322,7 @@ fn command_probe(sb: &Sandbox, p: &Probe, cmd: &str, opts: &ProbeOptions) -> Res
             .unwrap_or_default(),
         time_to_ready: out.as_ref().map(|o| o.duration),
         latency: None,
+        answer: None,
         peak_memory: out.and_then(|o| o.peak_memory),
     })
 }
@@ -304,6 +335,7 @@ struct NetFinding {
     message: String,
     ready: Option<Duration>,
     latency: Option<Latency>,
+    answer: Option<HttpAnswer>,
 }
 
 fn network_probes(
@@ -327,6 +359,7 @@ fn network_probes(
                 time_to_ready: None,
                 peak_memory: peak,
                 latency: None,
+                answer: None,
             })
             .collect::<Vec<_>>()
     };
@@ -394,6 +427,7 @@ fn network_probes(
     let wanted: Vec<Probe> = which.iter().map(|i| probes[*i].clone()).collect();
     let timeout = opts.timeout;
     let requests = opts.requests;
+    let keep_answers = opts.keep_answers;
     let findings = std::thread::scope(|s| {
         s.spawn(move || -> Result<Vec<NetFinding>> {
             // This thread only: it joins the container's network.
@@ -423,6 +457,7 @@ fn network_probes(
                         message: why,
                         ready: None,
                         latency: None,
+                        answer: None,
                     },
                     (Ok(t), Probe::Tcp { .. }) => NetFinding {
                         passed: true,
@@ -430,13 +465,19 @@ fn network_probes(
                         message: format!("port {port} accepted a connection"),
                         ready: Some(t),
                         latency: None,
+                        answer: None,
                     },
                     (Ok(t), Probe::Http { path, .. }) => {
                         let left = deadline
                             .saturating_duration_since(Instant::now())
                             .max(Duration::from_secs(1));
-                        match http_get(port, path, left, Answer::StatusLine) {
-                            Ok((code, line)) => {
+                        let read = if keep_answers {
+                            Answer::Kept
+                        } else {
+                            Answer::StatusLine
+                        };
+                        match http_get(port, path, left, read) {
+                            Ok((code, line, answer)) => {
                                 let passed = (200..400).contains(&code);
                                 let latency = if passed {
                                     timed_gets(port, path, requests, deadline)
@@ -449,6 +490,7 @@ fn network_probes(
                                     message: format!("GET http://127.0.0.1:{port}{path}: {line}"),
                                     ready: Some(t),
                                     latency,
+                                    answer,
                                 }
                             }
                             Err(e) => NetFinding {
@@ -457,6 +499,7 @@ fn network_probes(
                                 message: format!("GET http://127.0.0.1:{port}{path}: {e}"),
                                 ready: Some(t),
                                 latency: None,
+                                answer: None,
                             },
                         }
                     }
@@ -503,6 +546,7 @@ fn network_probes(
             time_to_ready: f.ready,
             peak_memory: peak,
             latency: f.latency,
+            answer: f.answer,
         })
         .collect())
 }
@@ -519,7 +563,7 @@ fn timed_gets(port: u16, path: &str, requests: usize, deadline: Instant) -> Opti
         }
         let begun = Instant::now();
         match http_get(port, path, left, Answer::Whole) {
-            Ok((code, _)) if (200..400).contains(&code) => times.push(begun.elapsed()),
+            Ok((code, _, _)) if (200..400).contains(&code) => times.push(begun.elapsed()),
             _ => break,
         }
     }
@@ -566,15 +610,18 @@ enum Answer {
     StatusLine,
     /// To the server's close (at most [`MAX_TIMED_ANSWER`]): a timed request.
     Whole,
+    /// The whole answer, kept as an [`HttpAnswer`].
+    Kept,
 }
 
-/// `GET path` over HTTP/1.0; the status code and status line.
+/// `GET path` over HTTP/1.0; the status code, the status line, and with
+/// [`Answer::Kept`] the answer.
 fn http_get(
     port: u16,
     path: &str,
     timeout: Duration,
     answer: Answer,
-) -> std::io::Result<(u16, String)> {
+) -> std::io::Result<(u16, String, Option<HttpAnswer>)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
@@ -606,10 +653,47 @@ fn http_get(
                 format!("not an HTTP answer: {line:?}"),
             )
         })?;
-    if answer == Answer::Whole {
-        std::io::copy(&mut (&mut s).take(MAX_TIMED_ANSWER), &mut std::io::sink())?;
+    match answer {
+        Answer::StatusLine => Ok((code, line, None)),
+        Answer::Whole => {
+            std::io::copy(&mut (&mut s).take(MAX_TIMED_ANSWER), &mut std::io::sink())?;
+            Ok((code, line, None))
+        }
+        Answer::Kept => {
+            let mut rest = head;
+            (&mut s)
+                .take(MAX_TIMED_ANSWER.saturating_sub(rest.len() as u64))
+                .read_to_end(&mut rest)?;
+            Ok((code, line, Some(kept_answer(code, &rest))))
+        }
     }
-    Ok((code, line))
+}
+
+/// The body of a whole HTTP/1.0 answer (after the blank line that ends the
+/// headers; none without one).
+fn kept_answer(status: u16, whole: &[u8]) -> HttpAnswer {
+    use sha2::Digest as _;
+    let body = whole
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| &whole[i + 4..])
+        .or_else(|| {
+            whole
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| &whole[i + 2..])
+        })
+        .unwrap_or_default();
+    let start: String = String::from_utf8_lossy(&body[..body.len().min(60)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    HttpAnswer {
+        status,
+        bytes: body.len() as u64,
+        digest: format!("sha256:{:x}", sha2::Sha256::digest(body)),
+        start,
+    }
 }
 
 #[cfg(test)]
@@ -656,6 +740,20 @@ mod tests {
         let times: Vec<Duration> = (1..=20).rev().map(ms).collect();
         let l = Latency::of(times).unwrap();
         assert_eq!((l.requests, l.median, l.p95), (20, ms(10), ms(19)));
+    }
+
+    #[test]
+    fn a_kept_answer_is_its_status_and_body() {
+        let a = kept_answer(200, b"HTTP/1.0 200 OK\r\nDate: x\r\n\r\nhello\nworld");
+        let b = kept_answer(
+            200,
+            b"HTTP/1.0 200 OK\r\nDate: y\r\nServer: z\r\n\r\nhello\nworld",
+        );
+        assert_eq!(a, b, "headers are not compared");
+        assert_eq!((a.bytes, a.start.as_str()), (11, "hello world"));
+        assert!(a.digest.starts_with("sha256:") && a.digest.len() == 71);
+        assert_ne!(a, kept_answer(200, b"HTTP/1.0 200 OK\r\n\r\nhello\nWorld"));
+        assert_eq!(kept_answer(204, b"HTTP/1.0 204 No Content\r\n").bytes, 0);
     }
 
     #[test]

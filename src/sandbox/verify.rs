@@ -22,10 +22,11 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{PrepareOptions, Probe, ProbeOptions, ProbeResult, RunSpec, Sandbox};
+use super::probe::HttpAnswer;
+use super::{Limits, PrepareOptions, Probe, ProbeOptions, ProbeResult, RunSpec, Sandbox};
 use crate::copy::{CopyOptions, CopyOutcome, copy_image};
 use crate::progress::Reporter;
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{HttpExpect, Settings, SettingsError};
 use crate::transport::layout::{LayoutDest, LayoutSource};
 use crate::transport::{Dest, Source};
 
@@ -67,6 +68,10 @@ pub struct VerifyReport {
     /// Default probes dropped because the original failed them, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// What was checked how: platforms of a multi-arch image that are not
+    /// this machine's get the static check only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub passed: bool,
 }
 
@@ -93,6 +98,9 @@ pub struct SideVerdict {
     pub latency_p95: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<usize>,
+    /// With `--probe-http-expect same`: the first answer's status and body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<HttpAnswer>,
     #[serde(skip)]
     pub output_tail: String,
 }
@@ -109,6 +117,7 @@ impl From<ProbeResult> for SideVerdict {
             latency_median: r.latency.map(|l| micros(l.median)),
             latency_p95: r.latency.map(|l| micros(l.p95)),
             requests: r.latency.map(|l| l.requests),
+            answer: r.answer,
             output_tail: r.output_tail,
         }
     }
@@ -153,6 +162,10 @@ impl VerifyReport {
 pub struct Gate {
     pub verify: VerifyOptions,
     pub prepare: PrepareOptions,
+    /// The destination holds OCI media types only (OCI layouts and
+    /// archives): a Docker v2s2 image is converted when staged, as the
+    /// destination would convert it. Otherwise it stays v2s2.
+    pub oci_destination: bool,
 }
 
 /// What [`verified_copy`] did.
@@ -181,22 +194,29 @@ pub fn verified_copy(
     let staging = crate::cleanup::StagingDir::create_temp("slim-verify-")
         .context("creating the staging directory for --verify")?;
     let layout = staging.path().join("image");
-    let staged_dst = LayoutDest::create(&layout, Some(STAGED_TAG.into()))
+    // A Docker v2s2 image stays one: the destination decides, as without
+    // --verify.
+    let mut staged_dst = LayoutDest::create(&layout, Some(STAGED_TAG.into()))
         .context("creating the staging layout")?;
+    if !gate.oci_destination {
+        staged_dst = staged_dst.keeping_media_types();
+    }
     let mut outcome = copy_image(src, &staged_dst, opts, reporter)
         .with_context(|| format!("slimming {} into the staging layout", src.name()))?;
     drop(staged_dst);
     let staged = LayoutSource::open_dir(&layout, Some(STAGED_TAG.into()))
         .context("opening the staging layout")?;
-    let report = {
-        let original = Sandbox::prepare(src, &gate.prepare)
-            .with_context(|| format!("preparing {} to run its probes", src.name()))?;
-        let slim = Sandbox::prepare(&staged, &gate.prepare)
-            .context("preparing the slim image to run its probes")?;
-        for w in original.warnings.iter().chain(&slim.warnings) {
-            tracing::warn!("{w}");
+    let report = match gate_image(src, &staged, gate) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(match e.downcast::<SlimFailedProbes>() {
+                Ok(mut failed) => {
+                    failed.staged = Some(Box::new(outcome));
+                    failed.into()
+                }
+                Err(e) => e,
+            });
         }
-        verify(&original, &slim, &gate.verify)?
     };
     let Some(open_dest) = open_dest else {
         return Ok(Verified {
@@ -236,14 +256,103 @@ pub fn verified_copy(
     })
 }
 
-/// The probes a job file's settings ask for: `None` without `verify`;
-/// `Some(empty)` for the default probes.
-pub fn probes_from_settings(s: &Settings) -> Result<Option<Vec<Probe>>, SettingsError> {
+/// The checks on the staged image, per platform: the probes on the one this
+/// machine runs, the static check on the others (an emulator is not used:
+/// their programs would run under one, slowly and not always faithfully).
+fn gate_image(src: &dyn Source, staged: &dyn Source, gate: &Gate) -> Result<VerifyReport> {
+    let platforms = super::platforms(staged).context("reading the slim image's platforms")?;
+    let native = platforms
+        .iter()
+        .find(|p| p.as_ref().is_none_or(super::runs_here))
+        .cloned();
+    let host = crate::image::Platform::host();
+    let mut report = match &native {
+        Some(p) => {
+            let prepare = PrepareOptions {
+                platform: p.clone(),
+                ..gate.prepare.clone()
+            };
+            let original = Sandbox::prepare(src, &prepare)
+                .with_context(|| format!("preparing {} to run its probes", src.name()))?;
+            let slim = Sandbox::prepare(staged, &prepare)
+                .context("preparing the slim image to run its probes")?;
+            for w in original.warnings.iter().chain(&slim.warnings) {
+                tracing::warn!("{w}");
+            }
+            verify(&original, &slim, &gate.verify)?
+        }
+        None => VerifyReport {
+            default_probes: gate.verify.probes.is_empty(),
+            probes: Vec::new(),
+            skipped: Vec::new(),
+            notes: vec![format!(
+                "no platform of the image runs on this machine ({host}): no probe ran"
+            )],
+            passed: true,
+        },
+    };
+    let mut failures = Vec::new();
+    for p in platforms.into_iter().flatten() {
+        if native.as_ref().is_some_and(|n| n.as_ref() == Some(&p)) {
+            continue;
+        }
+        let prepare = PrepareOptions {
+            platform: Some(p.clone()),
+            ..gate.prepare.clone()
+        };
+        let original = Sandbox::prepare(src, &prepare)
+            .with_context(|| format!("preparing the {p} image of {}", src.name()))?;
+        let slim = Sandbox::prepare(staged, &prepare)
+            .with_context(|| format!("preparing the {p} image of the slim result"))?;
+        let base = &gate.verify.probe.base;
+        let name = format!("entrypoint resolves (static check, {p})");
+        let on_original = static_check(&original, None, base);
+        if !on_original.passed {
+            report.skipped.push(format!(
+                "{name}: failed on the original image too ({}); not checked",
+                on_original.message
+            ));
+            continue;
+        }
+        let mut on_slim = static_check(&slim, Some(&original), base);
+        on_slim.probe = name.clone();
+        if !on_slim.passed {
+            failures.push(describe_failure(&on_slim, &[]));
+        }
+        report.probes.push(ProbeVerdict {
+            probe: name,
+            original: on_original.into(),
+            slim: on_slim.into(),
+        });
+        report.notes.push(format!(
+            "{p}: not this machine's platform ({host}): the static check only, no probe ran"
+        ));
+    }
+    if !failures.is_empty() {
+        report.passed = false;
+        return Err(SlimFailedProbes {
+            message: format!(
+                "the slim image fails {} that the original passes; nothing was written (keep what it needs with --keep GLOB, or choose another --profile)\n{}",
+                plural(failures.len(), "check", "checks"),
+                failures.join("\n")
+            ),
+            report: Box::new(report),
+            staged: None,
+        }
+        .into());
+    }
+    Ok(report)
+}
+
+/// The gate a job file's settings ask for: `None` without `verify`; no
+/// probes given means the default probes.
+pub fn gate_from_settings(s: &Settings) -> Result<Option<Gate>, SettingsError> {
     let given = !(s.probe_cmd.is_empty() && s.probe_http.is_empty() && s.probe_tcp.is_empty());
     if s.verify != Some(true) {
-        if given {
+        if given || s.probe_http_expect == Some(HttpExpect::Same) {
             return Err(SettingsError(
-                "probe-cmd, probe-http and probe-tcp take effect with verify = true".into(),
+                "probe-cmd, probe-http, probe-tcp and probe-http-expect take effect with verify = true"
+                    .into(),
             ));
         }
         return Ok(None);
@@ -258,7 +367,31 @@ pub fn probes_from_settings(s: &Settings) -> Result<Option<Vec<Probe>>, Settings
                 .map_err(|e| SettingsError(format!("probe-tcp: {e}")))?,
         );
     }
-    Ok(Some(probes))
+    let defaults = ProbeOptions::default();
+    Ok(Some(Gate {
+        verify: VerifyOptions {
+            probes,
+            probe: ProbeOptions {
+                timeout: s.probe_timeout.map_or(defaults.timeout, |t| t.0),
+                base: RunSpec {
+                    limits: Limits {
+                        memory: s.run_memory.map(|m| m.0),
+                        cpus: s.run_cpus.map(|c| c.cpus()),
+                    },
+                    ..RunSpec::default()
+                },
+                requests: s.probe_requests.unwrap_or(defaults.requests),
+                keep_answers: s.probe_http_expect == Some(HttpExpect::Same),
+            },
+        },
+        prepare: PrepareOptions {
+            runtime: s.runtime.clone(),
+            temp_dir: None,
+            platform: None,
+        },
+        // Batch writes to registries.
+        oci_destination: false,
+    }))
 }
 
 /// A probe failed on the original image: the probe is wrong (exit 2).
@@ -272,6 +405,9 @@ pub struct ProbeFailedOnOriginal(pub String);
 pub struct SlimFailedProbes {
     pub message: String,
     pub report: Box<VerifyReport>,
+    /// What the slimming made (in the staging layout only, now gone): the
+    /// report of a failed gate shows the sizes the slim image had.
+    pub staged: Option<Box<CopyOutcome>>,
 }
 
 /// The probes `--verify` runs when none is given: the static entrypoint
@@ -353,7 +489,18 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
     let on_slim = run_checks(slim, Some(original), &kept_checks, &opts.probe)?;
     let mut failures = Vec::new();
     let mut verdicts = Vec::new();
-    for ((check, o), s) in kept.into_iter().zip(on_slim) {
+    for ((check, o), mut s) in kept.into_iter().zip(on_slim) {
+        if s.passed
+            && let (Some(a), Some(b)) = (&o.answer, &s.answer)
+            && a != b
+        {
+            s.passed = false;
+            s.message = format!(
+                "{}: answers differently from the original ({}), --probe-http-expect same",
+                s.message,
+                different(a, b)
+            );
+        }
         if !s.passed {
             let missing = missing_paths(original, slim, &check, &s, &opts.probe.base);
             failures.push(describe_failure(&s, &missing));
@@ -368,6 +515,7 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
         default_probes: default,
         probes: verdicts,
         skipped,
+        notes: Vec::new(),
         passed: failures.is_empty(),
     };
     if !failures.is_empty() {
@@ -378,10 +526,25 @@ pub fn verify(original: &Sandbox, slim: &Sandbox, opts: &VerifyOptions) -> Resul
                 failures.join("\n")
             ),
             report: Box::new(report),
+            staged: None,
         }
         .into());
     }
     Ok(report)
+}
+
+/// How two HTTP answers differ, for people.
+fn different(original: &HttpAnswer, slim: &HttpAnswer) -> String {
+    if original.status != slim.status {
+        return format!(
+            "status {} where the original gives {}",
+            slim.status, original.status
+        );
+    }
+    format!(
+        "a {}-byte body {:?} where the original gives a {}-byte body {:?}",
+        slim.bytes, slim.start, original.bytes, original.start
+    )
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -440,6 +603,7 @@ fn static_check(sb: &Sandbox, original: Option<&Sandbox>, base: &RunSpec) -> Pro
         time_to_ready: None,
         peak_memory: None,
         latency: None,
+        answer: None,
     }
 }
 
@@ -630,13 +794,21 @@ mod tests {
 
     #[test]
     fn job_file_probes() {
+        let probes = |s: &Settings| gate_from_settings(s).unwrap().map(|g| g.verify.probes);
         let none = Settings::default();
-        assert_eq!(probes_from_settings(&none).unwrap(), None);
-        let stray = Settings {
-            probe_tcp: vec![8080],
-            ..Settings::default()
-        };
-        assert!(probes_from_settings(&stray).is_err());
+        assert_eq!(probes(&none), None);
+        for stray in [
+            Settings {
+                probe_tcp: vec![8080],
+                ..Settings::default()
+            },
+            Settings {
+                probe_http_expect: Some(HttpExpect::Same),
+                ..Settings::default()
+            },
+        ] {
+            assert!(gate_from_settings(&stray).is_err());
+        }
         let all = Settings {
             verify: Some(true),
             probe_cmd: vec!["true".into()],
@@ -645,7 +817,7 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(
-            probes_from_settings(&all).unwrap().unwrap(),
+            probes(&all).unwrap(),
             vec![
                 Probe::Cmd("true".into()),
                 Probe::Http {
@@ -660,7 +832,53 @@ mod tests {
             probe_http: vec!["x/".into()],
             ..Settings::default()
         };
-        assert!(probes_from_settings(&bad).is_err());
+        assert!(gate_from_settings(&bad).is_err());
+    }
+
+    #[test]
+    fn job_file_run_options() {
+        let text = "verify = true\nprobe-timeout = \"7s\"\nprobe-requests = 3\nprobe-http-expect = \"same\"\nrun-memory = \"64m\"\nrun-cpus = \"0.5\"\nruntime = \"/opt/runc\"";
+        let s: Settings = toml::from_str(text).unwrap();
+        let g = gate_from_settings(&s).unwrap().unwrap();
+        assert!(g.verify.probes.is_empty(), "default probes");
+        let p = &g.verify.probe;
+        assert_eq!(p.timeout, std::time::Duration::from_secs(7));
+        assert_eq!(p.requests, 3);
+        assert!(p.keep_answers);
+        assert_eq!(p.base.limits.memory, Some(64 << 20));
+        assert_eq!(p.base.limits.cpus, Some(0.5));
+        assert_eq!(
+            g.prepare.runtime.as_deref(),
+            Some(std::path::Path::new("/opt/runc"))
+        );
+        // Unset: the flags' defaults.
+        let s: Settings = toml::from_str("verify = true").unwrap();
+        let g = gate_from_settings(&s).unwrap().unwrap();
+        assert_eq!(g.verify.probe.timeout, std::time::Duration::from_secs(60));
+        assert_eq!(
+            g.verify.probe.requests,
+            super::super::probe::DEFAULT_REQUESTS
+        );
+        assert!(!g.verify.probe.keep_answers);
+        assert_eq!(g.verify.probe.base.limits.memory, None);
+    }
+
+    #[test]
+    fn answers_differ_by_status_or_body() {
+        let a = |status, body: &str| HttpAnswer {
+            status,
+            bytes: body.len() as u64,
+            digest: String::new(),
+            start: body.into(),
+        };
+        assert_eq!(
+            different(&a(200, "hi"), &a(404, "hi")),
+            "status 404 where the original gives 200"
+        );
+        assert_eq!(
+            different(&a(200, "hello"), &a(200, "oops")),
+            "a 4-byte body \"oops\" where the original gives a 5-byte body \"hello\""
+        );
     }
 
     #[test]

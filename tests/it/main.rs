@@ -1,8 +1,11 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
+mod action;
 mod analyze;
+mod attach;
 mod batch;
 mod cli;
+mod config;
 mod copy;
 mod daemon;
 mod errors;
@@ -13,6 +16,7 @@ mod harness_tests;
 mod hostile_inputs;
 mod hostile_layers;
 mod hostile_registry;
+mod metrics;
 mod profiles;
 mod report_html;
 mod rewrite;

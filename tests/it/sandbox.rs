@@ -54,8 +54,15 @@ pub(crate) fn setup() -> Sandboxed {
 
 impl Sandboxed {
     pub(crate) fn slim(&self, args: &[&str]) -> Output {
+        self.slim_env(args, &[])
+    }
+
+    /// [`Self::slim`] with more environment variables.
+    pub(crate) fn slim_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let tmp = self.tmp.to_str().unwrap();
-        let out = self.ctx.slim_with(args, &[("TMPDIR", tmp)], None);
+        let mut all = vec![("TMPDIR", tmp)];
+        all.extend_from_slice(env);
+        let out = self.ctx.slim_with(args, &all, None);
         self.assert_nothing_left();
         out
     }
@@ -221,6 +228,26 @@ fn env_user_workdir_and_limits_apply() {
         out.stdout_str(),
         "hi there\n1000\n1000\n/tmp\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nwrote\n"
     );
+    // The memory limit holds: a 96 MiB buffer is killed under 32m (exit
+    // 137, SIGKILL from the OOM killer) and not without the limit.
+    let big = [
+        "--",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=96M",
+        "count=1",
+    ];
+    let mut args = vec![fixture_ref(), "--run-memory".into(), "32m".into()];
+    args.extend(big.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = s.run(&args);
+    out.assert_code(137);
+    let mut args = vec![fixture_ref()];
+    args.extend(big.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.run(&args).assert_success();
     // A user the image's /etc/passwd does not know, by name: an error that
     // says so.
     let out = s.run(&[&fixture_ref(), "--user", "nosuchuser", "--", "id"]);
@@ -512,6 +539,7 @@ fn the_library_api_runs_and_probes_and_cleans_up() {
     let opts = PrepareOptions {
         runtime: None,
         temp_dir: Some(s.tmp.clone()),
+        platform: None,
     };
     let client = std::sync::Arc::new(
         slim::registry::RegistryClient::new(slim::registry::ClientOptions::default()).unwrap(),
@@ -548,6 +576,7 @@ fn the_library_api_runs_and_probes_and_cleans_up() {
                     ..RunSpec::default()
                 },
                 requests: 7,
+                ..ProbeOptions::default()
             },
         )
         .unwrap();

@@ -32,6 +32,7 @@ pub(super) fn parse_entries(
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
     let mut out: Vec<Entry> = Vec::new();
+    let mut names = entry::Names::default();
     let mut buf = vec![0u8; 256 << 10];
     {
         let entries = archive
@@ -97,8 +98,8 @@ pub(super) fn parse_entries(
                 None => i64::try_from(h.mtime().with_context(ctx)?)
                     .with_context(|| format!("{}: mtime out of range", ctx()))?,
             };
-            let uname: Box<[u8]> = h.username_bytes().unwrap_or_default().into();
-            let gname: Box<[u8]> = h.groupname_bytes().unwrap_or_default().into();
+            let uname = names.get(h.username_bytes().unwrap_or_default());
+            let gname = names.get(h.groupname_bytes().unwrap_or_default());
             let dev_major = h.device_major().ok().flatten().unwrap_or(0);
             let dev_minor = h.device_minor().ok().flatten().unwrap_or(0);
             let link_raw = e.link_name_bytes().map(|l| l.into_owned());

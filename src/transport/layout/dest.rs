@@ -34,6 +34,10 @@ pub struct LayoutDest {
     staging: StagingDir,
     /// Undoes this run's writes if the run is stopped; dropped at commit.
     on_stop: Mutex<Option<cleanup::Guard>>,
+    /// Docker v2s2 images are converted to OCI media types (the OCI image
+    /// layout spec); off for slim's private staging layout, which passes
+    /// an image on as it was made.
+    oci_only: bool,
 }
 
 /// What a run into a layout did, to be undone if it does not commit.
@@ -148,6 +152,14 @@ fn reachable_blobs(dir: &Path) -> Result<HashSet<PathBuf>> {
 }
 
 impl LayoutDest {
+    /// A private layout that keeps Docker v2s2 media types as they come
+    /// (containers/image and skopeo read such layouts too), so an image
+    /// staged in it is passed on unchanged.
+    pub fn keeping_media_types(mut self) -> LayoutDest {
+        self.oci_only = false;
+        self
+    }
+
     pub fn create(dir: &Path, tag: Option<String>) -> Result<LayoutDest> {
         if dir.exists() && !dir.is_dir() {
             bail!("{} exists and is not a directory", dir.display());
@@ -195,6 +207,7 @@ impl LayoutDest {
             move || undo.run()
         });
         Ok(LayoutDest {
+            oci_only: true,
             dir: dir.to_path_buf(),
             tag,
             undo,
@@ -285,7 +298,7 @@ impl Dest for LayoutDest {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            oci_only: true,
+            oci_only: self.oci_only,
             ..Capabilities::default()
         }
     }

@@ -199,6 +199,12 @@ impl TestContext {
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
             .env_remove("XDG_CONFIG_HOME")
+            // No slim.toml above the test's directory applies (the config
+            // tests remove this).
+            .env("SLIM_NO_CONFIG", "1")
+            // Not the outputs of whatever CI runs the tests.
+            .env_remove("GITHUB_OUTPUT")
+            .env_remove("GITHUB_STEP_SUMMARY")
             .stdin(Stdio::null());
         cmd
     }

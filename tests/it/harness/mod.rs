@@ -46,6 +46,7 @@ pub mod layout;
 pub mod podman;
 pub mod process;
 pub mod proxy;
+pub mod pushgateway;
 pub mod registry;
 pub mod runner;
 pub mod token;

@@ -597,7 +597,7 @@ fn tail(text: &str, n: usize) -> String {
 /// A port on `ip` that was free a moment ago. The registry binds it itself,
 /// so there is a small race; [`Registry::start`] retries on "address already
 /// in use".
-fn free_port(ip: Ipv4Addr) -> u16 {
+pub(crate) fn free_port(ip: Ipv4Addr) -> u16 {
     TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .unwrap_or_else(|e| panic!("binding {ip}:0: {e}"))
