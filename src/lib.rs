@@ -22,8 +22,9 @@
 //!                              docker_daemon over engine.rs and unix_http/; resolve.rs (short
 //!                              names: the local engine first); growing.rs (uploads that follow a file)
 //! decode     layer/read/       blob -> entries + spooled contents (entry.rs: whiteouts; limits.rs)
-//! squash     transform/        squash/ (whiteouts, shadowing, hard links, dedup), tree.rs (the
-//!                              merged tree as TreeView), filter.rs (PathFilter)
+//! squash     transform/        squash/ (whiteouts, shadowing, hard links, dedup; details.rs the
+//!                              per-path data), tree.rs (the merged tree as TreeView), filter.rs
+//!                              (PathFilter), paths.rs (per-path data: tops, waste, size trees)
 //! filter     profile/          profiles (profiles/*.toml): load, rules, detect, safety keeps;
 //!                              reads transform's TreeView, implements its PathFilter
 //! encode     layer/plan.rs     what an output layer holds: the contract of transform and encode
@@ -36,7 +37,8 @@
 //!            stats.rs          what the copy stage did, as plain data
 //! run        sandbox/          an image materialized (rootfs.rs, user.rs) and run with runc
 //!                              (runtime.rs); probes (probe.rs)
-//! report     report.rs         JSON, table and Markdown of what a run did
+//! report     report.rs         JSON, table and Markdown of what a run did; report/html.rs the
+//!                              self-contained HTML page, report/treemap.rs its SVG treemaps
 //!            attach.rs         the report as an OCI artifact attached to the slim image (--attach-report)
 //! many       batch/            job files, work lists, shards, idempotency checks, a pool of images
 //! ```

@@ -4,6 +4,9 @@
 //! Numbers come from what was written: the output digest is the digest of
 //! the root manifest or index slim pushed.
 
+pub mod html;
+mod treemap;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

@@ -410,6 +410,7 @@ impl Settings {
             max_files: self
                 .max_files
                 .unwrap_or(crate::layer::limits::DEFAULT_MAX_FILES),
+            details: None,
         }))
     }
 

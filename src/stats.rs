@@ -6,7 +6,10 @@
 use crate::digest::Digest;
 use crate::image::media::Compression;
 use crate::image::{Manifest, Platform};
+use std::sync::Arc;
+
 use crate::transform::filter::{Count, FilterStats};
+use crate::transform::paths::PathData;
 
 /// Counts of what the copy did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,6 +67,17 @@ pub struct ImageReport {
     pub removed_paths: Vec<(String, String)>,
     /// The source's layers, bottom first.
     pub layers: Vec<LayerStat>,
+    /// Per-path data, when asked for.
+    pub details: Option<Arc<Details>>,
+}
+
+/// Per-path data of one image, and its complete listing if asked for.
+#[derive(Debug)]
+pub struct Details {
+    pub paths: PathData,
+    /// One JSON line per path of the merged tree, in path order (an
+    /// unnamed temporary file, read from the start).
+    pub listing: Option<std::fs::File>,
 }
 
 /// One source layer.

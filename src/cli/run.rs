@@ -73,6 +73,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Write the report as one self-contained HTML page to FILE: treemaps before and after, layers, largest paths.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
     /// Exit 3 unless the compressed image got at least PCT percent smaller.
     #[arg(long = "fail-if-savings-below", value_name = "PCT", value_parser = parse_percent)]
     pub fail_if_savings_below: Option<f64>,
@@ -188,7 +192,10 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     let platforms = settings.platforms()?;
     let client = global.client()?;
     // Verifying a dry run still slims for real, into the staging layout only.
-    let rewrite = settings.rewrite(args.dry_run && !args.verify)?;
+    let mut rewrite = settings.rewrite(args.dry_run && !args.verify)?;
+    if let (Some(_), Some(r)) = (&args.html, rewrite.as_mut()) {
+        r.details = Some(super::analyze::detail_request(50, false));
+    }
     let src = source.open_source(&client, global.source_limits())?;
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
@@ -273,6 +280,18 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         )?;
     }
     publish(&args, &report, report_to_stdout)?;
+    if let Some(path) = &args.html {
+        super::analyze::write_html(
+            path,
+            &crate::report::html::Page {
+                reference: &src.name(),
+                digest: &outcome.source_digest.to_string(),
+                from: &source.describe(),
+                output: Some(&dst.name()),
+                images: &outcome.images,
+            },
+        )?;
+    }
     super::github::write_outputs(&report, args.report.as_deref())?;
     // Last: the image and the local report are written whatever happens here.
     if args.attach_report {

@@ -35,7 +35,7 @@ use crate::stats::ImageReport;
 pub use crate::stats::{CopyOutcome, CopyStats};
 use crate::transport::{Dest, Source, SourceLimits, io_error, open_source, open_verified};
 use blobs::Blobs;
-pub use options::{CopyOptions, Format, KeepBase, RewriteOptions, SquashMode};
+pub use options::{CopyOptions, DetailRequest, Format, KeepBase, RewriteOptions, SquashMode};
 
 /// Copies the image `src` names to `dst`. On failure, the destination's name
 /// is untouched and [`Dest::abort`] has cleaned up.

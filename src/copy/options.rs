@@ -76,6 +76,16 @@ pub struct RewriteOptions {
     pub max_layer_bytes: u64,
     /// Entries the image's layers may hold together (`--max-files`).
     pub max_files: u64,
+    /// Gather per-path data for reports (`slim analyze`, `--html`).
+    pub details: Option<DetailRequest>,
+}
+
+/// What per-path data to gather.
+#[derive(Clone, Copy, Debug)]
+pub struct DetailRequest {
+    pub paths: crate::transform::paths::DetailOptions,
+    /// The complete listing, spooled to a temporary file.
+    pub files: bool,
 }
 
 impl RewriteOptions {

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::blobs::Blobs;
-use super::options::{Format, KeepBase, RewriteOptions, SquashMode};
+use super::options::{DetailRequest, Format, KeepBase, RewriteOptions, SquashMode};
 use crate::digest::Digest;
 use crate::image::config::{self, LayerChange};
 use crate::image::media::{self, Compression};
@@ -28,7 +28,7 @@ use crate::layer::limits::IndexBudget;
 use crate::layer::read::{IndexOptions, LayerIndex, index_layer};
 use crate::layer::write::write_plan;
 use crate::progress::{ProgressReader, Reporter};
-use crate::stats::{ImageReport, LayerStat, Side};
+use crate::stats::{Details, ImageReport, LayerStat, Side};
 use crate::transform::filter::{Count, FilterStats};
 use crate::transform::squash;
 use crate::transport::{Dest, Source, open_verified};
@@ -159,6 +159,10 @@ impl Slim<'_> {
         } else {
             Vec::new()
         };
+        let details = match &opts.details {
+            Some(req) => Some(Arc::new(self.details(&merged, &filter, opts, req)?)),
+            None => None,
+        };
         let plans = match opts.squash {
             SquashMode::All => vec![merged.squash(opts.hardlink_dedup, &filter)],
             SquashMode::None => {
@@ -218,8 +222,37 @@ impl Slim<'_> {
             kept_by_safety: filter.kept_by_safety.clone(),
             removed_paths,
             layers: layer_stats(&layers, &indexes, &config_json),
+            details,
         };
         Ok((out, report))
+    }
+
+    /// Per-path data of the merged tree, and its listing spooled to an
+    /// unnamed temporary file.
+    fn details(
+        &self,
+        merged: &squash::Merged<'_>,
+        filter: &dyn crate::transform::filter::PathFilter,
+        opts: &RewriteOptions,
+        req: &DetailRequest,
+    ) -> Result<Details> {
+        use std::io::Write;
+        let t = std::time::Instant::now();
+        let mut listing = None;
+        let paths = if req.files {
+            let file = tempfile::tempfile().context("creating a temporary file for the listing")?;
+            let mut w = std::io::BufWriter::new(&file);
+            let paths = merged.details(filter, opts.hardlink_dedup, req.paths, Some(&mut w))?;
+            w.flush()
+                .context("writing the listing to a temporary file")?;
+            drop(w);
+            listing = Some(file);
+            paths
+        } else {
+            merged.details(filter, opts.hardlink_dedup, req.paths, None)?
+        };
+        tracing::info!(elapsed = ?t.elapsed(), "per-path data");
+        Ok(Details { paths, listing })
     }
 
     /// Encodes and writes the planned layers, then the config and the

@@ -126,4 +126,10 @@ impl PathFilter for CompiledFilter {
         }
         self.rules.category(path)
     }
+
+    fn kept_by_safety(&self, path: &[u8]) -> bool {
+        !self.decisions.contains_key(path)
+            && self.safe.reason(path).is_some()
+            && self.rules.category(path).is_some()
+    }
 }

@@ -11,6 +11,12 @@ pub trait PathFilter: Sync {
     /// `Some(category)` removes the path (a directory with everything below
     /// it); `None` keeps it. Paths are normalised (no leading `/`).
     fn remove(&self, path: &[u8], kind: Kind) -> Option<&str>;
+
+    /// A rule would remove `path`, but a safety keep saves it (reports
+    /// colour it apart).
+    fn kept_by_safety(&self, _path: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Removes nothing (`--profile none`).

@@ -13,5 +13,6 @@
 //! and this stage knows nothing of profiles.
 
 pub mod filter;
+pub mod paths;
 pub mod squash;
 pub mod tree;

@@ -1,6 +1,7 @@
 //! One integration test binary: every test shares the registries and temp
 //! dirs owned by `harness`.
 mod action;
+mod analyze;
 mod attach;
 mod batch;
 mod cli;
@@ -17,6 +18,7 @@ mod hostile_layers;
 mod hostile_registry;
 mod metrics;
 mod profiles;
+mod report_html;
 mod rewrite;
 mod sandbox;
 mod squash_model;

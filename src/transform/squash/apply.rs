@@ -42,8 +42,8 @@ impl<'a> Merge<'a> {
             .iter()
             .any(|p| self.nodes.get(*p).is_some_and(|n| n.layer < base));
         for k in keys {
-            if let Some(n) = self.nodes.remove(&k) {
-                self.count_shadowed(n);
+            if let Some((k, n)) = self.nodes.remove_entry(&k) {
+                self.count_shadowed(k, n);
             }
         }
         base_stays
@@ -52,6 +52,7 @@ impl<'a> Merge<'a> {
     pub(super) fn apply_layer(&mut self, li: usize) -> Result<()> {
         let layers = self.layers;
         let layer = &layers[li];
+        self.applying = li as u32;
         let at = |e: &Entry| {
             format!(
                 "layer {} (#{}): entry {}",

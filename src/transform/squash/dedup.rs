@@ -3,18 +3,38 @@
 //! the content once and hard links for the other names.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::super::filter::Count;
 use super::model::{Merge, NO_INODE};
+
+/// Called per duplicate: its path, its inode, the canonical inode and path.
+pub(super) type Found<'f> = dyn FnMut(&Arc<[u8]>, u32, u32, &Arc<[u8]>) + 'f;
 
 impl<'a> Merge<'a> {
     /// Merges inodes of identical files the upper layers wrote; returns
     /// inode -> canonical inode.
     pub(super) fn dedup(&self, enabled: bool, stats: &mut Count) -> Vec<u32> {
         let mut alias: Vec<u32> = (0..self.creators.len() as u32).collect();
-        if !enabled {
-            return alias;
+        if enabled {
+            self.each_duplicate(&|_| false, &mut |_, inode, canon, _| {
+                alias[inode as usize] = canon;
+                stats.add(1, self.inode_size(inode));
+            });
         }
+        alias
+    }
+
+    /// The size of an inode's content.
+    pub(super) fn inode_size(&self, inode: u32) -> u64 {
+        let (l, i) = self.creators[inode as usize];
+        self.layers[l as usize].entries[i as usize].size
+    }
+
+    /// Calls `found(path, inode, canonical inode, canonical path)` for each
+    /// path [`Merge::dedup`] turns into a link, paths `skip` says are gone
+    /// left out.
+    pub(super) fn each_duplicate(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>) {
         type Key<'k> = (
             &'k [u8; 32],
             u64,
@@ -25,11 +45,15 @@ impl<'a> Merge<'a> {
             &'k [u8],
             Vec<(&'k str, &'k [u8])>,
         );
-        let mut first: HashMap<Key<'_>, u32> = HashMap::new();
+        let mut first: HashMap<Key<'_>, (u32, &Arc<[u8]>)> = HashMap::new();
         let mut seen: HashSet<u32> = HashSet::new();
         // Sorted path order decides which copy stays: deterministic.
-        for node in self.nodes.values() {
-            if node.inode == NO_INODE || !self.is_upper(*node) || !seen.insert(node.inode) {
+        for (path, node) in &self.nodes {
+            if node.inode == NO_INODE
+                || !self.is_upper(*node)
+                || skip(path)
+                || !seen.insert(node.inode)
+            {
                 continue;
             }
             let (cl, ci) = self.creators[node.inode as usize];
@@ -54,15 +78,11 @@ impl<'a> Merge<'a> {
                 e.xattrs().collect(),
             );
             match first.get(&key) {
-                Some(&canon) => {
-                    alias[node.inode as usize] = canon;
-                    stats.add(1, e.size);
-                }
+                Some(&(canon, canon_path)) => found(path, node.inode, canon, canon_path),
                 None => {
-                    first.insert(key, node.inode);
+                    first.insert(key, (node.inode, path));
                 }
             }
         }
-        alias
     }
 }

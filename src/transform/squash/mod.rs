@@ -41,6 +41,7 @@
 
 mod apply;
 mod dedup;
+mod details;
 mod model;
 mod output;
 mod per_layer;
@@ -103,6 +104,8 @@ pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_
         reset: HashSet::new(),
         creators: Vec::new(),
         shadowed: Count::default(),
+        lost: Vec::new(),
+        applying: 0,
         base: base_layers,
         moved: HashMap::new(),
         moved_links: HashMap::new(),
@@ -116,6 +119,7 @@ pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_
         BTreeMap::new()
     };
     m.shadowed = Count::default();
+    m.lost.clear();
     for li in base_layers..layers.len() {
         m.apply_layer(li)?;
     }

@@ -33,6 +33,11 @@ pub(super) struct Merge<'a> {
     /// Inode -> the entry that created it.
     pub(super) creators: Vec<(u32, u32)>,
     pub(super) shadowed: Count,
+    /// What `shadowed` counts, path by path: the path, its node, and the
+    /// layer that replaced or deleted it.
+    pub(super) lost: Vec<(Arc<[u8]>, Node, u32)>,
+    /// The layer being applied.
+    pub(super) applying: u32,
     /// Layers below this index are the kept base.
     pub(super) base: usize,
     /// `(layer, index)` -> real path, for entries (whiteouts included)
@@ -76,26 +81,29 @@ impl<'a> Merge<'a> {
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
-            if let Some(n) = self.nodes.remove(&k) {
-                self.count_shadowed(n);
+            if let Some((k, n)) = self.nodes.remove_entry(&k) {
+                self.count_shadowed(k, n);
             }
         }
     }
 
     pub(super) fn remove_subtree(&mut self, path: &[u8]) {
-        if let Some(n) = self.nodes.remove(path) {
-            self.count_shadowed(n);
+        if let Some((k, n)) = self.nodes.remove_entry(path) {
+            self.count_shadowed(k, n);
         }
         self.remove_children(path);
     }
 
-    pub(super) fn count_shadowed(&mut self, n: Node) {
+    pub(super) fn count_shadowed(&mut self, path: Arc<[u8]>, n: Node) {
         let e = self.entry(n);
         if e.kind == Kind::File {
             self.shadowed.add(1, e.size);
         } else if !e.kind.is_dir() {
             self.shadowed.add(1, 0);
+        } else {
+            return;
         }
+        self.lost.push((path, n, self.applying));
     }
 
     pub(super) fn mark_reset(&mut self, li: usize, path: &[u8]) {

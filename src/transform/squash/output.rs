@@ -11,12 +11,25 @@ use super::model::{Merge, NO_INODE, Node, is_under};
 use super::{Item, Plan};
 use crate::layer::entry::{self, Kind};
 
+/// Removed paths with their category, in path order.
+pub(super) type Removals = Vec<(Arc<[u8]>, String)>;
+
 impl<'a> Merge<'a> {
     /// Removes what the filter says from what the upper layers wrote; a
     /// removed directory takes its subtree.
     pub(super) fn filter(&mut self, filter: &dyn PathFilter) -> FilterStats {
+        let (removed, stats) = self.decide(filter);
+        for (p, _) in removed {
+            self.nodes.remove(&p);
+        }
+        stats
+    }
+
+    /// What [`Merge::filter`] removes, path by path with its category, and
+    /// the counts; the tree is left as it is.
+    pub(super) fn decide(&self, filter: &dyn PathFilter) -> (Removals, FilterStats) {
         let mut stats = FilterStats::default();
-        let mut removed: Vec<Arc<[u8]>> = Vec::new();
+        let mut removed: Removals = Vec::new();
         let mut within: Option<(Arc<[u8]>, String)> = None;
         for (path, node) in &self.nodes {
             if !self.is_upper(*node) {
@@ -26,7 +39,7 @@ impl<'a> Merge<'a> {
             let size = if e.kind == Kind::File { e.size } else { 0 };
             if let Some((dir, cat)) = &within {
                 if is_under(path, dir) {
-                    removed.push(path.clone());
+                    removed.push((path.clone(), cat.clone()));
                     if !e.kind.is_dir() {
                         stats.record(cat, 1, size);
                     }
@@ -35,7 +48,7 @@ impl<'a> Merge<'a> {
                 within = None;
             }
             if let Some(cat) = filter.remove(path, e.kind) {
-                removed.push(path.clone());
+                removed.push((path.clone(), cat.to_string()));
                 if e.kind.is_dir() {
                     within = Some((path.clone(), cat.to_string()));
                 } else {
@@ -43,10 +56,7 @@ impl<'a> Merge<'a> {
                 }
             }
         }
-        for p in removed {
-            self.nodes.remove(&p);
-        }
-        stats
+        (removed, stats)
     }
 
     /// The output layer: every path the upper layers define, and markers

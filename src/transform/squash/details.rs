@@ -1,0 +1,191 @@
+//! Per-path data of the merged tree ([`PathData`]), read without changing
+//! it: what the filter would remove and dedup would link are worked out the
+//! way [`Merged::squash`] does them, so the paths listed add up to its
+//! counts. Also the complete listing (`slim analyze --files`), written one
+//! JSON line per path as the tree is walked.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::super::filter::PathFilter;
+use super::super::paths::{
+    Class, DetailOptions, DuplicatePath, Leaf, PathData, RemovedPath, ShadowedPath, TopFiles,
+    dir_sizes, size_tree, top_dirs,
+};
+use super::Merged;
+use super::model::{NO_INODE, Node};
+use crate::layer::entry::{self, Entry, Kind};
+
+/// One line of the complete listing.
+#[derive(Serialize)]
+struct FileLine<'a> {
+    path: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    size: u64,
+    mode: String,
+    /// The layer (1 = bottom) that last wrote the path.
+    layer: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+}
+
+pub fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::File => "file",
+        Kind::Dir => "dir",
+        Kind::Symlink => "symlink",
+        Kind::Hardlink => "hardlink",
+        Kind::Char => "char",
+        Kind::Block => "block",
+        Kind::Fifo => "fifo",
+        Kind::Whiteout => "whiteout",
+        Kind::Opaque => "opaque",
+    }
+}
+
+impl Merged<'_> {
+    /// The content entry of a node: a file's or hard link's inode creator,
+    /// else its own entry.
+    fn content(&self, n: Node) -> &Entry {
+        if n.inode != NO_INODE {
+            let (l, i) = self.m.creators[n.inode as usize];
+            return &self.m.layers[l as usize].entries[i as usize];
+        }
+        self.m.entry(n)
+    }
+
+    /// Per-path data of the merged tree as `filter` and dedup (if
+    /// `hardlink_dedup`) would slim it; with `files`, the complete listing
+    /// too, one JSON line per path.
+    pub fn details(
+        &self,
+        filter: &dyn PathFilter,
+        hardlink_dedup: bool,
+        opts: DetailOptions,
+        mut files: Option<&mut dyn Write>,
+    ) -> Result<PathData> {
+        let (removed, _) = self.m.decide(filter);
+        let gone: HashMap<&[u8], &str> =
+            removed.iter().map(|(p, c)| (&p[..], c.as_str())).collect();
+        let mut dups: HashMap<Arc<[u8]>, DuplicatePath> = HashMap::new();
+        if hardlink_dedup {
+            self.m
+                .each_duplicate(&|p| gone.contains_key(p), &mut |path, inode, _, same| {
+                    let (l, _) = self.m.creators[inode as usize];
+                    dups.insert(
+                        path.clone(),
+                        DuplicatePath {
+                            path: entry::display(path),
+                            layer: l + 1,
+                            bytes: self.m.inode_size(inode),
+                            same_as: entry::display(same),
+                        },
+                    );
+                });
+        }
+
+        let mut before: Vec<Leaf> = Vec::new();
+        let mut after: Vec<Leaf> = Vec::new();
+        let mut top = TopFiles::new(opts.top);
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut would_remove = Vec::with_capacity(removed.len());
+        for (path, node) in &self.m.nodes {
+            let own = self.m.entry(*node);
+            let e = self.content(*node);
+            let bytes = if node.inode != NO_INODE && seen.insert(node.inode) {
+                e.size
+            } else {
+                0
+            };
+            if let Some(w) = files.as_deref_mut() {
+                let line = FileLine {
+                    path: &entry::display(path),
+                    kind: kind_name(own.kind),
+                    size: if node.inode != NO_INODE { e.size } else { 0 },
+                    mode: format!("{:04o}", e.mode & 0o7777),
+                    layer: node.layer + 1,
+                    target: (own.kind == Kind::Symlink || own.kind == Kind::Hardlink)
+                        .then(|| String::from_utf8_lossy(own.link.as_deref().unwrap_or_default()))
+                        .map(|t| t.into_owned()),
+                };
+                serde_json::to_writer(&mut *w, &line)?;
+                w.write_all(b"\n")?;
+            }
+            if let Some(cat) = gone.get(&path[..]) {
+                would_remove.push(RemovedPath {
+                    path: entry::display(path),
+                    category: cat.to_string(),
+                    bytes,
+                });
+            }
+            if own.kind.is_dir() || path.is_empty() {
+                continue;
+            }
+            let class = if gone.contains_key(&path[..]) {
+                Class::Removed
+            } else if dups.contains_key(path) {
+                Class::Duplicate
+            } else if filter.kept_by_safety(path) {
+                Class::Safety
+            } else {
+                Class::Kept
+            };
+            top.push(path, bytes, node.layer + 1, class);
+            before.push(Leaf {
+                path: path.clone(),
+                bytes,
+                class,
+                note: None,
+            });
+            if class != Class::Removed {
+                after.push(Leaf {
+                    path: path.clone(),
+                    bytes: if class == Class::Duplicate { 0 } else { bytes },
+                    class: if class == Class::Safety {
+                        Class::Safety
+                    } else {
+                        Class::Kept
+                    },
+                    note: None,
+                });
+            }
+        }
+        let sizes = dir_sizes(before.iter().map(|l| (&l.path[..], l.bytes)));
+        let top_dirs = top_dirs(&sizes, opts.top);
+        drop(sizes);
+
+        let mut shadowed = Vec::with_capacity(self.m.lost.len());
+        for (path, n, by) in &self.m.lost {
+            let e = self.m.entry(*n);
+            let bytes = if e.kind == Kind::File { e.size } else { 0 };
+            shadowed.push(ShadowedPath {
+                path: entry::display(path),
+                layer: n.layer + 1,
+                bytes,
+                by_layer: by + 1,
+            });
+            before.push(Leaf {
+                path: path.clone(),
+                bytes,
+                class: Class::Shadowed,
+                note: Some(format!("(layer {}, shadowed)", n.layer + 1)),
+            });
+        }
+        let mut duplicates: Vec<DuplicatePath> = dups.into_values().collect();
+        duplicates.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(PathData {
+            top_dirs,
+            top_files: top.finish(),
+            shadowed,
+            duplicates,
+            would_remove,
+            before: size_tree(&before, opts.treemap_nodes),
+            after: size_tree(&after, opts.treemap_nodes),
+        })
+    }
+}
