@@ -35,6 +35,7 @@ STAGES = [
     ["profile"],
     ["stats", "settings", "copy"],
     ["sandbox"],
+    ["minimize"],
     ["report", "batch"],
     ["cli", "main", "lib"],
 ]

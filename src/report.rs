@@ -30,6 +30,9 @@ pub struct Report {
     /// The probes `--verify` ran on the original and the slim image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifyReport>,
+    /// What `--minimize` traced and kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimize: Option<crate::minimize::Summary>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -195,6 +198,7 @@ impl Report {
             duration_seconds: (seconds * 1000.0).round() / 1000.0,
             dry_run,
             verify: None,
+            minimize: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod batch;
+mod minimize;
 mod profiles;
 mod progress;
 mod run;
