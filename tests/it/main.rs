@@ -12,6 +12,7 @@ mod harness_tests;
 mod hostile_inputs;
 mod hostile_layers;
 mod hostile_registry;
+mod minimize;
 mod profiles;
 mod rewrite;
 mod sandbox;
