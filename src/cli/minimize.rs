@@ -122,7 +122,7 @@ pub(super) fn print(m: &Summary) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "  minimized: traced {} paths on {} ({} runs of {}); kept {} of them and their links, plus the safety keeps",
+        "  minimized: traced {} paths on {} ({} runs of {}); keep-list of {} paths (traced, their links, Python sources), plus the safety keeps",
         m.traced_paths,
         m.traced_platform,
         m.rounds,

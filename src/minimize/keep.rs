@@ -138,6 +138,20 @@ pub fn keep_set(
             }
         }
     }
+    // Python runs a module's bytecode only next to its source, which it
+    // `stat`s (never opens) to check the bytecode is current; and bytecode
+    // of a kept source keeps start-up as fast as it was.
+    let mut python = Vec::new();
+    for p in tree.paths() {
+        if let Some(source) = bytecode_source(p)
+            && tree.kind(&source) == Some(Kind::File)
+            && (keep.contains(p) || keep.contains(&source))
+        {
+            python.push(source);
+            python.push(p.to_vec());
+        }
+    }
+    keep.extend(python);
     let holding: BTreeSet<&[u8]> = keep.iter().flat_map(|p| ancestors(p)).collect();
     let mut links = Vec::new();
     for p in tree.paths() {
@@ -153,6 +167,25 @@ pub fn keep_set(
     }
     keep.extend(links);
     keep
+}
+
+/// `dir/__pycache__/mod.cpython-311[.opt-1].pyc` -> `dir/mod.py`.
+fn bytecode_source(p: &[u8]) -> Option<Vec<u8>> {
+    let (dir, name) = crate::layer::entry::split_parent(p);
+    if !name.ends_with(b".pyc") {
+        return None;
+    }
+    let (parent, cache) = crate::layer::entry::split_parent(dir);
+    if cache != b"__pycache__" {
+        return None;
+    }
+    let module = name
+        .split(|b| *b == b'.')
+        .next()
+        .filter(|m| !m.is_empty())?;
+    let mut source = crate::layer::entry::join(parent, module).into_vec();
+    source.extend_from_slice(b".py");
+    Some(source)
 }
 
 /// A path as a glob that matches only it.
@@ -245,14 +278,35 @@ mod tests {
             .file("usr/share/unused", 0o644, b"x")
             .file("app/main", 0o755, b"x")
             .dir("var/cache/app")
-            .dir("srv");
-        let traced = set(&["usr/lib/libx.so.1.2", "app/main", "var/cache/app/new/f", ""]);
+            .dir("srv")
+            .file("py/enc/__init__.py", 0o644, b"x")
+            .file("py/enc/__pycache__/__init__.cpython-311.pyc", 0o644, b"x")
+            .file("py/enc/utf_8.py", 0o644, b"x")
+            .file(
+                "py/enc/__pycache__/utf_8.cpython-311.opt-1.pyc",
+                0o644,
+                b"x",
+            )
+            .file("py/enc/__pycache__/unused.cpython-311.pyc", 0o644, b"x")
+            .file("py/enc/unused.py", 0o644, b"x");
+        let traced = set(&[
+            "usr/lib/libx.so.1.2",
+            "app/main",
+            "var/cache/app/new/f",
+            "",
+            "py/enc/__pycache__/__init__.cpython-311.pyc",
+            "py/enc/utf_8.py",
+        ]);
         let keep = keep_set(&tree, &traced, b"srv");
         assert_eq!(
             keep,
             set(&[
                 "app/main",
                 "lib",
+                "py/enc/__init__.py",
+                "py/enc/__pycache__/__init__.cpython-311.pyc",
+                "py/enc/__pycache__/utf_8.cpython-311.opt-1.pyc",
+                "py/enc/utf_8.py",
                 "srv",
                 "usr/lib/libx.so",
                 "usr/lib/libx.so.1",
