@@ -193,6 +193,32 @@ fn literal(path: &str) -> String {
     globset::escape(path).replace('\\', "[\\]")
 }
 
+/// Debian's multiarch tuples (`/usr/lib/x86_64-linux-gnu`,
+/// `_ssl.cpython-311-x86_64-linux-gnu.so`), longest first where one is a
+/// prefix of another.
+const MULTIARCH: &[&str] = &[
+    "x86_64-linux-gnu",
+    "aarch64-linux-gnu",
+    "arm-linux-gnueabihf",
+    "arm-linux-gnueabi",
+    "i386-linux-gnu",
+    "powerpc64le-linux-gnu",
+    "s390x-linux-gnu",
+    "riscv64-linux-gnu",
+    "mips64el-linux-gnuabi64",
+];
+
+/// [`literal`], with a multiarch tuple matching any platform's, so that a
+/// profile learned on one platform keeps the same files on the others of a
+/// multi-arch image (each platform's tree has only its own tuple).
+fn mapped(path: &str) -> String {
+    let glob = literal(path);
+    match MULTIARCH.iter().find(|t| glob.contains(*t)) {
+        Some(t) => glob.replace(t, &format!("{{{}}}", MULTIARCH.join(","))),
+        None => glob,
+    }
+}
+
 /// A TOML basic string.
 fn toml_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
@@ -249,7 +275,7 @@ pub fn profile_text(
     for p in keep {
         match std::str::from_utf8(p) {
             Ok(s) => {
-                let _ = writeln!(t, "  {},", toml_str(&literal(s)));
+                let _ = writeln!(t, "  {},", toml_str(&mapped(s)));
             }
             Err(_) => skipped.push(crate::layer::entry::display(p)),
         }
@@ -323,6 +349,8 @@ mod tests {
             "app/x*y",
             "app/back\\slash",
             "etc/q\"uote",
+            "usr/lib/x86_64-linux-gnu/libz.so.1",
+            "usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
         ]);
         let (text, skipped) = profile_text(
             "learned from \"demo\"",
@@ -353,10 +381,20 @@ mod tests {
             "app/back\\slash",
             "etc/q\"uote",
             "opt/a/b",
+            "usr/lib/x86_64-linux-gnu/libz.so.1",
+            "usr/lib/aarch64-linux-gnu/libz.so.1",
+            "usr/lib/arm-linux-gnueabihf/libz.so.1",
+            "usr/lib/python3.11/lib-dynload/_ssl.cpython-311-aarch64-linux-gnu.so",
         ] {
             assert!(keeps.is_match(k), "{k}");
         }
-        for not in ["usr/lib/a1.so", "app/xzy", "app/x*y/z", "etc"] {
+        for not in [
+            "usr/lib/a1.so",
+            "app/xzy",
+            "app/x*y/z",
+            "etc",
+            "usr/lib/aarch64-linux-gnu/libz.so.2",
+        ] {
             assert!(!keeps.is_match(not), "{not}");
         }
     }

@@ -219,3 +219,47 @@ pub fn with_keep_hints(e: anyhow::Error) -> anyhow::Error {
     }
     .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::verify::VerifyReport;
+
+    fn failure(message: &str) -> anyhow::Error {
+        SlimFailedProbes {
+            message: message.into(),
+            report: Box::new(VerifyReport {
+                default_probes: false,
+                probes: Vec::new(),
+                skipped: Vec::new(),
+                passed: false,
+            }),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_failed_gate_names_the_keep_flags_and_keeps_its_exit_code() {
+        let e = with_keep_hints(failure(
+            "the slim image fails 1 probe\n  probe command \"ls /a/b\": exited 1\n    missing: /app/data/new.txt (in the original image, not in the slim one)",
+        ));
+        let f = e.downcast_ref::<SlimFailedProbes>().expect("still exit 4");
+        assert!(
+            f.message.ends_with(
+                "to bring these back, minimize again with: --keep '/app/data/**' --keep '/app/data/new.txt'"
+            ),
+            "{}",
+            f.message
+        );
+        let e = with_keep_hints(failure("the slim image fails 1 probe"));
+        let f = e.downcast_ref::<SlimFailedProbes>().unwrap();
+        assert!(
+            f.message.contains("the trace missed something"),
+            "{}",
+            f.message
+        );
+        // Other errors pass through as they were.
+        let other = with_keep_hints(anyhow::anyhow!("no runc"));
+        assert_eq!(other.to_string(), "no runc");
+    }
+}
