@@ -35,6 +35,7 @@ STAGES = [
     ["profile"],
     ["stats", "settings", "config", "copy"],
     ["sandbox"],
+    ["minimize"],
     ["report", "attach", "batch"],
     ["cli", "main", "lib"],
 ]

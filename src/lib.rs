@@ -37,6 +37,8 @@
 //!            stats.rs          what the copy stage did, as plain data
 //! run        sandbox/          an image materialized (rootfs.rs, user.rs) and run with runc
 //!                              (runtime.rs); probes (probe.rs)
+//! learn      minimize/         trace.rs (fanotify on each container's root while the probes run),
+//!                              keep.rs (the keep-list and the learned profile it becomes)
 //! report     report.rs         JSON, table and Markdown of what a run did; report/html.rs the
 //!                              self-contained HTML page, report/treemap.rs its SVG treemaps
 //!            attach.rs         the report as an OCI artifact attached to the slim image (--attach-report)
@@ -56,6 +58,7 @@ pub mod decompress;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod minimize;
 pub mod parallel;
 pub mod profile;
 pub mod progress;

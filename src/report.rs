@@ -36,6 +36,9 @@ pub struct Report {
     /// The project config file (`slim.toml`) whose defaults the run took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    /// What `--minimize` traced and kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimize: Option<crate::minimize::Summary>,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -202,6 +205,7 @@ impl Report {
             dry_run,
             verify: None,
             config: None,
+            minimize: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod attach;
 mod batch;
 mod config;
 mod github;
+mod minimize;
 mod profiles;
 mod progress;
 mod run;

@@ -109,6 +109,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub verify: bool,
 
+    /// Keep only what the image uses while its probes run (traced with fanotify in the sandbox: needs root and runc), plus the safety keeps and --keep; then verify as --verify does before writing. The learned keep-list replaces --profile.
+    #[arg(long)]
+    pub minimize: bool,
+
+    /// With --minimize: write the learned keep-list as a profile to FILE; `--profile FILE` applies it later with no tracing (same output digest).
+    #[arg(long = "write-profile", value_name = "FILE", requires = "minimize")]
+    pub write_profile: Option<PathBuf>,
+
     #[command(flatten)]
     pub probe: super::sandbox::ProbeArgs,
 
@@ -176,27 +184,42 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         super::attach::check(&output, args.dry_run)?;
     }
     let probes = args.probe.probes();
-    if !args.verify && !probes.is_empty() {
+    let verify = args.verify || args.minimize;
+    if !verify && !probes.is_empty() {
         return Err(UsageError(
-            "--probe-cmd, --probe-http and --probe-tcp take effect with --verify (or with slim run)"
+            "--probe-cmd, --probe-http and --probe-tcp take effect with --verify or --minimize (or with slim run)"
                 .into(),
         )
         .into());
     }
-    if !args.verify && args.probe.probe_http_expect == crate::settings::HttpExpect::Same {
-        return Err(
-            UsageError("--probe-http-expect same takes effect with --verify".into()).into(),
-        );
+    if !verify && args.probe.probe_http_expect == crate::settings::HttpExpect::Same {
+        return Err(UsageError(
+            "--probe-http-expect same takes effect with --verify or --minimize".into(),
+        )
+        .into());
     }
     let settings = args.settings();
     let platforms = settings.platforms()?;
     let client = global.client()?;
     // Verifying a dry run still slims for real, into the staging layout only.
-    let mut rewrite = settings.rewrite(args.dry_run && !args.verify)?;
+    let mut rewrite = settings.rewrite(args.dry_run && !verify)?;
+    let src = source.open_source(&client, global.source_limits())?;
+    let learned = if args.minimize {
+        let l = super::minimize::learn(
+            &args.probe,
+            (&args.keep, &args.remove),
+            args.write_profile.as_deref(),
+            src.as_ref(),
+            global.quiet,
+        )?;
+        rewrite = super::minimize::settings(settings, &l).rewrite(args.dry_run && !verify)?;
+        Some(l)
+    } else {
+        None
+    };
     if let (Some(_), Some(r)) = (&args.html, rewrite.as_mut()) {
         r.details = Some(super::analyze::detail_request(50, false));
     }
-    let src = source.open_source(&client, global.source_limits())?;
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
         platforms,
@@ -204,7 +227,7 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
         rewrite,
         client: client.clone(),
     };
-    let (outcome, dst, verified) = if args.verify {
+    let (outcome, dst, verified) = if verify {
         let v = verified_copy(
             &args,
             probes,
@@ -236,6 +259,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
                     report.verify = Some((*failed.report).clone());
                     publish(&args, &report, report_to_stdout)?;
                 }
+                if learned.is_some() {
+                    return Err(crate::minimize::with_keep_hints(e));
+                }
                 return Err(e);
             }
         }
@@ -265,6 +291,13 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     report.source.from = Some(source.describe());
     report.verify = verified;
     report.config = args.config_file.as_ref().map(|p| p.display().to_string());
+    report.minimize = learned.as_ref().map(|l| {
+        super::minimize::summary(
+            &l.learned,
+            &outcome.platforms,
+            args.write_profile.as_deref(),
+        )
+    });
     if !global.quiet {
         print_summary(
             &outcome,
@@ -278,6 +311,9 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
             args.dry_run,
             global.verbose > 0,
         )?;
+    }
+    if let (Some(m), false) = (&report.minimize, global.quiet) {
+        super::minimize::print(m);
     }
     publish(&args, &report, report_to_stdout)?;
     if let Some(path) = &args.html {

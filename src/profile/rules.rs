@@ -78,7 +78,8 @@ impl CompiledFilter {
         // goes (paths are sorted: a directory's subtree follows it).
         if !self.rules.dirs.is_empty() {
             for (i, dir) in paths.iter().enumerate() {
-                if tree.kind(dir) != Some(Kind::Dir) {
+                // The root always stays.
+                if dir.is_empty() || tree.kind(dir) != Some(Kind::Dir) {
                     continue;
                 }
                 let s = String::from_utf8_lossy(dir);
@@ -94,7 +95,16 @@ impl CompiledFilter {
                     .take_while(|p| {
                         p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
                     })
-                    .all(|p| tree.kind(p) == Some(Kind::Dir) || decisions.contains_key(*p));
+                    .all(|p| {
+                        // A directory below goes with this one, unless it
+                        // is kept itself.
+                        let kept_dir = || {
+                            self.rules.keep.is_match(&*String::from_utf8_lossy(p))
+                                || self.safe.reason(p).is_some()
+                        };
+                        (tree.kind(p) == Some(Kind::Dir) && !kept_dir())
+                            || decisions.contains_key(*p)
+                    });
                 if all_gone {
                     decisions.insert(dir.to_vec(), cat.clone());
                 }

@@ -163,8 +163,14 @@ pub struct Sandbox {
     ns: runtime::MountNs,
     /// Warnings from extraction (xattrs or device nodes not applied).
     pub warnings: Vec<String>,
+    on_mount: Mutex<Option<OnMount>>,
     temp: StagingDir,
 }
+
+/// Called with each container's root (its overlay mount point), on the
+/// thread of the sandbox's mount namespace (where that path exists), after
+/// the overlay is mounted and before the runtime starts: a tracer marks it.
+pub type OnMount = Arc<dyn Fn(&Path) -> Result<()> + Send + Sync>;
 
 /// The sandbox directories' name prefix in the temp directory.
 const PREFIX: &str = "slim-sandbox-";
@@ -276,8 +282,15 @@ impl Sandbox {
             next: AtomicU32::new(0),
             ns,
             warnings: Vec::new(),
+            on_mount: Mutex::new(None),
             temp,
         })
+    }
+
+    /// Sets (or clears) the hook every later container's root goes through
+    /// before it starts ([`OnMount`]).
+    pub fn set_on_mount(&self, hook: Option<OnMount>) {
+        *self.on_mount.lock().unwrap_or_else(|e| e.into_inner()) = hook;
     }
 
     pub fn config(&self) -> &ImageConfig {
@@ -471,7 +484,16 @@ impl Sandbox {
             done: false,
             _guard: guard,
         };
-        c.merged = Some(runtime::mount_overlay(&self.ns, self.rootfs.path(), &dir)?);
+        let merged = runtime::mount_overlay(&self.ns, self.rootfs.path(), &dir)?;
+        c.merged = Some(merged.clone());
+        let hook = self
+            .on_mount
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            self.ns.call(move || hook(&merged))?;
+        }
         let config = runtime::bundle_config(process, limits, &runtime::cgroups_path(&c.id));
         std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
         let mut cmd = self.runtime.command(&self.state);

@@ -17,6 +17,7 @@ mod hostile_inputs;
 mod hostile_layers;
 mod hostile_registry;
 mod metrics;
+mod minimize;
 mod profiles;
 mod report_html;
 mod rewrite;
