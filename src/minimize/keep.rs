@@ -166,6 +166,16 @@ pub fn keep_set(
         }
     }
     keep.extend(links);
+    // A directory with something kept in it stays anyway; listing it too
+    // would make the keep-list depend on whether this run happened to read
+    // the directory (Python lists some `__pycache__` only when it has to
+    // write there), and the learned profile (recorded in the image) with it.
+    let holding: BTreeSet<Vec<u8>> = keep
+        .iter()
+        .flat_map(|p| ancestors(p))
+        .map(<[u8]>::to_vec)
+        .collect();
+    keep.retain(|p| !(holding.contains(p) && tree.kind(p) == Some(Kind::Dir)));
     keep
 }
 
@@ -338,6 +348,34 @@ mod tests {
                 "usr/lib/libx.so.1",
                 "usr/lib/libx.so.1.2",
                 "var/cache/app",
+            ])
+        );
+    }
+
+    #[test]
+    fn a_listed_directory_with_kept_children_is_left_to_them() {
+        let tree = MemTree::default()
+            .file("app/pkg/__pycache__/m.cpython-311.pyc", 0o644, b"x")
+            .file("app/pkg/m.py", 0o644, b"x")
+            .file("app/pkg/other.txt", 0o644, b"x")
+            .dir("app/empty");
+        // One run listed the directories, the other did not: same keep-list.
+        let listed = set(&[
+            "app",
+            "app/pkg",
+            "app/pkg/__pycache__",
+            "app/pkg/m.py",
+            "app/empty",
+        ]);
+        let opened = set(&["app/pkg/m.py", "app/empty"]);
+        let a = keep_set(&tree, &listed, b"");
+        assert_eq!(a, keep_set(&tree, &opened, b""));
+        assert_eq!(
+            a,
+            set(&[
+                "app/empty",
+                "app/pkg/__pycache__/m.cpython-311.pyc",
+                "app/pkg/m.py",
             ])
         );
     }
