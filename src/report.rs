@@ -61,6 +61,11 @@ pub struct Removed {
     pub files: u64,
     pub bytes: u64,
     pub by_category: BTreeMap<String, Count>,
+    /// Every removed path with its category and the bytes it freed (a
+    /// hard-linked file's once), when the run was asked for a report; per
+    /// platform for an index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<crate::transform::paths::RemovedPath>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +102,7 @@ fn removed(img: &ImageReport) -> Removed {
         files: total.files,
         bytes: total.bytes,
         by_category: img.removed.by_category.clone(),
+        paths: img.removed_paths.clone(),
     }
 }
 
@@ -160,6 +166,9 @@ impl Report {
             }
             shadowed.add(img.shadowed.files, img.shadowed.bytes);
             hardlinked.add(img.hardlinked.files, img.hardlinked.bytes);
+            if !multi {
+                rem.paths.extend(r.paths.iter().cloned());
+            }
             if multi {
                 platforms.push(PlatformReport {
                     platform: img

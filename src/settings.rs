@@ -411,6 +411,7 @@ impl Settings {
                 .max_files
                 .unwrap_or(crate::layer::limits::DEFAULT_MAX_FILES),
             details: None,
+            list_removed: false,
         }))
     }
 

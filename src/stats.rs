@@ -63,8 +63,9 @@ pub struct ImageReport {
     pub profiles: Vec<String>,
     /// Paths a rule would have removed that a safety keep saved: (path, why).
     pub kept_by_safety: Vec<(String, String)>,
-    /// With `--dry-run`: every removed path and its category.
-    pub removed_paths: Vec<(String, String)>,
+    /// With `--dry-run` or a report: every removed path, its category and
+    /// the bytes it freed.
+    pub removed_paths: Vec<crate::transform::paths::RemovedPath>,
     /// The source's layers, bottom first.
     pub layers: Vec<LayerStat>,
     /// Per-path data, when asked for.

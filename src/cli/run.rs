@@ -217,8 +217,12 @@ pub fn run(args: RunArgs, global: &GlobalArgs) -> Result<u8> {
     } else {
         None
     };
-    if let (Some(_), Some(r)) = (&args.html, rewrite.as_mut()) {
-        r.details = Some(super::analyze::detail_request(50, false));
+    if let Some(r) = rewrite.as_mut() {
+        if args.html.is_some() {
+            r.details = Some(super::analyze::detail_request(50, false));
+        }
+        // The audit list: every removed path, in the report.
+        r.list_removed = args.report.is_some();
     }
     let terminal = super::progress::Terminal::new(global.quiet, !report_to_stdout);
     let opts = CopyOptions {
@@ -587,8 +591,8 @@ fn print_summary(
             }
         }
         if dry_run && verbose {
-            for (p, c) in &img.removed_paths {
-                let _ = writeln!(err, "    remove {p}  ({c})");
+            for r in &img.removed_paths {
+                let _ = writeln!(err, "    remove {}  ({})", r.path, r.category);
             }
         }
     }

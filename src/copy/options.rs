@@ -78,6 +78,9 @@ pub struct RewriteOptions {
     pub max_files: u64,
     /// Gather per-path data for reports (`slim analyze`, `--html`).
     pub details: Option<DetailRequest>,
+    /// List every removed path in the report (`--report`; always with
+    /// `dry_run`).
+    pub list_removed: bool,
 }
 
 /// What per-path data to gather.

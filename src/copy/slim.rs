@@ -149,13 +149,8 @@ impl Slim<'_> {
             .profiles
             .compile(&merged, &config_json)
             .with_context(|| format!("applying profiles to {}", self.src.name()))?;
-        let removed_paths: Vec<(String, String)> = if opts.dry_run {
-            let mut v: Vec<(String, String)> = filter
-                .removals()
-                .map(|(p, c)| (crate::layer::entry::display(p), c.to_string()))
-                .collect();
-            v.sort();
-            v
+        let removed_paths = if opts.dry_run || opts.list_removed {
+            merged.removed_paths(&filter)
         } else {
             Vec::new()
         };

@@ -113,12 +113,6 @@ impl CompiledFilter {
         self.decisions = decisions;
         self.kept_by_safety = saved;
     }
-
-    /// Removed paths of the merged tree (for `--dry-run`); a removed
-    /// directory is listed with what is in it.
-    pub fn removals(&self) -> impl Iterator<Item = (&[u8], &str)> {
-        self.decisions.iter().map(|(p, c)| (&p[..], c.as_str()))
-    }
 }
 
 impl PathFilter for CompiledFilter {

@@ -76,6 +76,16 @@ fn an_attached_report_is_listed_by_the_referrers_tag_and_read_by_analyze() {
     // removed-by-category table read from the attached report.
     let removed = report["removed"]["by_category"].as_object().unwrap();
     assert!(removed.contains_key("man"), "{report:#}");
+    // ... and its audit list, path by path (analyze --json shows it below).
+    assert!(
+        report["removed"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["category"] == "man"
+                && p["path"].as_str().unwrap().starts_with("/usr/share/man/")),
+        "{report:#}"
+    );
     let human = run(&ctx, &["analyze", &dst]);
     human.assert_success();
     let text = human.stdout_str();

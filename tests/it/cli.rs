@@ -46,6 +46,22 @@ fn json_report_has_the_design_fields_and_the_pushed_digest() {
         assert!(r.get(key).is_some(), "{key} in {r:#}");
     }
     assert!(r["removed"]["by_category"].is_object());
+    // The audit list adds up to the counts, category by category.
+    let mut listed: std::collections::BTreeMap<String, u64> = Default::default();
+    for p in r["removed"]["paths"].as_array().expect("removed.paths") {
+        assert!(p["path"].as_str().unwrap().starts_with('/'), "{p}");
+        *listed
+            .entry(p["category"].as_str().unwrap().to_string())
+            .or_default() += p["bytes"].as_u64().unwrap();
+    }
+    let counted: std::collections::BTreeMap<String, u64> = r["removed"]["by_category"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| (k.clone(), c["bytes"].as_u64().unwrap()))
+        .collect();
+    assert!(!counted.is_empty(), "{r:#}");
+    assert_eq!(listed, counted, "{r:#}");
     assert_eq!(
         r["output"]["digest"].as_str().unwrap(),
         registry

@@ -95,6 +95,24 @@ fn minimize_keeps_what_httpd_reads_and_the_result_still_serves() {
 
     let tree = tree_of(&s.ctx.umoci_unpack(&out_layout, "min"));
     let has = |p: &str| tree.contains_key(p);
+    // The audit list: each removed path with its category and bytes.
+    let listed: std::collections::BTreeMap<&str, (&str, u64)> = r["removed"]["paths"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no removed.paths: {r}"))
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap(),
+                (
+                    p["category"].as_str().unwrap(),
+                    p["bytes"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let listed_bytes: u64 = listed.values().map(|(_, b)| b).sum();
+    assert_eq!(listed_bytes, gone["bytes"].as_u64().unwrap(), "{r}");
+    assert!(listed["/app/data/big.txt"].1 > 0, "{r}");
     for kept in [
         "/bin/busybox",
         "/bin/sh",
@@ -104,6 +122,7 @@ fn minimize_keeps_what_httpd_reads_and_the_result_still_serves() {
         "/usr/share/doc/busybox-static/copyright",
     ] {
         assert!(has(kept), "{kept} is gone: {:?}", tree.keys());
+        assert!(!listed.contains_key(kept), "{kept} is listed as removed");
     }
     for removed in [
         "/app/data/b",
@@ -119,6 +138,11 @@ fn minimize_keeps_what_httpd_reads_and_the_result_still_serves() {
         "/usr/local",
     ] {
         assert!(!has(removed), "{removed} is still there");
+        assert_eq!(
+            listed.get(removed).map(|l| l.0),
+            Some("not used at run time"),
+            "{removed} is not in the report's removed paths"
+        );
     }
 
     // The minimized image serves on its own.

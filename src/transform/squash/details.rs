@@ -59,6 +59,29 @@ impl Merged<'_> {
         self.m.entry(n)
     }
 
+    /// Every path `filter` removes from the merged tree (a removed
+    /// directory and what is in it), in path order, with its category and
+    /// the bytes it frees (a hard-linked file's once, on the first of its
+    /// paths): the report's audit list, which adds up to the removed counts.
+    pub fn removed_paths(&self, filter: &dyn PathFilter) -> Vec<RemovedPath> {
+        let (removed, _) = self.m.decide(filter);
+        let gone: HashMap<&[u8], &str> =
+            removed.iter().map(|(p, c)| (&p[..], c.as_str())).collect();
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut out = Vec::with_capacity(removed.len());
+        for (path, node) in &self.m.nodes {
+            let first = node.inode != NO_INODE && seen.insert(node.inode);
+            if let Some(cat) = gone.get(&path[..]) {
+                out.push(RemovedPath {
+                    path: entry::display(path),
+                    category: cat.to_string(),
+                    bytes: if first { self.content(*node).size } else { 0 },
+                });
+            }
+        }
+        out
+    }
+
     /// Per-path data of the merged tree as `filter` and dedup (if
     /// `hardlink_dedup`) would slim it; with `files`, the complete listing
     /// too, one JSON line per path.
