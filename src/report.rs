@@ -66,6 +66,10 @@ pub struct Removed {
     /// platform for an index.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<crate::transform::paths::RemovedPath>,
+    /// Packages that left the package database because none of their
+    /// files remain (per platform for an index).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::transform::pkgdb::GonePackage>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +107,7 @@ fn removed(img: &ImageReport) -> Removed {
         bytes: total.bytes,
         by_category: img.removed.by_category.clone(),
         paths: img.removed_paths.clone(),
+        packages: img.packages_gone.clone(),
     }
 }
 
@@ -168,6 +173,7 @@ impl Report {
             hardlinked.add(img.hardlinked.files, img.hardlinked.bytes);
             if !multi {
                 rem.paths.extend(r.paths.iter().cloned());
+                rem.packages.extend(r.packages.iter().cloned());
             }
             if multi {
                 platforms.push(PlatformReport {

@@ -66,6 +66,9 @@ pub struct ImageReport {
     /// With `--dry-run` or a report: every removed path, its category and
     /// the bytes it freed.
     pub removed_paths: Vec<crate::transform::paths::RemovedPath>,
+    /// Packages that left the package database (none of their files
+    /// remain).
+    pub packages_gone: Vec<crate::transform::pkgdb::GonePackage>,
     /// The source's layers, bottom first.
     pub layers: Vec<LayerStat>,
     /// Per-path data, when asked for.

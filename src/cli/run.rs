@@ -574,6 +574,22 @@ fn print_summary(
                 human(c.bytes)
             );
         }
+        if !img.packages_gone.is_empty() {
+            let mut managers: Vec<&str> = img.packages_gone.iter().map(|p| p.manager).collect();
+            managers.dedup();
+            let _ = writeln!(
+                err,
+                "  {} packages none of whose files remain {} the {} database",
+                img.packages_gone.len(),
+                if dry_run { "would leave" } else { "left" },
+                managers.join(" and ")
+            );
+            if verbose {
+                for p in &img.packages_gone {
+                    let _ = writeln!(err, "    {} {} ({})", p.name, p.version, p.manager);
+                }
+            }
+        }
         if !img.kept_by_safety.is_empty() {
             let mut by_reason: std::collections::BTreeMap<&str, usize> =
                 std::collections::BTreeMap::new();

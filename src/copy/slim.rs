@@ -169,6 +169,7 @@ impl Slim<'_> {
         let mut removed = FilterStats::default();
         let mut shadowed = Count::default();
         let mut hardlinked = Count::default();
+        let mut packages_gone = Vec::new();
         let mut output = Side {
             layers: keep,
             compressed_bytes: layers[..keep].iter().map(|l| l.size).sum(),
@@ -178,6 +179,7 @@ impl Slim<'_> {
             removed.merge(&stats.removed);
             shadowed.add(stats.shadowed.files, stats.shadowed.bytes);
             hardlinked.add(stats.hardlinked.files, stats.hardlinked.bytes);
+            packages_gone.extend(stats.packages_gone.iter().cloned());
             output.layers += 1;
             output.files += stats.files;
         }
@@ -216,6 +218,7 @@ impl Slim<'_> {
             profiles: filter.chosen.clone(),
             kept_by_safety: filter.kept_by_safety.clone(),
             removed_paths,
+            packages_gone,
             layers: layer_stats(&layers, &indexes, &config_json),
             details,
         };
@@ -533,6 +536,7 @@ fn plan_bytes(plan: &crate::layer::plan::Plan, layers: &[Arc<LayerIndex>]) -> u6
                 link_to: None,
                 ..
             } => 512 + layers[*layer as usize].entries[*index as usize].size,
+            Item::Rewritten { content, .. } => 512 + content.len() as u64,
             _ => 512,
         })
         .sum()

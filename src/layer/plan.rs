@@ -17,6 +17,15 @@ pub enum Item {
         index: u32,
         link_to: Option<Arc<[u8]>>,
     },
+    /// A regular file with new content: the metadata of
+    /// `layers[layer].entries[index]`, written at `path` with `content`
+    /// (a package database without the packages that are gone).
+    Rewritten {
+        path: Arc<[u8]>,
+        layer: u32,
+        index: u32,
+        content: Arc<[u8]>,
+    },
     /// Delete this path from the layers below.
     Whiteout(Arc<[u8]>),
     /// Hide what the layers below have in this directory.
@@ -29,7 +38,9 @@ impl Item {
     /// the directory's followed by a NUL byte).
     pub(crate) fn key(&self) -> impl Iterator<Item = u8> + '_ {
         let (path, suffix): (&[u8], &[u8]) = match self {
-            Item::Entry { path, .. } | Item::Whiteout(path) => (path, b""),
+            Item::Entry { path, .. } | Item::Rewritten { path, .. } | Item::Whiteout(path) => {
+                (path, b"")
+            }
             Item::Opaque(dir) => (dir, b"\0"),
         };
         path.iter().chain(suffix).copied()

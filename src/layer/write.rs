@@ -51,6 +51,18 @@ pub fn write_plan<W: Write + ?Sized>(
                     (None, k) => write_header(out, &name, k, e.link.as_deref(), e, 0)?,
                 }
             }
+            Item::Rewritten {
+                path,
+                layer,
+                index,
+                content,
+            } => {
+                let e = &layers[*layer as usize].entries[*index as usize];
+                let name = tar_name(path, false);
+                write_header(out, &name, Kind::File, None, e, content.len() as u64)?;
+                out.write_all(content)?;
+                pad(out, content.len() as u64)?;
+            }
             Item::Whiteout(path) => {
                 let (dir, base) = split_parent(path);
                 let mut name = Vec::with_capacity(path.len() + 4);

@@ -81,6 +81,22 @@ const STATIC: &[(&str, &[&str])] = &[
         ],
     ),
     ("zoneinfo", &["usr/share/zoneinfo/**"]),
+    // What scanners read to know which packages the image holds; a package
+    // whose files are all gone leaves it (see transform::pkgdb).
+    (
+        "package database",
+        &[
+            "var/lib/dpkg/status",
+            "var/lib/dpkg/status.d/**",
+            "var/lib/dpkg/info/**",
+            "var/lib/dpkg/diversions",
+            "var/lib/dpkg/statoverride",
+            "var/lib/dpkg/arch",
+            "lib/apk/db/**",
+            "var/lib/rpm/**",
+            "usr/lib/sysimage/rpm/**",
+        ],
+    ),
     ("/etc", &["etc/**"]),
 ];
 

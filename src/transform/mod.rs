@@ -14,5 +14,6 @@
 
 pub mod filter;
 pub mod paths;
+pub mod pkgdb;
 pub mod squash;
 pub mod tree;

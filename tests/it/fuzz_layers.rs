@@ -404,6 +404,12 @@ fn plan_has_a_newline(plan: &Plan, idx: &[Arc<LayerIndex>]) -> bool {
                 || e.link.as_deref().is_some_and(nl)
                 || e.pax.iter().flatten().any(|(_, v)| nl(v))
         }
+        Item::Rewritten {
+            path, layer, index, ..
+        } => {
+            let e = &idx[*layer as usize].entries[*index as usize];
+            path.contains(&b'\n') || e.pax.iter().flatten().any(|(_, v)| v.contains(&b'\n'))
+        }
         Item::Whiteout(p) | Item::Opaque(p) => p.contains(&b'\n'),
     })
 }

@@ -18,6 +18,7 @@ mod hostile_layers;
 mod hostile_registry;
 mod metrics;
 mod minimize;
+mod packages;
 mod profiles;
 mod report_html;
 mod rewrite;

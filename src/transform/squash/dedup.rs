@@ -12,12 +12,17 @@ use super::model::{Merge, NO_INODE};
 pub(super) type Found<'f> = dyn FnMut(&Arc<[u8]>, u32, u32, &Arc<[u8]>) + 'f;
 
 impl<'a> Merge<'a> {
-    /// Merges inodes of identical files the upper layers wrote; returns
-    /// inode -> canonical inode.
-    pub(super) fn dedup(&self, enabled: bool, stats: &mut Count) -> Vec<u32> {
+    /// Merges inodes of identical files the upper layers wrote, paths
+    /// `skip` names left alone; returns inode -> canonical inode.
+    pub(super) fn dedup(
+        &self,
+        enabled: bool,
+        skip: &dyn Fn(&[u8]) -> bool,
+        stats: &mut Count,
+    ) -> Vec<u32> {
         let mut alias: Vec<u32> = (0..self.creators.len() as u32).collect();
         if enabled {
-            self.each_duplicate(&|_| false, &mut |_, inode, canon, _| {
+            self.each_duplicate(skip, &mut |_, inode, canon, _| {
                 alias[inode as usize] = canon;
                 stats.add(1, self.inode_size(inode));
             });

@@ -64,7 +64,7 @@ impl Merged<'_> {
     /// the bytes it frees (a hard-linked file's once, on the first of its
     /// paths): the report's audit list, which adds up to the removed counts.
     pub fn removed_paths(&self, filter: &dyn PathFilter) -> Vec<RemovedPath> {
-        let (removed, _) = self.m.decide(filter);
+        let (removed, _, _) = self.m.decide(filter);
         let gone: HashMap<&[u8], &str> =
             removed.iter().map(|(p, c)| (&p[..], c.as_str())).collect();
         let mut seen: HashSet<u32> = HashSet::new();
@@ -92,7 +92,7 @@ impl Merged<'_> {
         opts: DetailOptions,
         mut files: Option<&mut dyn Write>,
     ) -> Result<PathData> {
-        let (removed, _) = self.m.decide(filter);
+        let (removed, _, _) = self.m.decide(filter);
         let gone: HashMap<&[u8], &str> =
             removed.iter().map(|(p, c)| (&p[..], c.as_str())).collect();
         let mut dups: HashMap<Arc<[u8]>, DuplicatePath> = HashMap::new();

@@ -44,6 +44,7 @@ mod dedup;
 mod details;
 mod model;
 mod output;
+mod packages;
 mod per_layer;
 mod resolve;
 
@@ -73,6 +74,9 @@ pub struct SquashStats {
     pub hardlinked: Count,
     /// Non-directory entries in the output.
     pub files: u64,
+    /// Packages that left the package database: none of their files
+    /// remain.
+    pub packages_gone: Vec<crate::transform::pkgdb::GonePackage>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -130,10 +134,35 @@ impl Merged<'_> {
     /// Plans the one output layer: filter, dedup, then entries (and, over a
     /// kept base, whiteouts and opaque markers).
     pub fn squash(mut self, hardlink_dedup: bool, filter: &dyn PathFilter) -> (Plan, SquashStats) {
-        let removed = self.m.filter(filter);
+        let (removed, rewrites) = self.m.filter(filter);
+        let rewritten: HashMap<&[u8], &Arc<[u8]>> =
+            rewrites.iter().map(|r| (&r.path[..], &r.content)).collect();
         let mut hardlinked = Count::default();
-        let alias = self.m.dedup(hardlink_dedup, &mut hardlinked);
-        let (plan, files) = self.m.plan(&alias, &self.base_nodes);
+        let alias = self.m.dedup(
+            hardlink_dedup,
+            &|p| rewritten.contains_key(p),
+            &mut hardlinked,
+        );
+        let (mut plan, files) = self.m.plan(&alias, &self.base_nodes);
+        for item in &mut plan.items {
+            if let Item::Entry {
+                path,
+                layer,
+                index,
+                link_to: None,
+            } = item
+                && let Some(content) = rewritten.get(&path[..])
+            {
+                *item = Item::Rewritten {
+                    path: path.clone(),
+                    layer: *layer,
+                    index: *index,
+                    content: Arc::clone(content),
+                };
+            }
+        }
+        let mut packages_gone: Vec<_> = rewrites.iter().flat_map(|r| r.gone.clone()).collect();
+        packages_gone.sort();
         (
             plan,
             SquashStats {
@@ -141,6 +170,7 @@ impl Merged<'_> {
                 shadowed: self.m.shadowed,
                 hardlinked,
                 files,
+                packages_gone,
             },
         )
     }
@@ -208,9 +238,9 @@ mod tests {
     use crate::transform::filter::KeepAll;
 
     /// One tar entry: `(name, type, link target, content)`.
-    type Spec<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+    pub(super) type Spec<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
 
-    fn tar_of(entries: &[Spec<'_>]) -> Vec<u8> {
+    pub(super) fn tar_of(entries: &[Spec<'_>]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (name, ty, link, content) in entries {
             let mut h = tar::Header::new_gnu();
@@ -229,7 +259,7 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    fn indexes(layers: &[&[Spec<'_>]]) -> Vec<Arc<LayerIndex>> {
+    pub(super) fn indexes(layers: &[&[Spec<'_>]]) -> Vec<Arc<LayerIndex>> {
         layers
             .iter()
             .enumerate()

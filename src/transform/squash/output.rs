@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::super::filter::{FilterStats, PathFilter};
 use super::model::{Merge, NO_INODE, Node, is_under};
+use super::packages::Rewrite;
 use super::{Item, Plan};
 use crate::layer::entry::{self, Kind};
 
@@ -15,19 +16,28 @@ use crate::layer::entry::{self, Kind};
 pub(super) type Removals = Vec<(Arc<[u8]>, String)>;
 
 impl<'a> Merge<'a> {
-    /// Removes what the filter says from what the upper layers wrote; a
-    /// removed directory takes its subtree.
-    pub(super) fn filter(&mut self, filter: &dyn PathFilter) -> FilterStats {
-        let (removed, stats) = self.decide(filter);
+    /// Removes what the filter says from what the upper layers wrote (a
+    /// removed directory takes its subtree), and what leaves with the
+    /// packages that are then gone; returns the counts and the package
+    /// databases to write with new content.
+    pub(super) fn filter(&mut self, filter: &dyn PathFilter) -> (FilterStats, Vec<Rewrite>) {
+        let (removed, stats, rewrites) = self.decide(filter);
         for (p, _) in removed {
             self.nodes.remove(&p);
         }
-        stats
+        (stats, rewrites)
     }
 
-    /// What [`Merge::filter`] removes, path by path with its category, and
-    /// the counts; the tree is left as it is.
-    pub(super) fn decide(&self, filter: &dyn PathFilter) -> (Removals, FilterStats) {
+    /// What [`Merge::filter`] removes, path by path with its category, the
+    /// counts and the database rewrites; the tree is left as it is.
+    pub(super) fn decide(&self, filter: &dyn PathFilter) -> (Removals, FilterStats, Vec<Rewrite>) {
+        let (mut removed, mut stats) = self.decide_filter(filter);
+        let rewrites = self.prune_packages(&mut removed, &mut stats);
+        (removed, stats, rewrites)
+    }
+
+    /// What the filter alone removes.
+    fn decide_filter(&self, filter: &dyn PathFilter) -> (Removals, FilterStats) {
         let mut stats = FilterStats::default();
         let mut removed: Removals = Vec::new();
         let mut within: Option<(Arc<[u8]>, String)> = None;

@@ -24,8 +24,11 @@ impl<'a> Merge<'a> {
     /// component that is a symlink is replaced by its target (an absolute
     /// one starts again from the root), `..` drops the last real component
     /// (never above the root), a missing component is kept as it is.
-    pub(super) fn resolve_dir(&self, dir: &'a [u8]) -> Result<Resolved, TooManyLinks> {
-        let mut todo: Vec<&'a [u8]> = dir.rsplit(|b| *b == b'/').collect();
+    pub(super) fn resolve_dir<'p>(&self, dir: &'p [u8]) -> Result<Resolved, TooManyLinks>
+    where
+        'a: 'p,
+    {
+        let mut todo: Vec<&'p [u8]> = dir.rsplit(|b| *b == b'/').collect();
         let mut out: Vec<u8> = Vec::with_capacity(dir.len());
         // Per real component: where it starts in `out` (for `..`) and
         // whether a non-directory sits there.
@@ -78,10 +81,13 @@ impl<'a> Merge<'a> {
 
     /// Where `path` really is: its parent resolved, its last component as
     /// it is. `None` when the parent is not a directory.
-    pub(super) fn real_path(
+    pub(super) fn real_path<'p>(
         &self,
-        path: &'a [u8],
-    ) -> Result<(Vec<u8>, Option<Vec<u8>>), TooManyLinks> {
+        path: &'p [u8],
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), TooManyLinks>
+    where
+        'a: 'p,
+    {
         let (dir, base) = entry::split_parent(path);
         let r = self.resolve_dir(dir)?;
         let blocked = r.blocked.map(|n| r.path[..n].to_vec());
