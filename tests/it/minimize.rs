@@ -21,6 +21,11 @@ const SERVE: &str = "exec busybox httpd -f -p 8080 -h /app/data";
 /// The fixture with `sh -c CMD` as its entrypoint, as `oci:LAYOUT:TAG` in
 /// a copy of the fixture layout.
 fn image_running(s: &Sandboxed, cmd: &str, tag: &str) -> String {
+    image_running_with(s, cmd, tag, &[])
+}
+
+/// [`image_running`] with `extra` layers (plain tars) on top.
+fn image_running_with(s: &Sandboxed, cmd: &str, tag: &str, extra: &[Vec<u8>]) -> String {
     let layout = s.ctx.path(&format!("layout-{tag}"));
     let status = std::process::Command::new("cp")
         .arg("-a")
@@ -34,9 +39,20 @@ fn image_running(s: &Sandboxed, cmd: &str, tag: &str) -> String {
         serde_json::from_slice(&read_blob(&layout, &image.config_digest)).unwrap();
     config["config"]["Entrypoint"] = json!(["/bin/sh", "-c", cmd]);
     config["config"]["Cmd"] = Value::Null;
+    let mut manifest = image.manifest.clone();
+    for tar in extra {
+        let layer = LayerBlob::gzip_tar(tar);
+        let digest = put_blob(&layout, &layer.blob);
+        manifest["layers"].as_array_mut().unwrap().push(json!({
+            "mediaType": layer.media_type, "digest": digest, "size": layer.blob.len(),
+        }));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(layer.diff_id));
+    }
     let config_bytes = serde_json::to_vec(&config).unwrap();
     let config_digest = put_blob(&layout, &config_bytes);
-    let mut manifest = image.manifest.clone();
     manifest["config"]["digest"] = json!(config_digest);
     manifest["config"]["size"] = json!(config_bytes.len());
     tag_only(
@@ -197,6 +213,61 @@ fn minimize_keeps_what_httpd_reads_and_the_result_still_serves() {
     let applied = report(&applied);
     assert_eq!(applied["output"]["digest"], json!(digest), "{applied}");
     assert!(applied.get("minimize").is_none());
+}
+
+/// Scanners stay honest: a package whose files the minimization took
+/// leaves dpkg's status (judged by the host's `dpkg-query` on the unpacked
+/// output); busybox, which still runs, stays listed.
+#[test]
+fn minimize_drops_packages_whose_files_are_all_gone_from_dpkg_status() {
+    use crate::packages::{dpkg_query, stanza};
+    let s = setup();
+    let status = [
+        stanza("busybox-static", "1:1.35.0-4"),
+        stanza("tool-extra", "0.1"),
+    ]
+    .join("\n");
+    let db = Layer::new()
+        .file("var/lib/dpkg/status", 0o644, status.as_bytes())
+        .file(
+            "var/lib/dpkg/info/busybox-static.list",
+            0o644,
+            b"/.\n/bin\n/bin/busybox\n/usr/share/doc/busybox-static\n/usr/share/doc/busybox-static/copyright\n",
+        )
+        .file(
+            "var/lib/dpkg/info/tool-extra.list",
+            0o644,
+            b"/usr/local\n/usr/local/bin\n/usr/local/bin/tool\n",
+        )
+        .file("var/lib/dpkg/info/tool-extra.md5sums", 0o644, b"0  usr/local/bin/tool\n")
+        .finish();
+    let src = image_running_with(&s, SERVE, "dpkg", &[db]);
+    let out_layout = s.ctx.path("out");
+    let report_path = s.ctx.path("report.json");
+    s.slim(&[
+        &src,
+        "-o",
+        &format!("oci:{}:min", out_layout.display()),
+        "--minimize",
+        "--probe-http",
+        "8080/a",
+        "--probe-timeout",
+        "20s",
+        "--report",
+        report_path.to_str().unwrap(),
+    ])
+    .assert_success();
+    let r = report(&report_path);
+    assert_eq!(
+        r["removed"]["packages"],
+        json!([{"manager": "dpkg", "name": "tool-extra", "architecture": "amd64", "version": "0.1"}]),
+        "{r}"
+    );
+    let root = s.ctx.umoci_unpack(&out_layout, "min");
+    assert_eq!(dpkg_query(&root), ["busybox-static 1:1.35.0-4"]);
+    assert!(root.join("var/lib/dpkg/info/busybox-static.list").exists());
+    assert!(!root.join("var/lib/dpkg/info/tool-extra.list").exists());
+    assert!(!root.join("var/lib/dpkg/info/tool-extra.md5sums").exists());
 }
 
 /// `ls FILE` only `lstat`s it, which fanotify does not see: the file is
