@@ -2,7 +2,6 @@
 //! hash, size, mode, owner and xattrs) become one inode, so the plan writes
 //! the content once and hard links for the other names.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::super::filter::Count;
@@ -38,26 +37,18 @@ impl<'a> Merge<'a> {
 
     /// Calls `found(path, inode, canonical inode, canonical path)` for each
     /// path [`Merge::dedup`] turns into a link, paths `skip` says are gone
-    /// left out.
+    /// left out. Candidates are sorted by content key (stable, so ties keep
+    /// path order): the first of each group, in path order, stays. 24
+    /// bytes per file, where a map keyed by the whole key took ~200.
     pub(super) fn each_duplicate(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>) {
-        type Key<'k> = (
-            &'k [u8; 32],
-            u64,
-            u32,
-            u64,
-            u64,
-            &'k [u8],
-            &'k [u8],
-            Vec<(&'k str, &'k [u8])>,
-        );
-        let mut first: HashMap<Key<'_>, (u32, &Arc<[u8]>)> = HashMap::new();
-        let mut seen: HashSet<u32> = HashSet::new();
-        // Sorted path order decides which copy stays: deterministic.
+        let mut seen = vec![false; self.creators.len()];
+        // (first 8 bytes of the content hash, inode, path), in path order.
+        let mut cands: Vec<(u64, u32, &Arc<[u8]>)> = Vec::new();
         for (path, node) in &self.nodes {
             if node.inode == NO_INODE
                 || !self.is_upper(*node)
                 || skip(path)
-                || !seen.insert(node.inode)
+                || std::mem::replace(&mut seen[node.inode as usize], true)
             {
                 continue;
             }
@@ -72,22 +63,42 @@ impl<'a> Merge<'a> {
             if e.size == 0 {
                 continue;
             }
-            let key: Key<'_> = (
-                hash,
+            let prefix = u64::from_le_bytes(hash[..8].try_into().expect("8 bytes"));
+            cands.push((prefix, node.inode, path));
+        }
+        drop(seen);
+        let key = |inode: u32| {
+            let (l, i) = self.creators[inode as usize];
+            let e = &self.layers[l as usize].entries[i as usize];
+            (
+                e.content_hash,
                 e.size,
                 e.mode,
                 e.uid,
                 e.gid,
                 &e.uname,
                 &e.gname,
-                e.xattrs().collect(),
-            );
-            match first.get(&key) {
-                Some(&(canon, canon_path)) => found(path, node.inode, canon, canon_path),
-                None => {
-                    first.insert(key, (node.inode, path));
-                }
+            )
+        };
+        let xattrs = |inode: u32| {
+            let (l, i) = self.creators[inode as usize];
+            self.layers[l as usize].entries[i as usize].xattrs()
+        };
+        let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
+        cands.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
+        let mut start = 0;
+        while start < cands.len() {
+            let (p0, canon, canon_path) = cands[start];
+            let mut end = start + 1;
+            while end < cands.len()
+                && cands[end].0 == p0
+                && order(canon, cands[end].1) == std::cmp::Ordering::Equal
+            {
+                let (_, inode, path) = cands[end];
+                found(path, inode, canon, canon_path);
+                end += 1;
             }
+            start = end;
         }
     }
 }
