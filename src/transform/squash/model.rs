@@ -13,6 +13,9 @@ use crate::layer::read::LayerIndex;
 
 pub(super) const NO_INODE: u32 = u32::MAX;
 
+/// Removed paths with their category, in path order.
+pub(super) type Removals = Vec<(Arc<[u8]>, String)>;
+
 pub(super) type PathRange = (Bound<Arc<[u8]>>, Bound<Arc<[u8]>>);
 
 #[derive(Clone, Copy, Debug)]

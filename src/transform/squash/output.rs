@@ -7,13 +7,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::super::filter::{FilterStats, PathFilter};
-use super::model::{Merge, NO_INODE, Node, is_under};
+use super::model::{Merge, NO_INODE, Node, Removals, is_under};
 use super::packages::Rewrite;
 use super::{Item, Plan};
 use crate::layer::entry::{self, Kind};
-
-/// Removed paths with their category, in path order.
-pub(super) type Removals = Vec<(Arc<[u8]>, String)>;
 
 impl<'a> Merge<'a> {
     /// Removes what the filter says from what the upper layers wrote (a

@@ -15,8 +15,7 @@ use std::sync::Arc;
 
 use super::super::filter::FilterStats;
 use super::super::pkgdb::{self, GonePackage, Record};
-use super::model::{Merge, NO_INODE};
-use super::output::Removals;
+use super::model::{Merge, NO_INODE, Removals};
 use crate::layer::entry::{self, Kind};
 
 /// The category of what leaves with a package that is gone.
