@@ -102,11 +102,13 @@ impl TreeView for DiskTree {
         self.nodes.get(path).and_then(|n| n.2.clone())
     }
 
-    fn read(&self, path: &[u8], limit: usize) -> Option<Vec<u8>> {
+    fn read_at(&self, path: &[u8], offset: u64, limit: usize) -> Option<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
         if self.kind(path) != Some(Kind::File) {
             return None;
         }
-        let f = std::fs::File::open(self.root.join(std::ffi::OsStr::from_bytes(path))).ok()?;
+        let mut f = std::fs::File::open(self.root.join(std::ffi::OsStr::from_bytes(path))).ok()?;
+        f.seek(SeekFrom::Start(offset)).ok()?;
         let mut v = Vec::new();
         f.take(limit as u64).read_to_end(&mut v).ok()?;
         Some(v)

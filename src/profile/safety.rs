@@ -303,8 +303,6 @@ fn shebangs(
 }
 
 const ELF_MAGIC: &[u8] = b"\x7fELF";
-/// ELF files larger than this are not parsed (their needs are not checked).
-const MAX_ELF: usize = 512 << 20;
 
 fn is_elf(tree: &dyn TreeView, p: &[u8]) -> bool {
     tree.kind(p) == Some(Kind::File) && tree.read(p, 4).is_some_and(|h| h == ELF_MAGIC)
@@ -336,19 +334,18 @@ fn elf_closure(
         .collect();
     let mut seen: HashSet<Vec<u8>> = queue.iter().cloned().collect();
     while let Some(path) = queue.pop_front() {
-        let Some(bytes) = tree.read(&path, MAX_ELF) else {
-            continue;
-        };
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+        let Some(elf) =
+            crate::transform::elf::dependencies(&|off, len| tree.read_at(&path, off, len))
+        else {
             continue;
         };
         let shown = crate::layer::entry::display(&path);
         let origin = crate::layer::entry::split_parent(&path).0.to_vec();
         let mut needs: Vec<Vec<u8>> = Vec::new();
-        if let Some(interp) = elf.interpreter {
+        if let Some(interp) = &elf.interpreter {
             needs.push(interp.trim_start_matches('/').as_bytes().to_vec());
         }
-        for lib in &elf.libraries {
+        for lib in &elf.needed {
             if lib.contains('/') {
                 needs.push(lib.trim_start_matches('/').as_bytes().to_vec());
             } else if let Some(p) = search.find(tree, lib, &elf.rpaths, &elf.runpaths, &origin) {
@@ -427,11 +424,11 @@ impl LibSearch {
         &self,
         tree: &dyn TreeView,
         name: &str,
-        rpaths: &[&str],
-        runpaths: &[&str],
+        rpaths: &[String],
+        runpaths: &[String],
         origin: &[u8],
     ) -> Option<Vec<u8>> {
-        let expand = |dirs: &[&str]| -> Vec<Vec<u8>> {
+        let expand = |dirs: &[String]| -> Vec<Vec<u8>> {
             dirs.iter()
                 .flat_map(|d| d.split(':'))
                 .map(|d| {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::{Probe, ProbeResult, RunSpec, Sandbox};
+use crate::transform::elf;
 
 /// One probe as the gate sees it: the static entrypoint check, or a
 /// sandbox probe.
@@ -90,19 +91,18 @@ fn missing_libraries(
     let Some(mut path) = locate(original, program, env, cwd) else {
         return Vec::new();
     };
-    const MAX: u64 = 64 << 20;
-    let Ok(mut bytes) = original.rootfs().read_file(&path, MAX) else {
-        return Vec::new();
-    };
-    if let Some(line) = bytes.strip_prefix(b"#!") {
+    let head = original.rootfs().read_file(&path, 256).unwrap_or_default();
+    if let Some(line) = head.strip_prefix(b"#!") {
         let line = String::from_utf8_lossy(line.split(|b| *b == b'\n').next().unwrap_or(b""));
         let Some(interp) = line.split_whitespace().next().map(str::to_string) else {
             return Vec::new();
         };
         path = interp;
-        bytes = original.rootfs().read_file(&path, MAX).unwrap_or_default();
     }
-    let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+    let Ok(file) = original.rootfs().open_file(&path) else {
+        return Vec::new();
+    };
+    let Some(elf) = elf::dependencies(&|off, len| elf::read_file_at(&file, off, len)) else {
         return Vec::new();
     };
     let origin = path.rsplit_once('/').map_or("/", |(d, _)| d).to_string();
@@ -113,7 +113,7 @@ fn missing_libraries(
         .flat_map(|r| r.split(':'))
         .map(|d| d.replace("$ORIGIN", &origin).replace("${ORIGIN}", &origin))
         .collect();
-    let arch = match elf.header.e_machine {
+    let arch = match elf.machine {
         goblin::elf::header::EM_X86_64 => "x86_64-linux-gnu",
         goblin::elf::header::EM_AARCH64 => "aarch64-linux-gnu",
         goblin::elf::header::EM_386 => "i386-linux-gnu",
@@ -130,7 +130,7 @@ fn missing_libraries(
             .map(|d| format!("{}/{lib}", d.trim_end_matches('/')))
             .find(|p| sb.rootfs().is_file(p))
     };
-    elf.libraries
+    elf.needed
         .iter()
         .filter_map(|lib| {
             let there = find(original, lib)?;

@@ -334,6 +334,13 @@ impl Rootfs {
         Ok(out)
     }
 
+    /// Opens a file of the tree for reading, symlinks resolved inside the
+    /// root as [`Rootfs::read_file`] does.
+    pub fn open_file(&self, path: &str) -> io::Result<File> {
+        let fd = self.open_in_root(path.trim_start_matches('/').as_bytes(), OFlags::RDONLY)?;
+        Ok(File::from(fd))
+    }
+
     /// Whether `path` resolves, in the root, to something that is not a
     /// directory (symlinks followed).
     pub fn is_file(&self, path: &str) -> bool {

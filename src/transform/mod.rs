@@ -12,6 +12,7 @@
 //! stage's two interfaces, [`tree::TreeView`] and [`filter::PathFilter`],
 //! and this stage knows nothing of profiles.
 
+pub mod elf;
 pub mod filter;
 pub mod paths;
 pub mod pkgdb;

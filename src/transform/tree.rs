@@ -15,8 +15,13 @@ pub trait TreeView {
     fn mode(&self, path: &[u8]) -> Option<u32>;
     /// A symlink's target as written.
     fn link_target(&self, path: &[u8]) -> Option<Vec<u8>>;
+    /// Up to `limit` bytes of a regular file from `offset` (fewer at its
+    /// end).
+    fn read_at(&self, path: &[u8], offset: u64, limit: usize) -> Option<Vec<u8>>;
     /// Up to `limit` bytes of a regular file.
-    fn read(&self, path: &[u8], limit: usize) -> Option<Vec<u8>>;
+    fn read(&self, path: &[u8], limit: usize) -> Option<Vec<u8>> {
+        self.read_at(path, 0, limit)
+    }
     /// Every path, sorted.
     fn paths(&self) -> Box<dyn Iterator<Item = &[u8]> + '_>;
 }
@@ -122,11 +127,10 @@ pub mod testing {
                 .filter(|n| n.0 == Kind::Symlink)
                 .map(|n| n.2.clone())
         }
-        fn read(&self, p: &[u8], limit: usize) -> Option<Vec<u8>> {
-            self.nodes
-                .get(p)
-                .filter(|n| n.0 == Kind::File)
-                .map(|n| n.2[..n.2.len().min(limit)].to_vec())
+        fn read_at(&self, p: &[u8], offset: u64, limit: usize) -> Option<Vec<u8>> {
+            let n = self.nodes.get(p).filter(|n| n.0 == Kind::File)?;
+            let start = usize::try_from(offset).ok()?.min(n.2.len());
+            Some(n.2[start..n.2.len().min(start.saturating_add(limit))].to_vec())
         }
         fn paths(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
             Box::new(self.nodes.keys().map(|k| &k[..]))

@@ -275,3 +275,50 @@ fn default_profile_strips_the_fixture_and_keeps_what_runs() {
         .sum();
     assert!(out_size < src_size, "{out_size} < {src_size}");
 }
+
+/// `--verify`'s static check of the entrypoint names a `DT_NEEDED` library
+/// the original resolves and the slim image lacks (read from the program's
+/// dynamic segment, not from the whole file).
+#[test]
+fn verify_names_a_shared_library_the_entrypoint_needs_and_the_slim_image_lacks() {
+    let ctx = TestContext::new();
+    let mut layer = Layer::new()
+        .dir("usr")
+        .dir("usr/bin")
+        .dir("usr/lib")
+        .dir("usr/lib/x86_64-linux-gnu")
+        .symlink("lib64", "usr/lib/x86_64-linux-gnu")
+        .file("usr/bin/ls", 0o755, &host("/bin/ls"));
+    for lib in ldd("/bin/ls") {
+        let name = Path::new(&lib).file_name().unwrap().to_string_lossy();
+        layer = layer.file(
+            &format!("usr/lib/x86_64-linux-gnu/{name}"),
+            0o755,
+            &host(&lib),
+        );
+    }
+    let src = ctx.path("src");
+    let config = json!({"config": {"Entrypoint": ["/usr/bin/ls", "/"]}});
+    write_image(&src, "app", &[LayerBlob::gzip_tar(&layer.finish())], config);
+    let out = ctx.path("out");
+    let args = [
+        &oci_ref(&src, "app"),
+        "-o",
+        &oci_ref(&out, "s"),
+        "--verify",
+        "--profile",
+        "none",
+    ];
+    ctx.slim(&args).assert_success();
+    let mut broken = args.to_vec();
+    broken.extend([
+        "--remove",
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "--no-safety-keeps",
+    ]);
+    let run = ctx.slim(&broken);
+    run.assert_code(4);
+    run.assert_stderr_contains(
+        "/usr/bin/ls needs /usr/lib/x86_64-linux-gnu/libc.so.6, which the slim image lacks",
+    );
+}

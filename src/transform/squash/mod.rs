@@ -201,7 +201,7 @@ impl TreeView for Merged<'_> {
             .and_then(|e| e.link.as_deref().map(<[u8]>::to_vec))
     }
 
-    fn read(&self, path: &[u8], limit: usize) -> Option<Vec<u8>> {
+    fn read_at(&self, path: &[u8], offset: u64, limit: usize) -> Option<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let n = *self.m.nodes.get(path)?;
         if n.inode == NO_INODE {
@@ -210,9 +210,12 @@ impl TreeView for Merged<'_> {
         let (l, i) = self.m.creators[n.inode as usize];
         let layer = &self.m.layers[l as usize];
         let e = &layer.entries[i as usize];
-        let len = (e.size as usize).min(limit);
+        let len = e.size.saturating_sub(offset).min(limit as u64) as usize;
         let mut buf = vec![0u8; len];
-        layer.spool.read_exact_at(&mut buf, e.offset).ok()?;
+        layer
+            .spool
+            .read_exact_at(&mut buf, e.offset.checked_add(offset.min(e.size))?)
+            .ok()?;
         Some(buf)
     }
 
