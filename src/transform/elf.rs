@@ -218,4 +218,39 @@ mod tests {
         exe[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(from(&exe), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+        /// Bytes of the headers, the program headers and the dynamic
+        /// segment changed at random: an answer or `None`, never a panic,
+        /// and no read larger than the bounds.
+        #[test]
+        fn corrupted_headers_never_panic(
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..24),
+            in_head in proptest::bool::ANY,
+        ) {
+            // A small dynamic program (the test binary itself is tens of MB).
+            static ELF: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let elf = ELF.get_or_init(|| {
+                ["/usr/bin/env", "/bin/sh", "/bin/true"]
+                    .iter()
+                    .find_map(|p| std::fs::read(p).ok())
+                    .unwrap_or_else(|| std::fs::read(std::env::current_exe().unwrap()).unwrap())
+            });
+            let mut exe = elf.clone();
+            // Half the cases hit the headers, the rest anywhere.
+            let span = if in_head { exe.len().min(4096) } else { exe.len() };
+            for (at, b) in edits {
+                let at = at % span;
+                exe[at] = b;
+            }
+            let largest = std::cell::Cell::new(0usize);
+            let _ = dependencies(&|off, len| {
+                largest.set(largest.get().max(len));
+                let start = usize::try_from(off).ok()?.min(exe.len());
+                Some(exe[start..exe.len().min(start.saturating_add(len))].to_vec())
+            });
+            proptest::prop_assert!(largest.get() <= (MAX_DYNAMIC as usize).max(65535 * 56));
+        }
+    }
 }
