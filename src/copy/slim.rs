@@ -474,7 +474,6 @@ impl Slim<'_> {
         }
         let spool_dir = std::env::temp_dir();
         let idx_opts = IndexOptions {
-            hash_contents: opts.hardlink_dedup,
             max_uncompressed: opts.max_layer_bytes,
             budget: Some(Arc::new(IndexBudget::new(
                 opts.max_files,

@@ -64,8 +64,6 @@ pub struct Entry {
     pub size: u64,
     /// Where the content starts in the layer's spool file.
     pub offset: u64,
-    /// SHA-256 of the content (regular files).
-    pub content_hash: Option<[u8; 32]>,
     pub pax: Option<Box<[PaxRecord]>>,
 }
 

@@ -140,7 +140,6 @@ fn write_marker<W: Write + ?Sized>(out: &mut W, name: &[u8]) -> Result<()> {
         dev_minor: 0,
         size: 0,
         offset: 0,
-        content_hash: None,
         pax: None,
     };
     write_header(out, name, Kind::File, None, &e, 0)
@@ -310,7 +309,6 @@ mod tests {
             dev_minor: 0,
             size: 0,
             offset: 0,
-            content_hash: None,
             pax,
         }
     }

@@ -227,7 +227,6 @@ impl Sandbox {
             );
         }
         let idx_opts = IndexOptions {
-            hash_contents: false,
             ..IndexOptions::default()
         };
         for (i, (desc, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {

@@ -42,7 +42,6 @@ fn config(cases: u32) -> Config {
 
 fn opts() -> IndexOptions {
     IndexOptions {
-        hash_contents: true,
         // Small, so that lying sizes meet the bomb check too.
         max_uncompressed: 64 << 20,
         budget: None,

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use anyhow::{Context, Result, bail};
-use sha2::Digest as _;
 
 use super::super::entry::{self, Entry, Kind, Whiteout};
 use super::super::limits::{self, HeaderGuard, Limits};
@@ -181,9 +180,7 @@ pub(super) fn parse_entries(
             }
             let mut size = 0;
             let start = offset;
-            let mut content_hash = None;
             if kind == Kind::File {
-                let mut hasher = opts.hash_contents.then(sha2::Sha256::new);
                 loop {
                     let n = match e.read(&mut buf) {
                         Ok(0) => break,
@@ -193,16 +190,12 @@ pub(super) fn parse_entries(
                             return Err(err).with_context(|| format!("{}: reading content", ctx()));
                         }
                     };
-                    if let Some(h) = hasher.as_mut() {
-                        h.update(&buf[..n]);
-                    }
                     spool
                         .write_all(&buf[..n])
                         .context("writing the layer spool")?;
                     size += n as u64;
                 }
                 offset += size;
-                content_hash = hasher.map(|h| h.finalize().into());
             }
             out.push(Entry {
                 path: path.into(),
@@ -218,7 +211,6 @@ pub(super) fn parse_entries(
                 dev_minor,
                 size,
                 offset: start,
-                content_hash,
                 pax,
             });
         }

@@ -44,8 +44,6 @@ pub struct LayerIndex {
 
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
-    /// Hash every file's content (for hard-link dedup).
-    pub hash_contents: bool,
     /// Refuse layers that decompress to more than this.
     pub max_uncompressed: u64,
     /// What the indexes of the image's layers may hold together (`None`:
@@ -56,7 +54,6 @@ pub struct IndexOptions {
 impl Default for IndexOptions {
     fn default() -> Self {
         IndexOptions {
-            hash_contents: true,
             max_uncompressed: 64 << 30,
             budget: None,
         }

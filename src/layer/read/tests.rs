@@ -24,7 +24,6 @@ fn header(name: &str, size: u64) -> tar::Header {
 
 fn index(blob: &[u8], max: u64) -> Result<LayerIndex> {
     let opts = IndexOptions {
-        hash_contents: false,
         max_uncompressed: max,
         budget: None,
     };
@@ -277,7 +276,6 @@ fn end(mut tar: Vec<u8>) -> Vec<u8> {
 
 fn index_limited(tar: &[u8], limits: &Limits) -> Result<LayerIndex> {
     let opts = IndexOptions {
-        hash_contents: false,
         max_uncompressed: 1 << 40,
         budget: None,
     };
