@@ -6,7 +6,6 @@
 //! ids, no user names looked up on this machine.
 
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -106,13 +105,7 @@ fn copy_content<W: Write + ?Sized>(
     e: &Entry,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    let mut done = 0u64;
-    while done < e.size {
-        let n = buf.len().min((e.size - done) as usize);
-        layer.spool.read_exact_at(&mut buf[..n], e.offset + done)?;
-        out.write_all(&buf[..n])?;
-        done += n as u64;
-    }
+    layer.copy_content(e, out, buf)?;
     pad(out, e.size)
 }
 

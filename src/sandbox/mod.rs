@@ -226,9 +226,7 @@ impl Sandbox {
                 layers.len()
             );
         }
-        let idx_opts = IndexOptions {
-            ..IndexOptions::default()
-        };
+        let idx_opts = IndexOptions::default();
         for (i, (desc, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
             let what = format!("layer {} ({}) of {}", i + 1, desc.short(), src.name());
             let idx = index_layer(

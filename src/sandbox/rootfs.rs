@@ -328,9 +328,8 @@ impl Rootfs {
     /// inside the root: `/etc/passwd -> /host/etc/shadow` reads the tree's
     /// own `host/etc/shadow`, never the host's.
     pub fn read_file(&self, path: &str, max: u64) -> io::Result<Vec<u8>> {
-        let fd = self.open_in_root(path.trim_start_matches('/').as_bytes(), OFlags::RDONLY)?;
         let mut out = Vec::new();
-        File::from(fd).take(max).read_to_end(&mut out)?;
+        self.open_file(path)?.take(max).read_to_end(&mut out)?;
         Ok(out)
     }
 

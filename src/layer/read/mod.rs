@@ -42,6 +42,37 @@ pub struct LayerIndex {
     pub compression: Compression,
 }
 
+impl LayerIndex {
+    /// Streams the content of `e` (one of this layer's entries) from the
+    /// spool into `out`, `buf` at a time.
+    pub fn copy_content<W: Write + ?Sized>(
+        &self,
+        e: &Entry,
+        out: &mut W,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut done = 0u64;
+        while done < e.size {
+            let n = buf.len().min((e.size - done) as usize);
+            self.spool.read_exact_at(&mut buf[..n], e.offset + done)?;
+            out.write_all(&buf[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` bytes of the content of `e` from `offset` (fewer at
+    /// its end).
+    pub fn read_content(&self, e: &Entry, offset: u64, limit: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let offset = offset.min(e.size);
+        let mut buf = vec![0u8; (e.size - offset).min(limit as u64) as usize];
+        self.spool.read_exact_at(&mut buf, e.offset + offset)?;
+        Ok(buf)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct IndexOptions {
     /// Refuse layers that decompress to more than this.

@@ -80,16 +80,15 @@ impl<'a> Merge<'a> {
         };
         let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
         let mut group: Vec<Hashed<'_>> = Vec::new();
+        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
         for same_size in cands.chunk_by(|a, b| a.0 == b.0) {
             if same_size.len() < 2 {
                 continue;
             }
             group.clear();
-            group.extend(
-                same_size
-                    .iter()
-                    .filter_map(|&(_, inode, path)| Some((self.content_hash(inode)?, inode, path))),
-            );
+            group.extend(same_size.iter().filter_map(|&(_, inode, path)| {
+                Some((self.content_hash(inode, &mut buf)?, inode, path))
+            }));
             group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
             for equal in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
                 let (_, canon, canon_path) = equal[0];
@@ -100,28 +99,21 @@ impl<'a> Merge<'a> {
         }
     }
 
-    /// SHA-256 of an inode's content, read from its layer's spool; `None`
-    /// (the file is not deduplicated) if the spool cannot be read.
-    fn content_hash(&self, inode: u32) -> Option<[u8; 32]> {
+    /// SHA-256 of an inode's content, read from its layer's spool through
+    /// `buf`; `None` (the file is not deduplicated) if the spool cannot be
+    /// read.
+    fn content_hash(&self, inode: u32, buf: &mut [u8]) -> Option<[u8; 32]> {
         use sha2::Digest as _;
-        use std::os::unix::fs::FileExt;
         let (l, i) = self.creators[inode as usize];
         let layer = &self.layers[l as usize];
         let e = &layer.entries[i as usize];
         let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; e.size.min(1 << 20) as usize];
-        let mut done = 0u64;
-        while done < e.size {
-            let n = (e.size - done).min(buf.len() as u64) as usize;
-            if let Err(err) = layer.spool.read_exact_at(&mut buf[..n], e.offset + done) {
-                tracing::warn!(
-                    "{}: reading its content back from the spool: {err}; not deduplicated",
-                    e.display_path()
-                );
-                return None;
-            }
-            hasher.update(&buf[..n]);
-            done += n as u64;
+        if let Err(err) = layer.copy_content(e, &mut hasher, buf) {
+            tracing::warn!(
+                "{}: reading its content back from the spool: {err}; not deduplicated",
+                e.display_path()
+            );
+            return None;
         }
         Some(hasher.finalize().into())
     }

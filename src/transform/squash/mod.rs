@@ -202,21 +202,15 @@ impl TreeView for Merged<'_> {
     }
 
     fn read_at(&self, path: &[u8], offset: u64, limit: usize) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
         let n = *self.m.nodes.get(path)?;
         if n.inode == NO_INODE {
             return None;
         }
         let (l, i) = self.m.creators[n.inode as usize];
         let layer = &self.m.layers[l as usize];
-        let e = &layer.entries[i as usize];
-        let len = e.size.saturating_sub(offset).min(limit as u64) as usize;
-        let mut buf = vec![0u8; len];
         layer
-            .spool
-            .read_exact_at(&mut buf, e.offset.checked_add(offset.min(e.size))?)
-            .ok()?;
-        Some(buf)
+            .read_content(&layer.entries[i as usize], offset, limit)
+            .ok()
     }
 
     fn paths(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {

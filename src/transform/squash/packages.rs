@@ -10,7 +10,6 @@
 //! not in a kept base) is rewritten; otherwise it is left as it is.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::super::filter::FilterStats;
@@ -86,9 +85,7 @@ impl<'a> Merge<'a> {
         if e.kind != Kind::File || e.size > limit as u64 {
             return None;
         }
-        let mut buf = vec![0u8; e.size as usize];
-        layer.spool.read_exact_at(&mut buf, e.offset).ok()?;
-        Some(buf)
+        layer.read_content(e, 0, limit).ok()
     }
 
     /// Whether the database at `path` can be rewritten: a regular file of
