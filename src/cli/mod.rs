@@ -11,6 +11,7 @@ mod profiles;
 mod progress;
 mod run;
 mod sandbox;
+mod summary;
 
 use std::process::ExitCode;
 

@@ -24,6 +24,7 @@
 //! thread only, so the host never sees them. Needs root.
 
 mod diagnose;
+mod http;
 pub mod probe;
 pub mod rootfs;
 pub mod runtime;

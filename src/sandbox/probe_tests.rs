@@ -1,6 +1,7 @@
-//! Tests of probe.rs: flags, argv splitting, latency, kept answers, tails.
+//! Tests of probe.rs and http.rs: flags, argv splitting, latency, kept answers, tails.
 
 use super::*;
+use crate::sandbox::http::kept_answer;
 
 #[test]
 fn probe_flags_parse() {
