@@ -40,39 +40,112 @@ impl Kind {
 /// large ids), in its original order.
 pub type PaxRecord = (Box<str>, Box<[u8]>);
 
-/// One entry of a layer.
+/// Who owns an entry: ids and names. A layer has few distinct owners, so
+/// its entries share them ([`Owners`]).
+/// Ordered by uid, gid, uname, gname (dedup groups by it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner {
+    pub uid: u64,
+    pub gid: u64,
+    pub uname: Box<[u8]>,
+    pub gname: Box<[u8]>,
+}
+
+/// The parts of an entry most entries lack (a link target, device
+/// numbers, PAX records), boxed so that a plain file or directory pays 8
+/// bytes for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// Symlink target as written, or the normalised hard link target.
+    pub link: Option<Box<[u8]>>,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub pax: Option<Box<[PaxRecord]>>,
+}
+
+impl Extra {
+    /// `None` when there is nothing to keep.
+    pub fn boxed(self) -> Option<Box<Extra>> {
+        (self != Extra::default()).then(|| Box::new(self))
+    }
+}
+
+/// One entry of a layer. Kept small (64 bytes and its path): an image can
+/// hold millions, and every one is in memory until the image is written.
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// Normalised: no leading `/` or `./`, no trailing `/`, no `.` or `..`
     /// components; the root directory is the empty path.
     /// Shared with the squash's tree and plan, which name the same path.
     pub path: std::sync::Arc<[u8]>,
-    pub kind: Kind,
-    /// Symlink target as written, or the normalised hard link target.
-    pub link: Option<Box<[u8]>>,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
-    pub mtime: i64,
-    /// Owner names: a layer has few, so entries share them ([`Names`]).
-    pub uname: std::sync::Arc<[u8]>,
-    pub gname: std::sync::Arc<[u8]>,
-    pub dev_major: u32,
-    pub dev_minor: u32,
     /// Content length (regular files).
     pub size: u64,
     /// Where the content starts in the layer's spool file.
     pub offset: u64,
-    pub pax: Option<Box<[PaxRecord]>>,
+    /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
+    pub mtime: i64,
+    pub owner: std::sync::Arc<Owner>,
+    pub extra: Option<Box<Extra>>,
+    pub mode: u32,
+    pub kind: Kind,
 }
 
+// Every entry of an image is in memory until it is written: keep it small.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 64);
+
 impl Entry {
+    /// A root-owned entry with no content, link or PAX record.
+    pub fn new(path: &[u8], kind: Kind, mode: u32, mtime: i64) -> Entry {
+        Entry {
+            path: path.into(),
+            size: 0,
+            offset: 0,
+            mtime,
+            owner: Default::default(),
+            extra: None,
+            mode,
+            kind,
+        }
+    }
+
+    pub fn uid(&self) -> u64 {
+        self.owner.uid
+    }
+
+    pub fn gid(&self) -> u64 {
+        self.owner.gid
+    }
+
+    pub fn uname(&self) -> &[u8] {
+        &self.owner.uname
+    }
+
+    pub fn gname(&self) -> &[u8] {
+        &self.owner.gname
+    }
+
+    /// Symlink target as written, or the normalised hard link target.
+    pub fn link(&self) -> Option<&[u8]> {
+        self.extra.as_ref().and_then(|x| x.link.as_deref())
+    }
+
+    /// `(major, minor)` of a device node; `(0, 0)` for the rest.
+    pub fn device(&self) -> (u32, u32) {
+        self.extra
+            .as_ref()
+            .map_or((0, 0), |x| (x.dev_major, x.dev_minor))
+    }
+
+    /// The PAX records carried over from the source, in their order.
+    pub fn pax(&self) -> Option<&[PaxRecord]> {
+        self.extra.as_ref().and_then(|x| x.pax.as_deref())
+    }
+
     /// The xattrs this entry carries (`SCHILY.xattr.*` PAX records).
     pub fn xattrs(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.pax
-            .iter()
-            .flat_map(|p| p.iter())
+        self.pax()
+            .into_iter()
+            .flatten()
             .filter_map(|(k, v)| k.strip_prefix("SCHILY.xattr.").map(|name| (name, &v[..])))
     }
 
@@ -81,23 +154,23 @@ impl Entry {
     }
 }
 
-/// The owner names of a layer's entries, shared: `root` is one allocation
-/// for a million entries, not a million. Bounded: past [`Names::MAX`]
-/// distinct names, new ones are not remembered (a hostile layer cannot
+/// The owners of a layer's entries, shared: `root:root` is one allocation
+/// for a million entries, not a million. Bounded: past [`Owners::MAX`]
+/// distinct owners, new ones are not remembered (a hostile layer cannot
 /// grow the table).
 #[derive(Default)]
-pub struct Names(std::collections::HashMap<Box<[u8]>, std::sync::Arc<[u8]>>);
+pub struct Owners(std::collections::HashSet<std::sync::Arc<Owner>>);
 
-impl Names {
+impl Owners {
     pub const MAX: usize = 1024;
 
-    pub fn get(&mut self, name: &[u8]) -> std::sync::Arc<[u8]> {
-        if let Some(a) = self.0.get(name) {
+    pub fn get(&mut self, owner: Owner) -> std::sync::Arc<Owner> {
+        if let Some(a) = self.0.get(&owner) {
             return a.clone();
         }
-        let a: std::sync::Arc<[u8]> = name.into();
+        let a = std::sync::Arc::new(owner);
         if self.0.len() < Self::MAX {
-            self.0.insert(name.into(), a.clone());
+            self.0.insert(a.clone());
         }
         a
     }

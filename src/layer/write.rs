@@ -39,7 +39,7 @@ pub fn write_plan<W: Write + ?Sized>(
                         write_header(out, &name, Kind::Hardlink, Some(target), e, 0)?
                     }
                     (None, Kind::Hardlink) => {
-                        write_header(out, &name, Kind::Hardlink, e.link.as_deref(), e, 0)?
+                        write_header(out, &name, Kind::Hardlink, e.link(), e, 0)?
                     }
                     (None, Kind::File) => {
                         write_header(out, &name, Kind::File, None, e, e.size)?;
@@ -47,7 +47,7 @@ pub fn write_plan<W: Write + ?Sized>(
                             format!("writing the content of {}", e.display_path())
                         })?;
                     }
-                    (None, k) => write_header(out, &name, k, e.link.as_deref(), e, 0)?,
+                    (None, k) => write_header(out, &name, k, e.link(), e, 0)?,
                 }
             }
             Item::Rewritten {
@@ -119,22 +119,7 @@ fn pad<W: Write + ?Sized>(out: &mut W, size: u64) -> io::Result<()> {
 
 /// A whiteout marker: an empty regular file, root-owned, mode 0644, time 0.
 fn write_marker<W: Write + ?Sized>(out: &mut W, name: &[u8]) -> Result<()> {
-    let e = Entry {
-        path: name.into(),
-        kind: Kind::File,
-        link: None,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime: 0,
-        uname: Default::default(),
-        gname: Default::default(),
-        dev_major: 0,
-        dev_minor: 0,
-        size: 0,
-        offset: 0,
-        pax: None,
-    };
+    let e = Entry::new(name, Kind::File, 0o644, 0);
     write_header(out, name, Kind::File, None, &e, 0)
 }
 
@@ -152,7 +137,7 @@ fn write_header<W: Write + ?Sized>(
     size: u64,
 ) -> Result<()> {
     let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
-    let has = |k: &str| e.pax.iter().flatten().any(|(key, _)| &**key == k);
+    let has = |k: &str| e.pax().into_iter().flatten().any(|(key, _)| &**key == k);
     if name.len() > 100 || !name.is_ascii() {
         pax.push(("path", name.to_vec()));
     }
@@ -164,11 +149,11 @@ fn write_header<W: Write + ?Sized>(
     if size > octal_max(12) {
         pax.push(("size", size.to_string().into_bytes()));
     }
-    if e.uid > octal_max(8) && !has("uid") {
-        pax.push(("uid", e.uid.to_string().into_bytes()));
+    if e.uid() > octal_max(8) && !has("uid") {
+        pax.push(("uid", e.uid().to_string().into_bytes()));
     }
-    if e.gid > octal_max(8) && !has("gid") {
-        pax.push(("gid", e.gid.to_string().into_bytes()));
+    if e.gid() > octal_max(8) && !has("gid") {
+        pax.push(("gid", e.gid().to_string().into_bytes()));
     }
     // Octal has no sign: a time before 1970 (or past the field) goes in
     // a PAX record, as Go's archive/tar writes it, unless one is carried.
@@ -176,14 +161,14 @@ fn write_header<W: Write + ?Sized>(
     if i128::from(mtime_field) != i128::from(e.mtime) && !has("mtime") {
         pax.push(("mtime", e.mtime.to_string().into_bytes()));
     }
-    if e.uname.len() > 32 && !has("uname") {
-        pax.push(("uname", e.uname.to_vec()));
+    if e.uname().len() > 32 && !has("uname") {
+        pax.push(("uname", e.uname().to_vec()));
     }
-    if e.gname.len() > 32 && !has("gname") {
-        pax.push(("gname", e.gname.to_vec()));
+    if e.gname().len() > 32 && !has("gname") {
+        pax.push(("gname", e.gname().to_vec()));
     }
-    let carried = e.pax.iter().flatten();
-    if !pax.is_empty() || e.pax.is_some() {
+    let carried = e.pax().into_iter().flatten();
+    if !pax.is_empty() || e.pax().is_some() {
         let mut records = Vec::new();
         for (k, v) in pax
             .iter()
@@ -217,8 +202,8 @@ fn write_header<W: Write + ?Sized>(
         Kind::Fifo => tar::EntryType::Fifo,
     });
     h.set_mode(e.mode);
-    h.set_uid(e.uid.min(octal_max(8)));
-    h.set_gid(e.gid.min(octal_max(8)));
+    h.set_uid(e.uid().min(octal_max(8)));
+    h.set_gid(e.gid().min(octal_max(8)));
     h.set_mtime(mtime_field);
     h.set_size(size.min(octal_max(12)));
     set_name(&mut h, name);
@@ -229,14 +214,15 @@ fn write_header<W: Write + ?Sized>(
     }
     {
         let u = h.as_ustar_mut().expect("ustar header");
-        let n = e.uname.len().min(32);
-        u.uname[..n].copy_from_slice(&e.uname[..n]);
-        let n = e.gname.len().min(32);
-        u.gname[..n].copy_from_slice(&e.gname[..n]);
+        let n = e.uname().len().min(32);
+        u.uname[..n].copy_from_slice(&e.uname()[..n]);
+        let n = e.gname().len().min(32);
+        u.gname[..n].copy_from_slice(&e.gname()[..n]);
     }
     if matches!(kind, Kind::Char | Kind::Block) {
-        h.set_device_major(e.dev_major)?;
-        h.set_device_minor(e.dev_minor)?;
+        let (major, minor) = e.device();
+        h.set_device_major(major)?;
+        h.set_device_minor(minor)?;
     }
     h.set_cksum();
     out.write_all(h.as_bytes())?;
@@ -289,20 +275,12 @@ mod tests {
 
     fn entry(mtime: i64, pax: Option<Box<[crate::layer::entry::PaxRecord]>>) -> Entry {
         Entry {
-            path: b"f"[..].into(),
-            kind: Kind::Fifo,
-            link: None,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime,
-            uname: Default::default(),
-            gname: Default::default(),
-            dev_major: 0,
-            dev_minor: 0,
-            size: 0,
-            offset: 0,
-            pax,
+            extra: crate::layer::entry::Extra {
+                pax,
+                ..Default::default()
+            }
+            .boxed(),
+            ..Entry::new(b"f", Kind::Fifo, 0o644, mtime)
         }
     }
 

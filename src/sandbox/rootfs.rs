@@ -237,13 +237,13 @@ impl Rootfs {
                 rfs::futimens(&out, &stamps(e.mtime)).map_err(io_err)?;
             }
             Kind::Symlink => {
-                let target = e.link.as_deref().unwrap_or_default();
+                let target = e.link().unwrap_or_default();
                 rfs::symlinkat(target, parent, name).map_err(io_err)?;
                 self.chown_at(parent, name, e);
                 let _ = rfs::utimensat(parent, name, &stamps(e.mtime), AtFlags::SYMLINK_NOFOLLOW);
             }
             Kind::Hardlink => {
-                let target = e.link.as_deref().unwrap_or_default();
+                let target = e.link().unwrap_or_default();
                 let (tdir, tname) = self.parent(target)?.with_context(|| {
                     format!(
                         "hard link to {}, which the tree does not hold",
@@ -262,7 +262,10 @@ impl Rootfs {
                     Kind::Block => rfs::FileType::BlockDevice,
                     _ => rfs::FileType::Fifo,
                 };
-                let dev = rfs::makedev(e.dev_major, e.dev_minor);
+                let dev = {
+                    let (major, minor) = e.device();
+                    rfs::makedev(major, minor)
+                };
                 match rfs::mknodat(parent, name, ty, mode, dev) {
                     Ok(()) => {
                         self.chown_at(parent, name, e);
@@ -282,12 +285,12 @@ impl Rootfs {
 
     /// Owner, then mode (chown clears setuid bits, so mode comes second).
     fn set_owner_mode(&mut self, fd: BorrowedFd<'_>, e: &Entry) -> Result<()> {
-        if let Err(err) = rfs::fchown(fd, Some(uid(e.uid)), Some(gid(e.gid))) {
+        if let Err(err) = rfs::fchown(fd, Some(uid(e.uid())), Some(gid(e.gid()))) {
             self.warnings.push(format!(
                 "{}: owner {}:{} not set ({err})",
                 e.display_path(),
-                e.uid,
-                e.gid
+                e.uid(),
+                e.gid()
             ));
         }
         rfs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777)).map_err(io_err)?;
@@ -298,15 +301,15 @@ impl Rootfs {
         if let Err(err) = rfs::chownat(
             dir,
             name,
-            Some(uid(e.uid)),
-            Some(gid(e.gid)),
+            Some(uid(e.uid())),
+            Some(gid(e.gid())),
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
             self.warnings.push(format!(
                 "{}: owner {}:{} not set ({err})",
                 e.display_path(),
-                e.uid,
-                e.gid
+                e.uid(),
+                e.gid()
             ));
         }
     }

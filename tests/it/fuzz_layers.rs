@@ -71,7 +71,7 @@ fn assert_within_bounds(ix: &LayerIndex) {
             "unnormalised path {:?}",
             e.display_path()
         );
-        let records = e.pax.as_deref().unwrap_or_default();
+        let records = e.pax().unwrap_or_default();
         assert!(records.len() <= limits.pax_records);
         let bytes: u64 = records
             .iter()
@@ -400,14 +400,18 @@ fn plan_has_a_newline(plan: &Plan, idx: &[Arc<LayerIndex>]) -> bool {
             let nl = |b: &[u8]| b.contains(&b'\n');
             nl(path)
                 || link_to.as_deref().is_some_and(nl)
-                || e.link.as_deref().is_some_and(nl)
-                || e.pax.iter().flatten().any(|(_, v)| nl(v))
+                || e.link().is_some_and(nl)
+                || e.pax().into_iter().flatten().any(|(_, v)| nl(v))
         }
         Item::Rewritten {
             path, layer, index, ..
         } => {
             let e = &idx[*layer as usize].entries[*index as usize];
-            path.contains(&b'\n') || e.pax.iter().flatten().any(|(_, v)| v.contains(&b'\n'))
+            path.contains(&b'\n')
+                || e.pax()
+                    .into_iter()
+                    .flatten()
+                    .any(|(_, v)| v.contains(&b'\n'))
         }
         Item::Whiteout(p) | Item::Opaque(p) => p.contains(&b'\n'),
     })

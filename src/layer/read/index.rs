@@ -31,7 +31,7 @@ pub(super) fn parse_entries(
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
     let mut out: Vec<Entry> = Vec::new();
-    let mut names = entry::Names::default();
+    let mut owners = entry::Owners::default();
     let mut buf = vec![0u8; 256 << 10];
     {
         let entries = archive
@@ -97,8 +97,12 @@ pub(super) fn parse_entries(
                 None => i64::try_from(h.mtime().with_context(ctx)?)
                     .with_context(|| format!("{}: mtime out of range", ctx()))?,
             };
-            let uname = names.get(h.username_bytes().unwrap_or_default());
-            let gname = names.get(h.groupname_bytes().unwrap_or_default());
+            let owner = owners.get(entry::Owner {
+                uid,
+                gid,
+                uname: h.username_bytes().unwrap_or_default().into(),
+                gname: h.groupname_bytes().unwrap_or_default().into(),
+            });
             let dev_major = h.device_major().ok().flatten().unwrap_or(0);
             let dev_minor = h.device_minor().ok().flatten().unwrap_or(0);
             let link_raw = e.link_name_bytes().map(|l| l.into_owned());
@@ -199,19 +203,19 @@ pub(super) fn parse_entries(
             }
             out.push(Entry {
                 path: path.into(),
-                kind,
-                link,
-                mode,
-                uid,
-                gid,
-                mtime,
-                uname,
-                gname,
-                dev_major,
-                dev_minor,
                 size,
                 offset: start,
-                pax,
+                mtime,
+                owner,
+                extra: entry::Extra {
+                    link,
+                    dev_major,
+                    dev_minor,
+                    pax,
+                }
+                .boxed(),
+                mode,
+                kind,
             });
         }
     }

@@ -445,7 +445,7 @@ fn pax_records_a_layer_keeps_are_bounded() {
     let kept: usize = ix
         .entries
         .iter()
-        .flat_map(|e| e.pax.iter().flatten())
+        .flat_map(|e| e.pax().into_iter().flatten())
         .map(|(k, v)| k.len() + v.len())
         .sum();
     assert!(kept <= 256 << 10, "{kept}");

@@ -136,7 +136,7 @@ impl<'a> Merge<'a> {
                     self.nodes.insert(path, node);
                 }
                 Kind::Hardlink => {
-                    let named = e.link.as_deref().unwrap_or_default();
+                    let named = e.link().unwrap_or_default();
                     let (target, blocked) = self.real_path(named).map_err(|_| too_many(e))?;
                     if target[..] != *named {
                         self.moved_links

@@ -72,7 +72,7 @@ impl<'a> Merge<'a> {
         let key = |inode: u32| {
             let (l, i) = self.creators[inode as usize];
             let e = &self.layers[l as usize].entries[i as usize];
-            (e.mode, e.uid, e.gid, &e.uname, &e.gname)
+            (e.mode, &e.owner)
         };
         let xattrs = |inode: u32| {
             let (l, i) = self.creators[inode as usize];

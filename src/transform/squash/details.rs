@@ -133,7 +133,7 @@ impl Merged<'_> {
                     mode: format!("{:04o}", e.mode & 0o7777),
                     layer: node.layer + 1,
                     target: (own.kind == Kind::Symlink || own.kind == Kind::Hardlink)
-                        .then(|| String::from_utf8_lossy(own.link.as_deref().unwrap_or_default()))
+                        .then(|| String::from_utf8_lossy(own.link().unwrap_or_default()))
                         .map(|t| t.into_owned()),
                 };
                 serde_json::to_writer(&mut *w, &line)?;

@@ -198,7 +198,7 @@ impl TreeView for Merged<'_> {
     fn link_target(&self, path: &[u8]) -> Option<Vec<u8>> {
         self.node_entry(path)
             .filter(|e| e.kind == Kind::Symlink)
-            .and_then(|e| e.link.as_deref().map(<[u8]>::to_vec))
+            .and_then(|e| e.link().map(<[u8]>::to_vec))
     }
 
     fn read_at(&self, path: &[u8], offset: u64, limit: usize) -> Option<Vec<u8>> {

@@ -85,6 +85,9 @@ impl<'a> Merge<'a> {
                 }
             }
         }
+        // Inode -> the item that writes it first (4 bytes an inode; later
+        // names link to that item's path).
+        let mut first: Vec<u32> = vec![u32::MAX; self.creators.len()];
         let mut files = 0;
         let mut opaque: HashSet<&[u8]> = HashSet::new();
         for (path, node) in &self.nodes {
@@ -100,10 +103,16 @@ impl<'a> Merge<'a> {
                 let (layer, index) = self.creators[ino as usize];
                 let link_to = match carriers.get(&ino) {
                     Some(c) => Some(c.clone()),
-                    None => {
-                        carriers.insert(ino, path.clone());
-                        None
-                    }
+                    None => match first[ino as usize] {
+                        u32::MAX => {
+                            first[ino as usize] = items.len() as u32;
+                            None
+                        }
+                        i => match &items[i as usize] {
+                            Item::Entry { path, .. } => Some(path.clone()),
+                            other => unreachable!("inode {ino} first written by {other:?}"),
+                        },
+                    },
                 };
                 items.push(Item::Entry {
                     path: path.clone(),

@@ -93,7 +93,7 @@ pub fn per_layer(
         let link_of = |ei: usize| -> &[u8] {
             match moved_links.get(&(li as u32, ei as u32)) {
                 Some(t) => t,
-                None => layer.entries[ei].link.as_deref().unwrap_or_default(),
+                None => layer.entries[ei].link().unwrap_or_default(),
             }
         };
         let mut stats = SquashStats::default();

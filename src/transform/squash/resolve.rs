@@ -61,7 +61,7 @@ impl<'a> Merge<'a> {
                     return Err(TooManyLinks);
                 }
                 out.truncate(start.saturating_sub(1));
-                let target: &'a [u8] = e.link.as_deref().unwrap_or_default();
+                let target: &'a [u8] = e.link().unwrap_or_default();
                 if target.starts_with(b"/") {
                     out.clear();
                     comps.clear();
