@@ -146,14 +146,17 @@ impl SizeNode {
     }
 }
 
-/// One input of [`size_tree`]: a non-directory path.
-pub struct Leaf {
-    pub path: Arc<[u8]>,
+/// One input of [`size_tree`]: a non-directory path. 32 bytes: an image
+/// of a million files has a million of them.
+#[derive(Clone, Copy)]
+pub struct Leaf<'a> {
+    pub path: &'a [u8],
     pub bytes: u64,
+    /// A path some higher layer replaced or deleted: the layer (1 = bottom)
+    /// that wrote it, shown after the name (`(layer 2, shadowed)`), which
+    /// also keeps it apart from a live path of the same name. 0: live.
+    pub shadowed_in: u32,
     pub class: Class,
-    /// Shown after the name (`(layer 2, shadowed)`); also keeps it apart
-    /// from a path of the same name.
-    pub note: Option<String>,
 }
 
 /// The directory paths of `path`, root (`""`) first, `path` excluded.
@@ -279,18 +282,23 @@ struct Building {
 /// The tree of `leaves` by size, with about `max_nodes` nodes at most:
 /// a directory or file smaller than total / `max_nodes` is folded into
 /// the nearest directory above it that is not.
-pub fn size_tree(leaves: &[Leaf], max_nodes: usize) -> SizeTree {
-    let sizes = dir_sizes(leaves.iter().map(|l| (&l.path[..], l.bytes)));
+/// `leaves` is called twice (directory sizes first, then the tree), so the
+/// leaves need not all be in memory at once.
+pub fn size_tree<'a, I: Iterator<Item = Leaf<'a>>>(
+    leaves: impl Fn() -> I,
+    max_nodes: usize,
+) -> SizeTree {
+    let sizes = dir_sizes(leaves().map(|l| (l.path, l.bytes)));
     let total = sizes.get(&b""[..]).map_or(0, |s| s.0);
     let threshold = (total / max_nodes.max(1) as u64).max(1);
     let mut arena: Vec<Building> = vec![Building::default()];
     let mut totals: BTreeMap<Class, u64> = BTreeMap::new();
-    for leaf in leaves {
+    for leaf in leaves() {
         *totals.entry(leaf.class).or_default() += leaf.bytes;
         // Down from the root through directories big enough to show.
         let mut at = 0usize;
         let mut whole = true;
-        for d in dirs_of(&leaf.path).skip(1) {
+        for d in dirs_of(leaf.path).skip(1) {
             if sizes.get(d).map_or(0, |s| s.0) < threshold {
                 whole = false;
                 break;
@@ -310,9 +318,9 @@ pub fn size_tree(leaves: &[Leaf], max_nodes: usize) -> SizeTree {
             };
         }
         if whole && leaf.bytes >= threshold {
-            let mut name = name_of(&leaf.path);
-            if let Some(note) = &leaf.note {
-                name = format!("{name} {note}");
+            let mut name = name_of(leaf.path);
+            if leaf.shadowed_in > 0 {
+                name = format!("{name} (layer {}, shadowed)", leaf.shadowed_in);
             }
             let i = arena.len();
             arena.push(Building {
@@ -379,12 +387,12 @@ fn finish(arena: &mut Vec<Building>, i: usize) -> SizeNode {
 mod tests {
     use super::*;
 
-    fn leaf(p: &str, bytes: u64, class: Class) -> Leaf {
+    fn leaf(p: &str, bytes: u64, class: Class) -> Leaf<'_> {
         Leaf {
-            path: Arc::from(p.as_bytes()),
+            path: p.as_bytes(),
             bytes,
             class,
-            note: None,
+            shadowed_in: 0,
         }
     }
 
@@ -398,7 +406,7 @@ mod tests {
             leaf("etc/conf", 387, Class::Safety),
         ];
         // total 1000, 100 nodes: files under 10 bytes fold.
-        let t = size_tree(&leaves, 100);
+        let t = size_tree(|| leaves.iter().copied(), 100);
         assert_eq!(t.threshold, 10);
         assert_eq!(t.root.bytes, 1000);
         assert_eq!(t.root.files, 5);
@@ -422,14 +430,14 @@ mod tests {
             leaf("b/y", 5, Class::Kept),
             leaf("b/z", 1, Class::Kept),
         ];
-        let sizes = dir_sizes(leaves.iter().map(|l| (&l.path[..], l.bytes)));
+        let sizes = dir_sizes(leaves.iter().map(|l| (l.path, l.bytes)));
         let dirs = top_dirs(&sizes, 2);
         assert_eq!(dirs[0].path, "/b");
         assert_eq!((dirs[0].bytes, dirs[0].files), (6, 2));
         assert_eq!(dirs[1].path, "/a");
         let mut top = TopFiles::new(2);
         for l in &leaves {
-            top.push(&l.path, l.bytes, 1, l.class);
+            top.push(&Arc::from(l.path), l.bytes, 1, l.class);
         }
         let files: Vec<String> = top.finish().into_iter().map(|t| t.path).collect();
         assert_eq!(files, ["/a/x", "/b/y"]);

@@ -48,6 +48,25 @@ pub fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// A path of the tree before slimming as it is after: gone if removed or
+/// shadowed, no bytes of its own if it became a link to a duplicate.
+fn after_of<'a>(l: &Leaf<'a>) -> Option<Leaf<'a>> {
+    let class = match l.class {
+        Class::Removed | Class::Shadowed => return None,
+        Class::Safety => Class::Safety,
+        _ => Class::Kept,
+    };
+    Some(Leaf {
+        bytes: if l.class == Class::Duplicate {
+            0
+        } else {
+            l.bytes
+        },
+        class,
+        ..*l
+    })
+}
+
 impl Merged<'_> {
     /// The content entry of a node: a file's or hard link's inode creator,
     /// else its own entry.
@@ -112,8 +131,9 @@ impl Merged<'_> {
                 });
         }
 
-        let mut before: Vec<Leaf> = Vec::new();
-        let mut after: Vec<Leaf> = Vec::new();
+        // Every non-directory path, live and shadowed, 32 bytes each; the
+        // tree after slimming is a view of it (`after_of`).
+        let mut before: Vec<Leaf<'_>> = Vec::with_capacity(self.m.nodes.len() + self.m.lost.len());
         let mut top = TopFiles::new(opts.top);
         let mut seen: HashSet<u32> = HashSet::new();
         let mut would_remove = Vec::with_capacity(removed.len());
@@ -160,25 +180,13 @@ impl Merged<'_> {
             };
             top.push(path, bytes, node.layer + 1, class);
             before.push(Leaf {
-                path: path.clone(),
+                path,
                 bytes,
+                shadowed_in: 0,
                 class,
-                note: None,
             });
-            if class != Class::Removed {
-                after.push(Leaf {
-                    path: path.clone(),
-                    bytes: if class == Class::Duplicate { 0 } else { bytes },
-                    class: if class == Class::Safety {
-                        Class::Safety
-                    } else {
-                        Class::Kept
-                    },
-                    note: None,
-                });
-            }
         }
-        let sizes = dir_sizes(before.iter().map(|l| (&l.path[..], l.bytes)));
+        let sizes = dir_sizes(before.iter().map(|l| (l.path, l.bytes)));
         let top_dirs = top_dirs(&sizes, opts.top);
         drop(sizes);
 
@@ -193,10 +201,10 @@ impl Merged<'_> {
                 by_layer: by + 1,
             });
             before.push(Leaf {
-                path: path.clone(),
+                path,
                 bytes,
+                shadowed_in: n.layer + 1,
                 class: Class::Shadowed,
-                note: Some(format!("(layer {}, shadowed)", n.layer + 1)),
             });
         }
         let mut duplicates: Vec<DuplicatePath> = dups.into_values().collect();
@@ -207,8 +215,8 @@ impl Merged<'_> {
             shadowed,
             duplicates,
             would_remove,
-            before: size_tree(&before, opts.treemap_nodes),
-            after: size_tree(&after, opts.treemap_nodes),
+            before: size_tree(|| before.iter().copied(), opts.treemap_nodes),
+            after: size_tree(|| before.iter().filter_map(after_of), opts.treemap_nodes),
         })
     }
 }
