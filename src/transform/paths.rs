@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn small_files_fold_into_the_nearest_shown_directory() {
-        let leaves = vec![
+        let leaves = [
             leaf("usr/lib/big", 600, Class::Kept),
             leaf("usr/lib/a", 5, Class::Removed),
             leaf("usr/lib/b", 5, Class::Removed),
