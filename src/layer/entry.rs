@@ -77,7 +77,7 @@ pub struct Entry {
     /// Normalised: no leading `/` or `./`, no trailing `/`, no `.` or `..`
     /// components; the root directory is the empty path.
     /// Shared with the squash's tree and plan, which name the same path.
-    pub path: std::sync::Arc<[u8]>,
+    pub path: super::shared_path::SharedPath,
     /// Content length (regular files).
     pub size: u64,
     /// Where the content starts in the layer's spool file.

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod pipe;
 pub mod plan;
 pub mod read;
+pub mod shared_path;
 pub mod write;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! gzip framing or the zstd parameters fails here in seconds, long before a
 //! round trip through a registry would notice.
 
+use super::shared_path::SharedPath;
 use std::sync::Arc;
 
 use super::encode::{Codec, encode};
@@ -76,7 +77,7 @@ fn plan(layer: &LayerIndex) -> Plan {
         .iter()
         .enumerate()
         .map(|(i, e)| Item::Entry {
-            path: Arc::from(&e.path[..]),
+            path: SharedPath::from(&e.path[..]),
             layer: 0,
             index: i as u32,
             link_to: None,
@@ -88,13 +89,13 @@ fn plan(layer: &LayerIndex) -> Plan {
         .position(|e| &e.path[..] == b"etc/tool")
         .unwrap();
     items.push(Item::Entry {
-        path: Arc::from(&b"etc/tool2"[..]),
+        path: SharedPath::from(&b"etc/tool2"[..]),
         layer: 0,
         index: tool as u32,
-        link_to: Some(Arc::from(&b"etc/tool"[..])),
+        link_to: Some(SharedPath::from(&b"etc/tool"[..])),
     });
-    items.push(Item::Whiteout(Arc::from(&b"etc/motd"[..])));
-    items.push(Item::Opaque(Arc::from(&b"srv"[..])));
+    items.push(Item::Whiteout(SharedPath::from(&b"etc/motd"[..])));
+    items.push(Item::Opaque(SharedPath::from(&b"srv"[..])));
     Plan { items }
 }
 

@@ -4,6 +4,7 @@
 //! the decoded layers (`layers[layer].entries[index]`), so the encoder
 //! streams file contents from their spool files; nothing is copied here.
 
+use super::shared_path::SharedPath;
 use std::sync::Arc;
 
 /// One item of an output layer.
@@ -12,24 +13,24 @@ pub enum Item {
     /// `layers[layer].entries[index]` written at `path` (its metadata and,
     /// for a file, its content), or as a hard link to `link_to`.
     Entry {
-        path: Arc<[u8]>,
+        path: SharedPath,
         layer: u32,
         index: u32,
-        link_to: Option<Arc<[u8]>>,
+        link_to: Option<SharedPath>,
     },
     /// A regular file with new content: the metadata of
     /// `layers[layer].entries[index]`, written at `path` with `content`
     /// (a package database without the packages that are gone).
     Rewritten {
-        path: Arc<[u8]>,
+        path: SharedPath,
         layer: u32,
         index: u32,
         content: Arc<[u8]>,
     },
     /// Delete this path from the layers below.
-    Whiteout(Arc<[u8]>),
+    Whiteout(SharedPath),
     /// Hide what the layers below have in this directory.
-    Opaque(Arc<[u8]>),
+    Opaque(SharedPath),
 }
 
 impl Item {

@@ -5,8 +5,8 @@
 //! The squash stage fills it (`squash/details.rs`); `slim analyze` and the
 //! HTML report read it.
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -221,7 +221,7 @@ pub fn top_dirs(sizes: &HashMap<&[u8], (u64, u64)>, n: usize) -> Vec<TopPath> {
 
 /// A candidate of [`TopFiles`]: bytes, then path (reversed: the first
 /// path wins a tie), layer, class.
-type Candidate = std::cmp::Reverse<(u64, std::cmp::Reverse<Arc<[u8]>>, u32, Class)>;
+type Candidate = std::cmp::Reverse<(u64, std::cmp::Reverse<SharedPath>, u32, Class)>;
 
 /// Keeps the `n` largest of what is pushed (ties: the first path).
 pub struct TopFiles {
@@ -237,7 +237,7 @@ impl TopFiles {
         }
     }
 
-    pub fn push(&mut self, path: &Arc<[u8]>, bytes: u64, layer: u32, class: Class) {
+    pub fn push(&mut self, path: &SharedPath, bytes: u64, layer: u32, class: Class) {
         if self.n == 0 {
             return;
         }
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(dirs[1].path, "/a");
         let mut top = TopFiles::new(2);
         for l in &leaves {
-            top.push(&Arc::from(l.path), l.bytes, 1, l.class);
+            top.push(&SharedPath::from(l.path), l.bytes, 1, l.class);
         }
         let files: Vec<String> = top.finish().into_iter().map(|t| t.path).collect();
         assert_eq!(files, ["/a/x", "/b/y"]);

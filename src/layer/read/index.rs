@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::super::entry::{self, Entry, Kind, Whiteout};
 use super::super::limits::{self, HeaderGuard, Limits};
 use super::super::pipe::PipeReader;
+use super::super::shared_path::{PathChunks, SharedPath};
 use super::header::{carried_pax, check_pax, root_replaced, signed_field, tar_error_text};
 use super::{IndexOptions, too_big};
 use crate::digest::{Algorithm, Digest, HashingReader};
@@ -31,6 +32,13 @@ pub(super) fn parse_entries(
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
     let mut out: Vec<Entry> = Vec::new();
+    // Paths go to shared chunks; an entry's path is set when its chunk is
+    // sealed (until then it holds `placeholder`, and `last` the path of the
+    // latest entry, for messages).
+    let mut chunks = PathChunks::default();
+    let placeholder = SharedPath::default();
+    let mut sealed_upto = 0usize;
+    let mut last: Vec<u8> = Vec::new();
     let mut owners = entry::Owners::default();
     let mut buf = vec![0u8; 256 << 10];
     {
@@ -46,7 +54,7 @@ pub(super) fn parse_entries(
                     return anyhow::anyhow!("{what}: {o}");
                 }
                 let place = match out.last() {
-                    Some(last) => format!("after entry {}", entry::display(&last.path)),
+                    Some(_) => format!("after entry {}", entry::display(&last)),
                     None => "at the start of the layer".to_string(),
                 };
                 anyhow::anyhow!(
@@ -201,8 +209,14 @@ pub(super) fn parse_entries(
                 }
                 offset += size;
             }
+            chunks.add(&path, &mut |p| {
+                out[sealed_upto].path = p;
+                sealed_upto += 1;
+            });
+            last.clear();
+            last.extend_from_slice(&path);
             out.push(Entry {
-                path: path.into(),
+                path: placeholder.clone(),
                 size,
                 offset: start,
                 mtime,
@@ -226,6 +240,11 @@ pub(super) fn parse_entries(
     io::copy(&mut rest, &mut io::sink())?;
     let (diff_id, size) = rest.into_inner().finish();
     // The index lives until the image is written: drop the growth slack.
+    chunks.seal(&mut |p| {
+        out[sealed_upto].path = p;
+        sealed_upto += 1;
+    });
+    debug_assert_eq!(sealed_upto, out.len());
     out.shrink_to_fit();
     Ok((out, diff_id, size))
 }

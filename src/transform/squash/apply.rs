@@ -3,8 +3,8 @@
 //! what this layer wrote before them), directories merge, anything else
 //! replaces, and a hard link names the inode its target has at that point.
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
@@ -26,7 +26,7 @@ impl<'a> Merge<'a> {
                 upper.insert(path);
             }
         }
-        let mut keys: Vec<Arc<[u8]>> = Self::children(&self.nodes, path)
+        let mut keys: Vec<SharedPath> = Self::children(&self.nodes, path)
             .filter(|(k, n)| n.layer < li && !upper.contains(&k[..]))
             .map(|(k, _)| k.clone())
             .collect();
@@ -81,10 +81,10 @@ impl<'a> Merge<'a> {
                     Kind::Whiteout => self.real_path(&e.path).map_err(|_| too_many(e))?.0,
                     _ => self.resolve_dir(&e.path).map_err(|_| too_many(e))?.path,
                 };
-                let real: Arc<[u8]> = if real[..] == e.path[..] {
+                let real: SharedPath = if real[..] == e.path[..] {
                     e.path.clone()
                 } else {
-                    let real: Arc<[u8]> = real.into();
+                    let real: SharedPath = real.into();
                     self.moved.insert((li as u32, ei as u32), real.clone());
                     real
                 };
@@ -113,10 +113,10 @@ impl<'a> Merge<'a> {
                     entry::display(&file),
                 );
             }
-            let path: Arc<[u8]> = if real[..] == e.path[..] {
+            let path: SharedPath = if real[..] == e.path[..] {
                 e.path.clone()
             } else {
-                let real: Arc<[u8]> = real.into();
+                let real: SharedPath = real.into();
                 self.moved.insert((li as u32, ei as u32), real.clone());
                 real
             };

@@ -2,16 +2,16 @@
 //! hash, size, mode, owner and xattrs) become one inode, so the plan writes
 //! the content once and hard links for the other names.
 
-use std::sync::Arc;
+use crate::layer::shared_path::SharedPath;
 
 use super::super::filter::Count;
 use super::model::{Merge, NO_INODE};
 
 /// Called per duplicate: its path, its inode, the canonical inode and path.
-pub(super) type Found<'f> = dyn FnMut(&Arc<[u8]>, u32, u32, &Arc<[u8]>) + 'f;
+pub(super) type Found<'f> = dyn FnMut(&SharedPath, u32, u32, &SharedPath) + 'f;
 
 /// A candidate with its content hash: (hash, inode, path).
-type Hashed<'p> = ([u8; 32], u32, &'p Arc<[u8]>);
+type Hashed<'p> = ([u8; 32], u32, &'p SharedPath);
 
 impl<'a> Merge<'a> {
     /// Merges inodes of identical files the upper layers wrote, paths
@@ -49,7 +49,7 @@ impl<'a> Merge<'a> {
     pub(super) fn each_duplicate(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>) {
         let mut seen = vec![false; self.creators.len()];
         // (size, inode, path), in path order.
-        let mut cands: Vec<(u64, u32, &Arc<[u8]>)> = Vec::new();
+        let mut cands: Vec<(u64, u32, &SharedPath)> = Vec::new();
         for (path, node) in &self.nodes {
             if node.inode == NO_INODE
                 || !self.is_upper(*node)

@@ -4,9 +4,9 @@
 //! counts. Also the complete listing (`slim analyze --files`), written one
 //! JSON line per path as the tree is walked.
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -114,7 +114,7 @@ impl Merged<'_> {
         let (removed, _, _) = self.m.decide(filter);
         let gone: HashMap<&[u8], &str> =
             removed.iter().map(|(p, c)| (&p[..], c.as_str())).collect();
-        let mut dups: HashMap<Arc<[u8]>, DuplicatePath> = HashMap::new();
+        let mut dups: HashMap<SharedPath, DuplicatePath> = HashMap::new();
         if hardlink_dedup {
             self.m
                 .each_duplicate(&|p| gone.contains_key(p), &mut |path, inode, _, same| {

@@ -48,6 +48,7 @@ mod packages;
 mod per_layer;
 mod resolve;
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -96,7 +97,7 @@ pub const MAX_LINKS: usize = 40;
 /// path came from. A [`TreeView`] for profile decisions, then squashed.
 pub struct Merged<'a> {
     m: Merge<'a>,
-    base_nodes: BTreeMap<Arc<[u8]>, Node>,
+    base_nodes: BTreeMap<SharedPath, Node>,
 }
 
 /// Applies `layers` (bottom first); the first `base_layers` are the kept

@@ -3,6 +3,7 @@
 //! operations extraction does on it (replace a subtree, count what was
 //! shadowed, remember what the upper layers reset over the kept base).
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -14,9 +15,9 @@ use crate::layer::read::LayerIndex;
 pub(super) const NO_INODE: u32 = u32::MAX;
 
 /// Removed paths with their category, in path order.
-pub(super) type Removals = Vec<(Arc<[u8]>, String)>;
+pub(super) type Removals = Vec<(SharedPath, String)>;
 
-pub(super) type PathRange = (Bound<Arc<[u8]>>, Bound<Arc<[u8]>>);
+pub(super) type PathRange = (Bound<SharedPath>, Bound<SharedPath>);
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Node {
@@ -28,27 +29,27 @@ pub(super) struct Node {
 
 pub(super) struct Merge<'a> {
     pub(super) layers: &'a [Arc<LayerIndex>],
-    pub(super) nodes: BTreeMap<Arc<[u8]>, Node>,
+    pub(super) nodes: BTreeMap<SharedPath, Node>,
     /// Paths deleted, replaced by a non-directory or made opaque by the
     /// upper (non-base) layers: a directory among them that exists at the
     /// end hides all the base had below it.
-    pub(super) reset: HashSet<Arc<[u8]>>,
+    pub(super) reset: HashSet<SharedPath>,
     /// Inode -> the entry that created it.
     pub(super) creators: Vec<(u32, u32)>,
     pub(super) shadowed: Count,
     /// What `shadowed` counts, path by path: the path, its node, and the
     /// layer that replaced or deleted it.
-    pub(super) lost: Vec<(Arc<[u8]>, Node, u32)>,
+    pub(super) lost: Vec<(SharedPath, Node, u32)>,
     /// The layer being applied.
     pub(super) applying: u32,
     /// Layers below this index are the kept base.
     pub(super) base: usize,
     /// `(layer, index)` -> real path, for entries (whiteouts included)
     /// written through a symlinked parent.
-    pub(super) moved: HashMap<(u32, u32), Arc<[u8]>>,
+    pub(super) moved: HashMap<(u32, u32), SharedPath>,
     /// `(layer, index)` -> real target, for hard links whose target names a
     /// symlinked parent.
-    pub(super) moved_links: HashMap<(u32, u32), Arc<[u8]>>,
+    pub(super) moved_links: HashMap<(u32, u32), SharedPath>,
 }
 
 impl<'a> Merge<'a> {
@@ -63,7 +64,10 @@ impl<'a> Merge<'a> {
     pub(super) fn children_range(path: &[u8]) -> PathRange {
         if path.is_empty() {
             // Everything but the root itself.
-            return (Bound::Excluded(Arc::from(&b""[..])), Bound::Unbounded);
+            return (
+                Bound::Excluded(SharedPath::from(&b""[..])),
+                Bound::Unbounded,
+            );
         }
         let mut lo = path.to_vec();
         lo.push(b'/');
@@ -73,14 +77,14 @@ impl<'a> Merge<'a> {
     }
 
     pub(super) fn children<'m>(
-        nodes: &'m BTreeMap<Arc<[u8]>, Node>,
+        nodes: &'m BTreeMap<SharedPath, Node>,
         path: &[u8],
-    ) -> impl Iterator<Item = (&'m Arc<[u8]>, &'m Node)> {
-        nodes.range::<Arc<[u8]>, _>(Self::children_range(path))
+    ) -> impl Iterator<Item = (&'m SharedPath, &'m Node)> {
+        nodes.range::<SharedPath, _>(Self::children_range(path))
     }
 
     pub(super) fn remove_children(&mut self, path: &[u8]) {
-        let keys: Vec<Arc<[u8]>> = Self::children(&self.nodes, path)
+        let keys: Vec<SharedPath> = Self::children(&self.nodes, path)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -97,7 +101,7 @@ impl<'a> Merge<'a> {
         self.remove_children(path);
     }
 
-    pub(super) fn count_shadowed(&mut self, path: Arc<[u8]>, n: Node) {
+    pub(super) fn count_shadowed(&mut self, path: SharedPath, n: Node) {
         let e = self.entry(n);
         if e.kind == Kind::File {
             self.shadowed.add(1, e.size);

@@ -3,8 +3,8 @@
 //! define (a deduplicated inode written once, then linked), and over a kept
 //! base the whiteouts and opaque markers for what they removed from it.
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 use super::super::filter::{FilterStats, PathFilter};
 use super::model::{Merge, NO_INODE, Node, Removals, is_under};
@@ -37,7 +37,7 @@ impl<'a> Merge<'a> {
     fn decide_filter(&self, filter: &dyn PathFilter) -> (Removals, FilterStats) {
         let mut stats = FilterStats::default();
         let mut removed: Removals = Vec::new();
-        let mut within: Option<(Arc<[u8]>, String)> = None;
+        let mut within: Option<(SharedPath, String)> = None;
         for (path, node) in &self.nodes {
             if !self.is_upper(*node) {
                 continue;
@@ -71,11 +71,11 @@ impl<'a> Merge<'a> {
     pub(super) fn plan(
         &self,
         alias: &[u32],
-        base_nodes: &BTreeMap<Arc<[u8]>, Node>,
+        base_nodes: &BTreeMap<SharedPath, Node>,
     ) -> (Plan, u64) {
         let mut items = Vec::with_capacity(self.nodes.len());
         // Inodes some unchanged base path still names: link to that path.
-        let mut carriers: HashMap<u32, Arc<[u8]>> = HashMap::new();
+        let mut carriers: HashMap<u32, SharedPath> = HashMap::new();
         if self.base > 0 {
             for (path, node) in &self.nodes {
                 if node.inode != NO_INODE && !self.is_upper(*node) {
@@ -150,7 +150,7 @@ impl<'a> Merge<'a> {
                     || self.nodes.contains_key(p)
                     || Self::children(&self.nodes, p).next().is_some()
             };
-            let mut whiteouts: BTreeMap<Arc<[u8]>, ()> = BTreeMap::new();
+            let mut whiteouts: BTreeMap<SharedPath, ()> = BTreeMap::new();
             // A base path the upper layers removed and then filled again
             // without an entry of its own (a directory only implied by
             // what is below it): over the base, the base's object would

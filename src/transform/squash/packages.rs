@@ -9,6 +9,7 @@
 //! Only a database the upper layers wrote as a plain file (not hard-linked,
 //! not in a kept base) is rewritten; otherwise it is left as it is.
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub const CATEGORY: &str = "package gone";
 /// A database file with new content.
 #[derive(Clone, Debug)]
 pub(crate) struct Rewrite {
-    pub(crate) path: Arc<[u8]>,
+    pub(crate) path: SharedPath,
     pub(crate) content: Arc<[u8]>,
     pub(crate) gone: Vec<GonePackage>,
 }
@@ -31,7 +32,7 @@ pub(crate) struct Rewrite {
 /// What the filter removes, as the packages see it.
 struct After<'m, 'a> {
     m: &'m Merge<'a>,
-    gone: HashSet<Arc<[u8]>>,
+    gone: HashSet<SharedPath>,
 }
 
 impl After<'_, '_> {
@@ -119,7 +120,7 @@ impl<'a> Merge<'a> {
             m: self,
             gone: removed.iter().map(|(p, _)| p.clone()).collect(),
         };
-        let mut extra: Vec<Arc<[u8]>> = Vec::new();
+        let mut extra: Vec<SharedPath> = Vec::new();
         if dpkg && let Some(r) = self.prune_dpkg(&after, &mut extra) {
             out.push(r);
         }
@@ -155,7 +156,7 @@ impl<'a> Merge<'a> {
         after: &After<'_, '_>,
         files: impl Iterator<Item = &'p [u8]>,
         divert: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
-        docs: &mut Vec<Arc<[u8]>>,
+        docs: &mut Vec<SharedPath>,
     ) -> bool {
         let mut listed = false;
         let mut touched = false;
@@ -181,7 +182,7 @@ impl<'a> Merge<'a> {
             // Documentation reached through another package's symlinked
             // directory belongs to that package.
             if real == target {
-                leftovers.push(Arc::from(real));
+                leftovers.push(SharedPath::from(real));
             }
         }
         if listed && touched {
@@ -190,7 +191,7 @@ impl<'a> Merge<'a> {
         listed && touched
     }
 
-    fn prune_dpkg(&self, after: &After<'_, 'a>, extra: &mut Vec<Arc<[u8]>>) -> Option<Rewrite> {
+    fn prune_dpkg(&self, after: &After<'_, 'a>, extra: &mut Vec<SharedPath>) -> Option<Rewrite> {
         let status = self.read_file(pkgdb::DPKG_STATUS, pkgdb::MAX_DB_BYTES)?;
         let records = pkgdb::dpkg_records(&status);
         let diversions = self
@@ -198,7 +199,7 @@ impl<'a> Merge<'a> {
             .map(|t| pkgdb::diversions(&t))
             .unwrap_or_default();
         // info/ files by the package they belong to.
-        let mut info: HashMap<Vec<u8>, Vec<Arc<[u8]>>> = HashMap::new();
+        let mut info: HashMap<Vec<u8>, Vec<SharedPath>> = HashMap::new();
         for (path, _) in Self::children(&self.nodes, pkgdb::DPKG_INFO) {
             let (dir, name) = entry::split_parent(path);
             if dir != pkgdb::DPKG_INFO {
@@ -238,7 +239,7 @@ impl<'a> Merge<'a> {
         rewrite(pkgdb::DPKG_STATUS, &status, drop, gone)
     }
 
-    fn prune_apk(&self, after: &After<'_, 'a>, extra: &mut Vec<Arc<[u8]>>) -> Option<Rewrite> {
+    fn prune_apk(&self, after: &After<'_, 'a>, extra: &mut Vec<SharedPath>) -> Option<Rewrite> {
         let installed = self.read_file(pkgdb::APK_INSTALLED, pkgdb::MAX_DB_BYTES)?;
         let records = pkgdb::apk_records(&installed);
         let mut drop = Vec::new();
@@ -276,7 +277,7 @@ fn rewrite(
         return None;
     }
     Some(Rewrite {
-        path: Arc::from(path),
+        path: SharedPath::from(path),
         content: Arc::from(pkgdb::without(text, &drop)),
         gone,
     })

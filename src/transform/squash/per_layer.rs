@@ -3,6 +3,7 @@
 //! deletes, the filter applied; hard links within a layer re-pointed at
 //! the first name kept.
 
+use crate::layer::shared_path::SharedPath;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::layer::read::LayerIndex;
 /// that has no entry of its own before it: that directory then stays only
 /// because of those entries. (Writers that put a directory's entry before
 /// its children never do this.)
-fn shields_directories(layer: &LayerIndex, real: &[Arc<[u8]>]) -> bool {
+fn shields_directories(layer: &LayerIndex, real: &[SharedPath]) -> bool {
     let mut written: HashSet<&[u8]> = HashSet::new();
     let mut implied: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
     for (e, path) in layer.entries.iter().zip(real) {
@@ -63,7 +64,7 @@ pub fn per_layer(
     let Merge {
         moved, moved_links, ..
     } = merge(layers, 0)?.m;
-    let real_of = |li: usize| -> Vec<Arc<[u8]>> {
+    let real_of = |li: usize| -> Vec<SharedPath> {
         layers[li]
             .entries
             .iter()
@@ -81,11 +82,11 @@ pub fn per_layer(
     let drop_hidden = !(0..n).any(|li| shields_directories(&layers[li], &real_of(li)));
     let mut out: Vec<(Plan, SquashStats)> = Vec::with_capacity(n);
     // What the layers above the current one do.
-    let mut deleted: HashSet<Arc<[u8]>> = HashSet::new();
-    let mut opaque: HashSet<Arc<[u8]>> = HashSet::new();
-    let mut upper: HashMap<Arc<[u8]>, bool> = HashMap::new(); // path -> is_dir
+    let mut deleted: HashSet<SharedPath> = HashSet::new();
+    let mut opaque: HashSet<SharedPath> = HashSet::new();
+    let mut upper: HashMap<SharedPath, bool> = HashMap::new(); // path -> is_dir
     // Targets of hard links in higher layers that live in lower ones: never dropped.
-    let mut protected: HashSet<Arc<[u8]>> = HashSet::new();
+    let mut protected: HashSet<SharedPath> = HashSet::new();
 
     for li in (0..n).rev() {
         let layer = &layers[li];
@@ -118,12 +119,12 @@ pub fn per_layer(
         // Original tar order: within one layer it carries meaning (a hard
         // link names what its target is at that point of the stream).
         let mut kept: Vec<usize> = Vec::new();
-        let mut removed_dirs: HashMap<Arc<[u8]>, String> = HashMap::new();
+        let mut removed_dirs: HashMap<SharedPath, String> = HashMap::new();
         // Every entry stays in place: a path written twice in one layer can
         // matter (a file replacing a directory drops what was in it).
         // Directories stay too; only leaves a higher layer replaces or
         // deletes are dropped.
-        let mut seen: std::collections::BTreeSet<Arc<[u8]>> = std::collections::BTreeSet::new();
+        let mut seen: std::collections::BTreeSet<SharedPath> = std::collections::BTreeSet::new();
         // Hard-link targets within this layer stay where they are.
         let layer_targets: HashSet<&[u8]> = layer
             .entries
@@ -142,7 +143,7 @@ pub fn per_layer(
             // this layer would bring that directory's entries back.
             let replaced_earlier = !e.kind.is_dir() && {
                 let range = Merge::children_range(path);
-                seen.range::<Arc<[u8]>, _>(range).next().is_some()
+                seen.range::<SharedPath, _>(range).next().is_some()
             };
             seen.insert(path.clone());
             let is_protected =
@@ -210,21 +211,21 @@ pub fn per_layer(
         // Root -> the paths that name its inode in the output so far, and
         // the other way round (each path names one inode at a time), so
         // that an entry finds what it replaces without a scan of them all.
-        let mut names: HashMap<usize, Vec<Arc<[u8]>>> = HashMap::new();
-        let mut named: BTreeMap<Arc<[u8]>, usize> = BTreeMap::new();
+        let mut names: HashMap<usize, Vec<SharedPath>> = HashMap::new();
+        let mut named: BTreeMap<SharedPath, usize> = BTreeMap::new();
         for ei in kept {
             let e = &layer.entries[ei];
             let path = &real[ei];
             if !e.kind.is_whiteout() {
                 // Whatever this entry replaces no longer names an inode.
-                let mut gone: Vec<Arc<[u8]>> = Vec::new();
+                let mut gone: Vec<SharedPath> = Vec::new();
                 if let Some((k, _)) = named.get_key_value(&path[..]) {
                     gone.push(k.clone());
                 }
                 if !e.kind.is_dir() {
                     gone.extend(
                         named
-                            .range::<Arc<[u8]>, _>(Merge::children_range(path))
+                            .range::<SharedPath, _>(Merge::children_range(path))
                             .map(|(k, _)| k.clone()),
                     );
                 }
@@ -272,7 +273,7 @@ pub fn per_layer(
         out.push((Plan { items }, stats));
 
         // This layer now hides things from the ones below.
-        protected.extend(cross_targets.into_iter().map(Arc::from));
+        protected.extend(cross_targets.into_iter().map(SharedPath::from));
         for (e, path) in layer.entries.iter().zip(real) {
             match e.kind {
                 Kind::Whiteout => {
