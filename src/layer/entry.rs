@@ -159,19 +159,39 @@ impl Entry {
 /// distinct owners, new ones are not remembered (a hostile layer cannot
 /// grow the table).
 #[derive(Default)]
-pub struct Owners(std::collections::HashSet<std::sync::Arc<Owner>>);
+pub struct Owners {
+    set: std::collections::HashSet<std::sync::Arc<Owner>>,
+    /// The owner returned last: most entries have their neighbour's, found
+    /// without building a key.
+    last: Option<std::sync::Arc<Owner>>,
+}
 
 impl Owners {
     pub const MAX: usize = 1024;
 
-    pub fn get(&mut self, owner: Owner) -> std::sync::Arc<Owner> {
-        if let Some(a) = self.0.get(&owner) {
-            return a.clone();
+    pub fn get(&mut self, uid: u64, gid: u64, uname: &[u8], gname: &[u8]) -> std::sync::Arc<Owner> {
+        if let Some(l) = &self.last
+            && (l.uid, l.gid, &l.uname[..], &l.gname[..]) == (uid, gid, uname, gname)
+        {
+            return l.clone();
         }
-        let a = std::sync::Arc::new(owner);
-        if self.0.len() < Self::MAX {
-            self.0.insert(a.clone());
-        }
+        let owner = Owner {
+            uid,
+            gid,
+            uname: uname.into(),
+            gname: gname.into(),
+        };
+        let a = match self.set.get(&owner) {
+            Some(a) => a.clone(),
+            None => {
+                let a = std::sync::Arc::new(owner);
+                if self.set.len() < Self::MAX {
+                    self.set.insert(a.clone());
+                }
+                a
+            }
+        };
+        self.last = Some(a.clone());
         a
     }
 }

@@ -120,21 +120,21 @@ impl From<Vec<u8>> for SharedPath {
 }
 
 /// Appends a layer's paths to shared chunks. A path added is pending until
-/// its chunk is full or [`PathChunks::finish`] is called: `add` returns its
-/// place, and the caller gets the [`SharedPath`]s of the pending places, in
-/// order, from `seal`.
+/// its chunk is sealed (full, or [`PathChunks::seal`]); then the caller gets
+/// its [`SharedPath`] with its number (0 for the first path added).
 #[derive(Default)]
 pub struct PathChunks {
     chunk: Vec<u8>,
     /// `(start, len)` of the paths in `chunk`, in the order added.
     pending: Vec<(u32, u32)>,
+    /// Paths added so far.
+    added: usize,
 }
 
 impl PathChunks {
     /// Adds `path`. When the current chunk cannot take it, the chunk is
-    /// sealed first and the paths pending in it are handed to `sealed`, in
-    /// the order they were added.
-    pub fn add(&mut self, path: &[u8], sealed: &mut dyn FnMut(SharedPath)) {
+    /// sealed first (see [`PathChunks::seal`]).
+    pub fn add(&mut self, path: &[u8], sealed: &mut dyn FnMut(usize, SharedPath)) {
         if !self.chunk.is_empty() && self.chunk.len() + path.len() > CHUNK {
             self.seal(sealed);
         }
@@ -144,16 +144,28 @@ impl PathChunks {
         self.pending
             .push((self.chunk.len() as u32, path.len() as u32));
         self.chunk.extend_from_slice(path);
+        self.added += 1;
     }
 
-    /// Seals the current chunk: `sealed` gets each pending path, in order.
-    pub fn seal(&mut self, sealed: &mut dyn FnMut(SharedPath)) {
+    /// The path added last, if its chunk is not sealed yet.
+    pub fn last(&self) -> Option<&[u8]> {
+        let &(start, len) = self.pending.last()?;
+        Some(&self.chunk[start as usize..][..len as usize])
+    }
+
+    /// Seals the current chunk: `sealed` gets each pending path with its
+    /// number, in order.
+    pub fn seal(&mut self, sealed: &mut dyn FnMut(usize, SharedPath)) {
         if self.pending.is_empty() {
             return;
         }
         let chunk = Arc::new(std::mem::take(&mut self.chunk).into_boxed_slice());
-        for (start, len) in self.pending.drain(..) {
-            sealed(SharedPath::new(chunk.clone(), start as usize, len as usize));
+        let first = self.added - self.pending.len();
+        for (i, (start, len)) in self.pending.drain(..).enumerate() {
+            sealed(
+                first + i,
+                SharedPath::new(chunk.clone(), start as usize, len as usize),
+            );
         }
     }
 }
@@ -172,9 +184,16 @@ mod tests {
         let mut chunks = PathChunks::default();
         let mut out: Vec<SharedPath> = Vec::new();
         for n in &names {
-            chunks.add(n, &mut |p| out.push(p));
+            chunks.add(n, &mut |i, p| {
+                assert_eq!(i, out.len());
+                out.push(p)
+            });
+            assert_eq!(chunks.last(), Some(&n[..]));
         }
-        chunks.seal(&mut |p| out.push(p));
+        chunks.seal(&mut |i, p| {
+            assert_eq!(i, out.len());
+            out.push(p)
+        });
         assert_eq!(out.len(), names.len());
         for (p, n) in out.iter().zip(&names) {
             assert_eq!(&p[..], &n[..]);

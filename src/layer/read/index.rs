@@ -32,13 +32,10 @@ pub(super) fn parse_entries(
     let mut spool = BufWriter::with_capacity(1 << 20, spool);
     let mut offset = 0u64;
     let mut out: Vec<Entry> = Vec::new();
-    // Paths go to shared chunks; an entry's path is set when its chunk is
-    // sealed (until then it holds `placeholder`, and `last` the path of the
-    // latest entry, for messages).
+    // Paths go to shared chunks; entry i gets its path when its chunk is
+    // sealed (until then it holds `placeholder`).
     let mut chunks = PathChunks::default();
     let placeholder = SharedPath::default();
-    let mut sealed_upto = 0usize;
-    let mut last: Vec<u8> = Vec::new();
     let mut owners = entry::Owners::default();
     let mut buf = vec![0u8; 256 << 10];
     {
@@ -53,8 +50,8 @@ pub(super) fn parse_entries(
                 if let Some(o) = limits::oversized_in(&err) {
                     return anyhow::anyhow!("{what}: {o}");
                 }
-                let place = match out.last() {
-                    Some(_) => format!("after entry {}", entry::display(&last)),
+                let place = match chunks.last() {
+                    Some(last) => format!("after entry {}", entry::display(last)),
                     None => "at the start of the layer".to_string(),
                 };
                 anyhow::anyhow!(
@@ -105,12 +102,12 @@ pub(super) fn parse_entries(
                 None => i64::try_from(h.mtime().with_context(ctx)?)
                     .with_context(|| format!("{}: mtime out of range", ctx()))?,
             };
-            let owner = owners.get(entry::Owner {
+            let owner = owners.get(
                 uid,
                 gid,
-                uname: h.username_bytes().unwrap_or_default().into(),
-                gname: h.groupname_bytes().unwrap_or_default().into(),
-            });
+                h.username_bytes().unwrap_or_default(),
+                h.groupname_bytes().unwrap_or_default(),
+            );
             let dev_major = h.device_major().ok().flatten().unwrap_or(0);
             let dev_minor = h.device_minor().ok().flatten().unwrap_or(0);
             let link_raw = e.link_name_bytes().map(|l| l.into_owned());
@@ -209,12 +206,7 @@ pub(super) fn parse_entries(
                 }
                 offset += size;
             }
-            chunks.add(&path, &mut |p| {
-                out[sealed_upto].path = p;
-                sealed_upto += 1;
-            });
-            last.clear();
-            last.extend_from_slice(&path);
+            chunks.add(&path, &mut |i, p| out[i].path = p);
             out.push(Entry {
                 path: placeholder.clone(),
                 size,
@@ -240,11 +232,7 @@ pub(super) fn parse_entries(
     io::copy(&mut rest, &mut io::sink())?;
     let (diff_id, size) = rest.into_inner().finish();
     // The index lives until the image is written: drop the growth slack.
-    chunks.seal(&mut |p| {
-        out[sealed_upto].path = p;
-        sealed_upto += 1;
-    });
-    debug_assert_eq!(sealed_upto, out.len());
+    chunks.seal(&mut |i, p| out[i].path = p);
     out.shrink_to_fit();
     Ok((out, diff_id, size))
 }
