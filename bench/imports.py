@@ -26,7 +26,7 @@ SRC = ARGS[0] if ARGS else "src"
 # earlier one. Stage-neutral helpers (digests, limits, spool, parallel...)
 # sit at the bottom.
 STAGES = [
-    ["digest", "units", "spool", "parallel", "cleanup"],
+    ["digest", "units", "spool", "parallel", "cleanup", "memory"],
     ["reference", "image"],
     ["registry", "decompress", "progress"],
     ["transport"],

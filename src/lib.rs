@@ -11,6 +11,7 @@
 //!            spool.rs          a blob file read while it is written (Growing), for encode and upload
 //!            parallel.rs       the bounded worker pool (blobs, layers, batch images and checks)
 //!            cleanup.rs        undo on SIGINT/SIGTERM and --timeout; staging dirs held by a lock
+//!            memory.rs         freed heap pages given back (an index drained into its successor)
 //! reference  reference.rs      what the user typed: registry, oci:, oci-archive:, docker-archive:, docker-daemon:
 //! model      image/            manifests, indexes, descriptors, platforms, media types, exact bytes;
 //!                              config.rs (diff_ids and history), convert.rs, provenance.rs
@@ -58,6 +59,7 @@ pub mod decompress;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod memory;
 pub mod minimize;
 pub mod parallel;
 pub mod profile;

@@ -10,8 +10,8 @@ use super::model::{Merge, NO_INODE};
 /// Called per duplicate: its path, its inode, the canonical inode and path.
 pub(super) type Found<'f> = dyn FnMut(&SharedPath, u32, u32, &SharedPath) + 'f;
 
-/// A candidate with its content hash: (hash, inode, path).
-type Hashed<'p> = ([u8; 32], u32, &'p SharedPath);
+/// A candidate with its content hash: (hash, inode, place in the tree).
+type Hashed = ([u8; 32], u32, u32);
 
 impl<'a> Merge<'a> {
     /// Merges inodes of identical files the upper layers wrote, paths
@@ -40,35 +40,47 @@ impl<'a> Merge<'a> {
 
     /// Calls `found(path, inode, canonical inode, canonical path)` for each
     /// path [`Merge::dedup`] turns into a link, paths `skip` says are gone
-    /// left out. Candidates are sorted by size (stable, so ties keep path
-    /// order); only files that share their size with another are hashed,
-    /// from the spool, and each group of equal (hash, size, mode, owner,
-    /// xattrs) keeps its first path: the same groups and the same canonical
-    /// paths as hashing every file while decoding, for a fraction of the
-    /// hashing and no per-entry hash in memory.
+    /// left out. Candidates are sorted by size (ties keep path order); only
+    /// files that share their size with another are hashed, from the
+    /// spool, and each group of equal (hash, size, mode, owner, xattrs)
+    /// keeps its first path: the same groups and the same canonical paths
+    /// as hashing every file while decoding, for a fraction of the hashing
+    /// and no per-entry hash in memory.
+    ///
+    /// A candidate is 16 bytes (size, inode, place in the tree), counted
+    /// before it is collected and sorted in place: on a million files, the
+    /// candidates take 16 MB, not the 45 MB a growing vector of paths and
+    /// its sort buffer took. The paths of the duplicates found are looked
+    /// up in a second walk of the tree.
     pub(super) fn each_duplicate(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>) {
         let mut seen = vec![false; self.creators.len()];
-        // (size, inode, path), in path order.
-        let mut cands: Vec<(u64, u32, &SharedPath)> = Vec::new();
-        for (path, node) in &self.nodes {
-            if node.inode == NO_INODE
-                || !self.is_upper(*node)
-                || skip(path)
-                || std::mem::replace(&mut seen[node.inode as usize], true)
-            {
-                continue;
+        let mut each_candidate = |f: &mut dyn FnMut(u64, u32, u32)| {
+            seen.fill(false);
+            for (place, (path, node)) in self.nodes.iter().enumerate() {
+                if node.inode == NO_INODE
+                    || !self.is_upper(*node)
+                    || skip(path)
+                    || std::mem::replace(&mut seen[node.inode as usize], true)
+                {
+                    continue;
+                }
+                let (cl, ci) = self.creators[node.inode as usize];
+                if (cl as usize) < self.base {
+                    continue;
+                }
+                let size = self.layers[cl as usize].entries[ci as usize].size;
+                if size > 0 {
+                    f(size, node.inode, place as u32);
+                }
             }
-            let (cl, ci) = self.creators[node.inode as usize];
-            if (cl as usize) < self.base {
-                continue;
-            }
-            let size = self.layers[cl as usize].entries[ci as usize].size;
-            if size > 0 {
-                cands.push((size, node.inode, path));
-            }
-        }
+        };
+        let mut count = 0;
+        each_candidate(&mut |_, _, _| count += 1);
+        // (size, inode, place), in place order, then by size.
+        let mut cands: Vec<(u64, u32, u32)> = Vec::with_capacity(count);
+        each_candidate(&mut |size, inode, place| cands.push((size, inode, place)));
         drop(seen);
-        cands.sort_by_key(|c| c.0);
+        cands.sort_unstable_by_key(|&(size, _, place)| (size, place));
         let key = |inode: u32| {
             let (l, i) = self.creators[inode as usize];
             let e = &self.layers[l as usize].entries[i as usize];
@@ -79,23 +91,48 @@ impl<'a> Merge<'a> {
             self.layers[l as usize].entries[i as usize].xattrs()
         };
         let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
-        let mut group: Vec<Hashed<'_>> = Vec::new();
+        let mut group: Vec<Hashed> = Vec::new();
+        // (place, inode, canonical inode, canonical place), as found.
+        let mut dups: Vec<(u32, u32, u32, u32)> = Vec::new();
         let mut buf = vec![0u8; crate::spool::IO_CHUNK];
         for same_size in cands.chunk_by(|a, b| a.0 == b.0) {
             if same_size.len() < 2 {
                 continue;
             }
             group.clear();
-            group.extend(same_size.iter().filter_map(|&(_, inode, path)| {
-                Some((self.content_hash(inode, &mut buf)?, inode, path))
+            group.extend(same_size.iter().filter_map(|&(_, inode, place)| {
+                Some((self.content_hash(inode, &mut buf)?, inode, place))
             }));
             group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
             for equal in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
-                let (_, canon, canon_path) = equal[0];
-                for &(_, inode, path) in &equal[1..] {
-                    found(path, inode, canon, canon_path);
+                let (_, canon, canon_place) = equal[0];
+                for &(_, inode, place) in &equal[1..] {
+                    dups.push((place, inode, canon, canon_place));
                 }
             }
+        }
+        drop(cands);
+        if dups.is_empty() {
+            return;
+        }
+        let mut places: Vec<u32> = dups.iter().flat_map(|d| [d.0, d.3]).collect();
+        places.sort_unstable();
+        places.dedup();
+        let mut wanted = places.iter().peekable();
+        let mut paths: Vec<&SharedPath> = Vec::with_capacity(places.len());
+        for (place, path) in self.nodes.keys().enumerate() {
+            match wanted.peek() {
+                None => break,
+                Some(&&w) if w as usize == place => {
+                    wanted.next();
+                    paths.push(path);
+                }
+                Some(_) => {}
+            }
+        }
+        let path_at = |place: u32| paths[places.binary_search(&place).expect("a place walked")];
+        for (place, inode, canon, canon_place) in dups {
+            found(path_at(place), inode, canon, path_at(canon_place));
         }
     }
 

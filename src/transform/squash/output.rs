@@ -10,6 +10,9 @@ use super::super::filter::{FilterStats, PathFilter};
 use super::model::{Merge, NO_INODE, Node, Removals, is_under};
 use super::packages::Rewrite;
 use super::{Item, Plan};
+
+/// Tree nodes drained between two returns of freed pages.
+const RELEASE_EVERY: usize = 1 << 16;
 use crate::layer::entry::{self, Kind};
 
 impl<'a> Merge<'a> {
@@ -68,12 +71,28 @@ impl<'a> Merge<'a> {
 
     /// The output layer: every path the upper layers define, and markers
     /// for what they removed from the base.
+    ///
+    /// Without a kept base the tree is not needed after this: it is drained
+    /// into the plan, and the pages it frees go back to the system as it
+    /// goes, so the two are not in memory whole at once (on a million
+    /// files, each is about 50 MB).
     pub(super) fn plan(
-        &self,
+        &mut self,
         alias: &[u32],
         base_nodes: &BTreeMap<SharedPath, Node>,
     ) -> (Plan, u64) {
         let mut items = Vec::with_capacity(self.nodes.len());
+        let drained = (self.base == 0).then(|| std::mem::take(&mut self.nodes));
+        let this = &*self;
+        let nodes: Box<dyn Iterator<Item = (SharedPath, Node)> + '_> = match drained {
+            Some(tree) => Box::new(tree.into_iter().enumerate().map(|(i, pair)| {
+                if i % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                    crate::memory::release_freed();
+                }
+                pair
+            })),
+            None => Box::new(this.nodes.iter().map(|(p, n)| (p.clone(), *n))),
+        };
         // Inodes some unchanged base path still names: link to that path.
         let mut carriers: HashMap<u32, SharedPath> = HashMap::new();
         if self.base > 0 {
@@ -89,18 +108,18 @@ impl<'a> Merge<'a> {
         // names link to that item's path).
         let mut first: Vec<u32> = vec![u32::MAX; self.creators.len()];
         let mut files = 0;
-        let mut opaque: HashSet<&[u8]> = HashSet::new();
-        for (path, node) in &self.nodes {
-            if !self.is_upper(*node) {
+        let mut opaque: HashSet<SharedPath> = HashSet::new();
+        for (path, node) in nodes {
+            if !this.is_upper(node) {
                 continue;
             }
-            let e = self.entry(*node);
+            let e = this.entry(node);
             if !e.kind.is_dir() {
                 files += 1;
             }
             if node.inode != NO_INODE {
                 let ino = alias[node.inode as usize];
-                let (layer, index) = self.creators[ino as usize];
+                let (layer, index) = this.creators[ino as usize];
                 let link_to = match carriers.get(&ino) {
                     Some(c) => Some(c.clone()),
                     None => match first[ino as usize] {
@@ -115,30 +134,31 @@ impl<'a> Merge<'a> {
                     },
                 };
                 items.push(Item::Entry {
-                    path: path.clone(),
+                    path,
                     layer,
                     index,
                     link_to,
                 });
                 continue;
             }
+            let dir = e.kind.is_dir().then(|| path.clone());
             items.push(Item::Entry {
-                path: path.clone(),
+                path,
                 layer: node.layer,
                 index: node.index,
                 link_to: None,
             });
-            if self.base > 0
-                && e.kind.is_dir()
-                && self.reset.contains(&path[..])
+            if let Some(path) = dir
+                && this.base > 0
+                && this.reset.contains(&path[..])
                 && base_nodes
                     .get(&path[..])
-                    .is_some_and(|b| self.entry(*b).kind.is_dir())
+                    .is_some_and(|b| this.entry(*b).kind.is_dir())
             {
                 // Recreated over a base directory: the base's content below
                 // it must not show through.
                 items.push(Item::Opaque(path.clone()));
-                opaque.insert(&path[..]);
+                opaque.insert(path);
             }
         }
         if self.base > 0 {
