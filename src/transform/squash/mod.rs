@@ -93,6 +93,9 @@ pub struct SquashOptions {
 /// be opened at run time either).
 pub const MAX_LINKS: usize = 40;
 
+/// Paths a tree grows by before it is packed ([`model::pack`]).
+const PACK_MIN: usize = 1 << 14;
+
 /// The layers applied in order: the tree extraction gives, with what each
 /// path came from. A [`TreeView`] for profile decisions, then squashed.
 pub struct Merged<'a> {
@@ -125,8 +128,15 @@ pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_
     };
     m.shadowed = Count::default();
     m.lost.clear();
+    let mut packed_at = m.nodes.len();
     for li in base_layers..layers.len() {
         m.apply_layer(li)?;
+        // Packed when it grew by a quarter: the whole tree is rebuilt
+        // O(log) times over all layers, never per small layer.
+        if m.nodes.len() >= packed_at + packed_at / 4 + PACK_MIN {
+            model::pack(&mut m.nodes);
+            packed_at = m.nodes.len();
+        }
     }
     Ok(Merged { m, base_nodes })
 }
