@@ -49,8 +49,8 @@ impl<'a> Merge<'a> {
     ///
     /// A candidate is 16 bytes (size, inode, place in the tree), counted
     /// before it is collected and sorted in place: on a million files, the
-    /// candidates take 16 MB, not the 45 MB a growing vector of paths and
-    /// its sort buffer took. The paths of the duplicates found are looked
+    /// candidates take 16 MB, not the 40 MB or so a growing vector of
+    /// paths and its sort buffer took. The paths of the duplicates found are looked
     /// up in a second walk of the tree.
     pub(super) fn each_duplicate(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>) {
         let mut seen = vec![false; self.creators.len()];

@@ -10,10 +10,10 @@ use super::super::filter::{FilterStats, PathFilter};
 use super::model::{Merge, NO_INODE, Node, Removals, is_under};
 use super::packages::Rewrite;
 use super::{Item, Plan};
+use crate::layer::entry::{self, Kind};
 
 /// Tree nodes drained between two returns of freed pages.
 const RELEASE_EVERY: usize = 1 << 16;
-use crate::layer::entry::{self, Kind};
 
 impl<'a> Merge<'a> {
     /// Removes what the filter says from what the upper layers wrote (a
@@ -141,24 +141,24 @@ impl<'a> Merge<'a> {
                 });
                 continue;
             }
-            let dir = e.kind.is_dir().then(|| path.clone());
+            // Recreated over a base directory: the base's content below it
+            // must not show through.
+            let recreated = this.base > 0
+                && e.kind.is_dir()
+                && this.reset.contains(&path[..])
+                && base_nodes
+                    .get(&path[..])
+                    .is_some_and(|b| this.entry(*b).kind.is_dir());
+            let marker = recreated.then(|| path.clone());
             items.push(Item::Entry {
                 path,
                 layer: node.layer,
                 index: node.index,
                 link_to: None,
             });
-            if let Some(path) = dir
-                && this.base > 0
-                && this.reset.contains(&path[..])
-                && base_nodes
-                    .get(&path[..])
-                    .is_some_and(|b| this.entry(*b).kind.is_dir())
-            {
-                // Recreated over a base directory: the base's content below
-                // it must not show through.
-                items.push(Item::Opaque(path.clone()));
-                opaque.insert(path);
+            if let Some(dir) = marker {
+                items.push(Item::Opaque(dir.clone()));
+                opaque.insert(dir);
             }
         }
         if self.base > 0 {
