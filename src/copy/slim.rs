@@ -526,15 +526,14 @@ static LAYER_IDS: AtomicUsize = AtomicUsize::new(0);
 /// Roughly the tar bytes a plan writes: contents plus a header per entry.
 fn plan_bytes(plan: &crate::layer::plan::Plan, layers: &[Arc<LayerIndex>]) -> u64 {
     use crate::layer::plan::Item;
-    plan.items
-        .iter()
+    plan.iter(layers)
         .map(|i| match i {
             Item::Entry {
                 layer,
                 index,
                 link_to: None,
                 ..
-            } => 512 + layers[*layer as usize].entries[*index as usize].size,
+            } => 512 + layers[layer as usize].entries[index as usize].size,
             Item::Rewritten { content, .. } => 512 + content.len() as u64,
             _ => 512,
         })

@@ -71,7 +71,8 @@ fn layer() -> Arc<LayerIndex> {
 
 /// Every entry as it is, then what squash adds: a second name for a
 /// file as a hard link, a whiteout and an opaque marker.
-fn plan(layer: &LayerIndex) -> Plan {
+fn plan(layers: &[Arc<LayerIndex>]) -> Plan {
+    let layer = &layers[0];
     let mut items: Vec<Item> = layer
         .entries
         .iter()
@@ -96,15 +97,14 @@ fn plan(layer: &LayerIndex) -> Plan {
     });
     items.push(Item::Whiteout(SharedPath::from(&b"etc/motd"[..])));
     items.push(Item::Opaque(SharedPath::from(&b"srv"[..])));
-    Plan { items }
+    Plan::from_items(items, layers)
 }
 
 /// (blob digest, diff_id) of the plan written with `compression` on
 /// `threads` workers.
 fn written(compression: Compression, threads: usize) -> (String, String) {
-    let layer = layer();
-    let plan = plan(&layer);
-    let layers = [layer];
+    let layers = [layer()];
+    let plan = plan(&layers);
     let codec = Codec {
         compression,
         level: Codec::default_level(compression),

@@ -23,7 +23,7 @@ pub fn write_plan<W: Write + ?Sized>(
     layers: &[Arc<LayerIndex>],
 ) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
-    for item in &plan.items {
+    for item in plan.iter(layers) {
         match item {
             Item::Entry {
                 path,
@@ -31,12 +31,12 @@ pub fn write_plan<W: Write + ?Sized>(
                 index,
                 link_to,
             } => {
-                let layer = &layers[*layer as usize];
-                let e = &layer.entries[*index as usize];
-                let name = tar_name(path, e.kind == Kind::Dir && link_to.is_none());
+                let layer = &layers[layer as usize];
+                let e = &layer.entries[index as usize];
+                let name = tar_name(&path, e.kind == Kind::Dir && link_to.is_none());
                 match (link_to, e.kind) {
                     (Some(target), _) => {
-                        write_header(out, &name, Kind::Hardlink, Some(target), e, 0)?
+                        write_header(out, &name, Kind::Hardlink, Some(&target), e, 0)?
                     }
                     (None, Kind::Hardlink) => {
                         write_header(out, &name, Kind::Hardlink, e.link(), e, 0)?
@@ -56,14 +56,14 @@ pub fn write_plan<W: Write + ?Sized>(
                 index,
                 content,
             } => {
-                let e = &layers[*layer as usize].entries[*index as usize];
-                let name = tar_name(path, false);
+                let e = &layers[layer as usize].entries[index as usize];
+                let name = tar_name(&path, false);
                 write_header(out, &name, Kind::File, None, e, content.len() as u64)?;
-                out.write_all(content)?;
+                out.write_all(&content)?;
                 pad(out, content.len() as u64)?;
             }
             Item::Whiteout(path) => {
-                let (dir, base) = split_parent(path);
+                let (dir, base) = split_parent(&path);
                 let mut name = Vec::with_capacity(path.len() + 4);
                 if !dir.is_empty() {
                     name.extend_from_slice(dir);

@@ -389,16 +389,16 @@ fn read_back(plan: &Plan, idx: &[Arc<LayerIndex>]) {
 }
 
 fn plan_has_a_newline(plan: &Plan, idx: &[Arc<LayerIndex>]) -> bool {
-    plan.items.iter().any(|item| match item {
+    plan.iter(idx).any(|item| match item {
         Item::Entry {
             path,
             layer,
             index,
             link_to,
         } => {
-            let e = &idx[*layer as usize].entries[*index as usize];
+            let e = &idx[layer as usize].entries[index as usize];
             let nl = |b: &[u8]| b.contains(&b'\n');
-            nl(path)
+            nl(&path)
                 || link_to.as_deref().is_some_and(nl)
                 || e.link().is_some_and(nl)
                 || e.pax().into_iter().flatten().any(|(_, v)| nl(v))
@@ -406,7 +406,7 @@ fn plan_has_a_newline(plan: &Plan, idx: &[Arc<LayerIndex>]) -> bool {
         Item::Rewritten {
             path, layer, index, ..
         } => {
-            let e = &idx[*layer as usize].entries[*index as usize];
+            let e = &idx[layer as usize].entries[index as usize];
             path.contains(&b'\n')
                 || e.pax()
                     .into_iter()

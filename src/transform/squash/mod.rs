@@ -155,21 +155,21 @@ impl Merged<'_> {
             &mut hardlinked,
         );
         let (mut plan, files) = self.m.plan(&alias, &self.base_nodes);
-        for item in &mut plan.items {
-            if let Item::Entry {
-                path,
-                layer,
-                index,
-                link_to: None,
-            } = item
-                && let Some(content) = rewritten.get(&path[..])
-            {
-                *item = Item::Rewritten {
-                    path: path.clone(),
-                    layer: *layer,
-                    index: *index,
-                    content: Arc::clone(content),
-                };
+        if !rewritten.is_empty() {
+            let at: Vec<(usize, Arc<[u8]>)> = plan
+                .iter(self.m.layers)
+                .enumerate()
+                .filter_map(|(at, item)| match item {
+                    Item::Entry {
+                        path,
+                        link_to: None,
+                        ..
+                    } => rewritten.get(&path[..]).map(|c| (at, Arc::clone(c))),
+                    _ => None,
+                })
+                .collect();
+            for (at, content) in at {
+                plan.rewrite(at, content);
             }
         }
         let mut packages_gone: Vec<_> = rewrites.iter().flat_map(|r| r.gone.clone()).collect();
@@ -298,7 +298,7 @@ mod tests {
             hardlink_dedup: false,
         };
         match squash(&idx, opts, &KeepAll) {
-            Ok((plan, _)) => panic!("squashed: {:?}", plan.items),
+            Ok((plan, _)) => panic!("squashed: {:?}", plan.iter(&idx).collect::<Vec<_>>()),
             Err(e) => format!("{e:#}"),
         }
     }

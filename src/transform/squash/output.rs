@@ -81,7 +81,7 @@ impl<'a> Merge<'a> {
         alias: &[u32],
         base_nodes: &BTreeMap<SharedPath, Node>,
     ) -> (Plan, u64) {
-        let mut items = Vec::with_capacity(self.nodes.len());
+        let mut items = Plan::with_capacity(self.nodes.len());
         let drained = (self.base == 0).then(|| std::mem::take(&mut self.nodes));
         let this = &*self;
         let nodes: Box<dyn Iterator<Item = (SharedPath, Node)> + '_> = match drained {
@@ -127,18 +127,18 @@ impl<'a> Merge<'a> {
                             first[ino as usize] = items.len() as u32;
                             None
                         }
-                        i => match &items[i as usize] {
-                            Item::Entry { path, .. } => Some(path.clone()),
-                            other => unreachable!("inode {ino} first written by {other:?}"),
-                        },
+                        i => Some(items.path(i as usize, this.layers).clone()),
                     },
                 };
-                items.push(Item::Entry {
-                    path,
-                    layer,
-                    index,
-                    link_to,
-                });
+                items.push(
+                    Item::Entry {
+                        path,
+                        layer,
+                        index,
+                        link_to,
+                    },
+                    this.layers,
+                );
                 continue;
             }
             // Recreated over a base directory: the base's content below it
@@ -150,14 +150,17 @@ impl<'a> Merge<'a> {
                     .get(&path[..])
                     .is_some_and(|b| this.entry(*b).kind.is_dir());
             let marker = recreated.then(|| path.clone());
-            items.push(Item::Entry {
-                path,
-                layer: node.layer,
-                index: node.index,
-                link_to: None,
-            });
+            items.push(
+                Item::Entry {
+                    path,
+                    layer: node.layer,
+                    index: node.index,
+                    link_to: None,
+                },
+                this.layers,
+            );
             if let Some(dir) = marker {
-                items.push(Item::Opaque(dir.clone()));
+                items.push(Item::Opaque(dir.clone()), this.layers);
                 opaque.insert(dir);
             }
         }
@@ -211,9 +214,11 @@ impl<'a> Merge<'a> {
                     whiteouts.insert(top.into(), ());
                 }
             }
-            items.extend(whiteouts.into_keys().map(Item::Whiteout));
-            items.sort_by(|a, b| a.key().cmp(b.key()));
+            let mut all: Vec<Item> = items.iter(self.layers).collect();
+            all.extend(whiteouts.into_keys().map(Item::Whiteout));
+            all.sort_by(|a, b| a.key().cmp(b.key()));
+            items = Plan::from_items(all, self.layers);
         }
-        (Plan { items }, files)
+        (items, files)
     }
 }

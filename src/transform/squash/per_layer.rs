@@ -207,7 +207,7 @@ pub fn per_layer(
                 }
             }
         }
-        let mut items: Vec<Item> = Vec::with_capacity(kept.len());
+        let mut items = Plan::with_capacity(kept.len());
         // Root -> the paths that name its inode in the output so far, and
         // the other way round (each path names one inode at a time), so
         // that an entry finds what it replaces without a scan of them all.
@@ -238,8 +238,8 @@ pub fn per_layer(
                 }
             }
             match e.kind {
-                Kind::Whiteout => items.push(Item::Whiteout(path.clone())),
-                Kind::Opaque => items.push(Item::Opaque(path.clone())),
+                Kind::Whiteout => items.push(Item::Whiteout(path.clone()), layers),
+                Kind::Opaque => items.push(Item::Opaque(path.clone()), layers),
                 Kind::File | Kind::Hardlink if root_for.contains_key(&ei) => {
                     let root = root_for[&ei];
                     let list = names.entry(root).or_default();
@@ -247,12 +247,15 @@ pub fn per_layer(
                     list.push(path.clone());
                     named.insert(path.clone(), root);
                     stats.files += 1;
-                    items.push(Item::Entry {
-                        path: path.clone(),
-                        layer: li as u32,
-                        index: root as u32,
-                        link_to,
-                    });
+                    items.push(
+                        Item::Entry {
+                            path: path.clone(),
+                            layer: li as u32,
+                            index: root as u32,
+                            link_to,
+                        },
+                        layers,
+                    );
                 }
                 _ => {
                     if !e.kind.is_dir() {
@@ -261,16 +264,19 @@ pub fn per_layer(
                     // A hard link to a lower layer names its target's real
                     // path.
                     let link_to = moved_links.get(&(li as u32, ei as u32)).cloned();
-                    items.push(Item::Entry {
-                        path: path.clone(),
-                        layer: li as u32,
-                        index: ei as u32,
-                        link_to,
-                    });
+                    items.push(
+                        Item::Entry {
+                            path: path.clone(),
+                            layer: li as u32,
+                            index: ei as u32,
+                            link_to,
+                        },
+                        layers,
+                    );
                 }
             }
         }
-        out.push((Plan { items }, stats));
+        out.push((items, stats));
 
         // This layer now hides things from the ones below.
         protected.extend(cross_targets.into_iter().map(SharedPath::from));
