@@ -533,7 +533,7 @@ fn plan_bytes(plan: &crate::layer::plan::Plan, layers: &[Arc<LayerIndex>]) -> u6
                 index,
                 link_to: None,
                 ..
-            } => 512 + layers[layer as usize].entries[index as usize].size,
+            } => 512 + layers[layer as usize].entries[index as usize].size(),
             Item::Rewritten { content, .. } => 512 + content.len() as u64,
             _ => 512,
         })
@@ -591,7 +591,7 @@ fn layer_stats(
                 .entries
                 .iter()
                 .filter(|e| e.kind == crate::layer::entry::Kind::File)
-                .map(|e| e.size)
+                .map(|e| e.size())
                 .sum(),
             whiteouts: ix.entries.iter().filter(|e| e.kind.is_whiteout()).count() as u64,
             created_by: history.get(i).cloned().unwrap_or_default(),

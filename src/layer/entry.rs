@@ -8,6 +8,7 @@
 //! names are AUFS bookkeeping and are dropped.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,8 +53,8 @@ pub struct Owner {
 }
 
 /// The parts of an entry most entries lack (a link target, device
-/// numbers, PAX records), boxed so that a plain file or directory pays 8
-/// bytes for them.
+/// numbers, PAX records, a size or time past 32 bits), kept in the entry's
+/// own [`Tail`] so that a plain file or directory pays nothing for them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extra {
     /// Symlink target as written, or the normalised hard link target.
@@ -61,84 +62,163 @@ pub struct Extra {
     pub dev_major: u32,
     pub dev_minor: u32,
     pub pax: Option<Box<[PaxRecord]>>,
+    /// The content length, when 32 bits do not hold it.
+    pub size: Option<u64>,
+    /// The time, when it is before 1970 or after 2106.
+    pub mtime: Option<i64>,
 }
 
-impl Extra {
-    /// `None` when there is nothing to keep.
-    pub fn boxed(self) -> Option<Box<Extra>> {
-        (self != Extra::default()).then(|| Box::new(self))
-    }
+/// An entry's owner and its [`Extra`]: shared by every plain entry of a
+/// layer with that owner (one allocation for a million `root:root`
+/// files), an entry's own when it has something extra.
+#[derive(Debug, Default)]
+pub struct Tail {
+    pub owner: Arc<Owner>,
+    pub extra: Extra,
 }
 
-/// One entry of a layer. Kept small (64 bytes and its path): an image can
+/// One entry of a layer. Kept small (48 bytes and its path): an image can
 /// hold millions, and every one is in memory until the image is written.
+/// The size and time take 32 bits here; the rare larger ones are kept in
+/// the entry's [`Tail`] (read them with [`Entry::size`] and
+/// [`Entry::mtime`]).
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// Normalised: no leading `/` or `./`, no trailing `/`, no `.` or `..`
     /// components; the root directory is the empty path.
     /// Shared with the squash's tree and plan, which name the same path.
     pub path: super::shared_path::SharedPath,
-    /// Content length (regular files).
-    pub size: u64,
     /// Where the content starts in the layer's spool file.
     pub offset: u64,
-    /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
-    pub mtime: i64,
-    pub owner: std::sync::Arc<Owner>,
-    pub extra: Option<Box<Extra>>,
+    tail: Arc<Tail>,
+    /// Content length (regular files), or [`IN_TAIL`].
+    size: u32,
+    /// Seconds since the epoch, or [`IN_TAIL`].
+    mtime: u32,
     pub mode: u32,
     pub kind: Kind,
 }
 
+/// A size or time that 32 bits do not hold: the entry's tail has it.
+const IN_TAIL: u32 = u32::MAX;
+
 // Every entry of an image is in memory until it is written: keep it small.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 64);
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
 
 impl Entry {
     /// A root-owned entry with no content, link or PAX record.
     pub fn new(path: &[u8], kind: Kind, mode: u32, mtime: i64) -> Entry {
-        Entry {
-            path: path.into(),
-            size: 0,
-            offset: 0,
+        Entry::with(
+            path.into(),
+            kind,
+            mode,
             mtime,
-            owner: Default::default(),
-            extra: None,
+            0,
+            0,
+            &Arc::default(),
+            Extra::default(),
+        )
+    }
+
+    /// An entry of `kind` with its header fields, `size` bytes of content
+    /// at `offset` in the spool; `plain` is its owner's shared tail
+    /// ([`Owners::get`]), used as it is when there is nothing `extra`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with(
+        path: super::shared_path::SharedPath,
+        kind: Kind,
+        mode: u32,
+        mtime: i64,
+        size: u64,
+        offset: u64,
+        plain: &Arc<Tail>,
+        mut extra: Extra,
+    ) -> Entry {
+        let narrow = |v: Option<u32>| v.filter(|&v| v != IN_TAIL);
+        let size32 = narrow(u32::try_from(size).ok());
+        let mtime32 = narrow(u32::try_from(mtime).ok());
+        if size32.is_none() {
+            extra.size = Some(size);
+        }
+        if mtime32.is_none() {
+            extra.mtime = Some(mtime);
+        }
+        let tail = if extra == Extra::default() {
+            Arc::clone(plain)
+        } else {
+            Arc::new(Tail {
+                owner: Arc::clone(&plain.owner),
+                extra,
+            })
+        };
+        Entry {
+            path,
+            offset,
+            tail,
+            size: size32.unwrap_or(IN_TAIL),
+            mtime: mtime32.unwrap_or(IN_TAIL),
             mode,
             kind,
         }
     }
 
+    /// Content length (regular files).
+    pub fn size(&self) -> u64 {
+        match self.size {
+            IN_TAIL => self
+                .tail
+                .extra
+                .size
+                .expect("a size past 32 bits is in the tail"),
+            s => u64::from(s),
+        }
+    }
+
+    /// Seconds since the epoch; negative before 1970 (GNU base-256 fields).
+    pub fn mtime(&self) -> i64 {
+        match self.mtime {
+            IN_TAIL => self
+                .tail
+                .extra
+                .mtime
+                .expect("a time past 32 bits is in the tail"),
+            t => i64::from(t),
+        }
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.tail.owner
+    }
+
     pub fn uid(&self) -> u64 {
-        self.owner.uid
+        self.tail.owner.uid
     }
 
     pub fn gid(&self) -> u64 {
-        self.owner.gid
+        self.tail.owner.gid
     }
 
     pub fn uname(&self) -> &[u8] {
-        &self.owner.uname
+        &self.tail.owner.uname
     }
 
     pub fn gname(&self) -> &[u8] {
-        &self.owner.gname
+        &self.tail.owner.gname
     }
 
     /// Symlink target as written, or the normalised hard link target.
     pub fn link(&self) -> Option<&[u8]> {
-        self.extra.as_ref().and_then(|x| x.link.as_deref())
+        self.tail.extra.link.as_deref()
     }
 
     /// `(major, minor)` of a device node; `(0, 0)` for the rest.
     pub fn device(&self) -> (u32, u32) {
-        self.extra
-            .as_ref()
-            .map_or((0, 0), |x| (x.dev_major, x.dev_minor))
+        (self.tail.extra.dev_major, self.tail.extra.dev_minor)
     }
 
     /// The PAX records carried over from the source, in their order.
     pub fn pax(&self) -> Option<&[PaxRecord]> {
-        self.extra.as_ref().and_then(|x| x.pax.as_deref())
+        self.tail.extra.pax.as_deref()
     }
 
     /// The xattrs this entry carries (`SCHILY.xattr.*` PAX records).
@@ -160,20 +240,23 @@ impl Entry {
 /// grow the table).
 #[derive(Default)]
 pub struct Owners {
-    set: std::collections::HashSet<std::sync::Arc<Owner>>,
-    /// The owner returned last: most entries have their neighbour's, found
-    /// without building a key.
-    last: Option<std::sync::Arc<Owner>>,
+    set: std::collections::HashMap<Arc<Owner>, Arc<Tail>>,
+    /// The tail returned last: most entries have their neighbour's owner,
+    /// found without building a key.
+    last: Option<Arc<Tail>>,
 }
 
 impl Owners {
     pub const MAX: usize = 1024;
 
-    pub fn get(&mut self, uid: u64, gid: u64, uname: &[u8], gname: &[u8]) -> std::sync::Arc<Owner> {
-        if let Some(l) = &self.last
-            && (l.uid, l.gid, &l.uname[..], &l.gname[..]) == (uid, gid, uname, gname)
-        {
-            return l.clone();
+    /// The shared tail of entries owned by `uid`/`gid` (`uname`/`gname`)
+    /// with nothing extra.
+    pub fn get(&mut self, uid: u64, gid: u64, uname: &[u8], gname: &[u8]) -> Arc<Tail> {
+        if let Some(l) = &self.last {
+            let o = &l.owner;
+            if (o.uid, o.gid, &o.uname[..], &o.gname[..]) == (uid, gid, uname, gname) {
+                return Arc::clone(l);
+            }
         }
         let owner = Owner {
             uid,
@@ -181,18 +264,22 @@ impl Owners {
             uname: uname.into(),
             gname: gname.into(),
         };
-        let a = match self.set.get(&owner) {
-            Some(a) => a.clone(),
+        let tail = match self.set.get(&owner) {
+            Some(t) => Arc::clone(t),
             None => {
-                let a = std::sync::Arc::new(owner);
+                let owner = Arc::new(owner);
+                let t = Arc::new(Tail {
+                    owner: Arc::clone(&owner),
+                    extra: Extra::default(),
+                });
                 if self.set.len() < Self::MAX {
-                    self.set.insert(a.clone());
+                    self.set.insert(owner, Arc::clone(&t));
                 }
-                a
+                t
             }
         };
-        self.last = Some(a.clone());
-        a
+        self.last = Some(Arc::clone(&tail));
+        tail
     }
 }
 
@@ -365,6 +452,62 @@ mod tests {
         for bad in [&b"d/.wh."[..], b"d/.wh..", b"d/.wh...", b".wh."] {
             assert!(parse_whiteout(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Sizes and times past 32 bits (and the one value that marks them)
+    /// come back whole from the entry's own tail; plain entries of one
+    /// owner share theirs.
+    #[test]
+    fn wide_sizes_and_times_come_back_and_plain_entries_share_a_tail() {
+        let mut owners = Owners::default();
+        let root = owners.get(0, 0, b"root", b"root");
+        let make = |size: u64, mtime: i64| {
+            Entry::with(
+                b"f"[..].into(),
+                Kind::File,
+                0o644,
+                mtime,
+                size,
+                7,
+                &root,
+                Extra::default(),
+            )
+        };
+        for (size, mtime) in [
+            (0, 0),
+            (12, 1_700_000_000),
+            (u64::from(u32::MAX) - 1, i64::from(u32::MAX) - 1),
+            (u64::from(u32::MAX), i64::from(u32::MAX)),
+            (5 << 30, -1),
+            (u64::MAX, i64::MIN),
+            (1 << 40, 1 << 33),
+        ] {
+            let e = make(size, mtime);
+            assert_eq!((e.size(), e.mtime(), e.offset), (size, mtime, 7));
+            assert_eq!((e.uid(), e.uname()), (0, &b"root"[..]));
+            let shared = Arc::ptr_eq(&e.tail, &root);
+            let narrow = size < u64::from(u32::MAX) && (0..i64::from(u32::MAX)).contains(&mtime);
+            assert_eq!(shared, narrow, "size {size}, mtime {mtime}");
+        }
+        // A link target makes the tail the entry's own, with its owner.
+        let mut l = make(0, 0);
+        l = Entry::with(
+            l.path.clone(),
+            Kind::Symlink,
+            0o777,
+            0,
+            0,
+            0,
+            &owners.get(0, 0, b"root", b"root"),
+            Extra {
+                link: Some(b"target"[..].into()),
+                ..Extra::default()
+            },
+        );
+        assert_eq!(l.link(), Some(&b"target"[..]));
+        assert!(!Arc::ptr_eq(&l.tail, &root));
+        assert!(Arc::ptr_eq(&l.tail.owner, &root.owner));
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
     }
 
     #[test]

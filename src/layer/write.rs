@@ -42,7 +42,7 @@ pub fn write_plan<W: Write + ?Sized>(
                         write_header(out, &name, Kind::Hardlink, e.link(), e, 0)?
                     }
                     (None, Kind::File) => {
-                        write_header(out, &name, Kind::File, None, e, e.size)?;
+                        write_header(out, &name, Kind::File, None, e, e.size())?;
                         copy_content(out, layer, e, &mut buf).with_context(|| {
                             format!("writing the content of {}", e.display_path())
                         })?;
@@ -106,7 +106,7 @@ fn copy_content<W: Write + ?Sized>(
     buf: &mut [u8],
 ) -> io::Result<()> {
     layer.copy_content(e, out, buf)?;
-    pad(out, e.size)
+    pad(out, e.size())
 }
 
 fn pad<W: Write + ?Sized>(out: &mut W, size: u64) -> io::Result<()> {
@@ -157,9 +157,9 @@ fn write_header<W: Write + ?Sized>(
     }
     // Octal has no sign: a time before 1970 (or past the field) goes in
     // a PAX record, as Go's archive/tar writes it, unless one is carried.
-    let mtime_field = e.mtime.clamp(0, octal_max(12) as i64) as u64;
-    if i128::from(mtime_field) != i128::from(e.mtime) && !has("mtime") {
-        pax.push(("mtime", e.mtime.to_string().into_bytes()));
+    let mtime_field = e.mtime().clamp(0, octal_max(12) as i64) as u64;
+    if i128::from(mtime_field) != i128::from(e.mtime()) && !has("mtime") {
+        pax.push(("mtime", e.mtime().to_string().into_bytes()));
     }
     if e.uname().len() > 32 && !has("uname") {
         pax.push(("uname", e.uname().to_vec()));
@@ -274,14 +274,19 @@ mod tests {
     use super::*;
 
     fn entry(mtime: i64, pax: Option<Box<[crate::layer::entry::PaxRecord]>>) -> Entry {
-        Entry {
-            extra: crate::layer::entry::Extra {
+        Entry::with(
+            b"f"[..].into(),
+            Kind::Fifo,
+            0o644,
+            mtime,
+            0,
+            0,
+            &Default::default(),
+            crate::layer::entry::Extra {
                 pax,
                 ..Default::default()
-            }
-            .boxed(),
-            ..Entry::new(b"f", Kind::Fifo, 0o644, mtime)
-        }
+            },
+        )
     }
 
     /// (header mtime field, PAX mtime record) of what slim writes.

@@ -182,7 +182,7 @@ impl Rootfs {
             // The root directory itself: its metadata only.
             let fd = self.open_in_root(b"", OFlags::RDONLY | OFlags::DIRECTORY)?;
             self.set_owner_mode(fd.as_fd(), e)?;
-            self.dir_times.push((e.path.as_ref().into(), e.mtime));
+            self.dir_times.push((e.path.as_ref().into(), e.mtime()));
             return Ok(());
         }
         let (dir, name) = entry::split_parent(&e.path);
@@ -216,7 +216,7 @@ impl Rootfs {
                 .map_err(io_err)?;
                 self.set_owner_mode(fd.as_fd(), e)?;
                 self.set_xattrs(fd.as_fd(), e);
-                self.dir_times.push((e.path.as_ref().into(), e.mtime));
+                self.dir_times.push((e.path.as_ref().into(), e.mtime()));
             }
             Kind::File => {
                 let fd = rfs::openat(
@@ -231,16 +231,16 @@ impl Rootfs {
                 )
                 .map_err(io_err)?;
                 let mut out = File::from(fd);
-                copy_range(spool, e.offset, e.size, &mut out)?;
+                copy_range(spool, e.offset, e.size(), &mut out)?;
                 self.set_owner_mode(out.as_fd(), e)?;
                 self.set_xattrs(out.as_fd(), e);
-                rfs::futimens(&out, &stamps(e.mtime)).map_err(io_err)?;
+                rfs::futimens(&out, &stamps(e.mtime())).map_err(io_err)?;
             }
             Kind::Symlink => {
                 let target = e.link().unwrap_or_default();
                 rfs::symlinkat(target, parent, name).map_err(io_err)?;
                 self.chown_at(parent, name, e);
-                let _ = rfs::utimensat(parent, name, &stamps(e.mtime), AtFlags::SYMLINK_NOFOLLOW);
+                let _ = rfs::utimensat(parent, name, &stamps(e.mtime()), AtFlags::SYMLINK_NOFOLLOW);
             }
             Kind::Hardlink => {
                 let target = e.link().unwrap_or_default();

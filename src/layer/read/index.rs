@@ -207,22 +207,22 @@ pub(super) fn parse_entries(
                 offset += size;
             }
             chunks.add(&path, &mut |i, p| out[i].path = p);
-            out.push(Entry {
-                path: placeholder.clone(),
-                size,
-                offset: start,
+            out.push(Entry::with(
+                placeholder.clone(),
+                kind,
+                mode,
                 mtime,
-                owner,
-                extra: entry::Extra {
+                size,
+                start,
+                &owner,
+                entry::Extra {
                     link,
                     dev_major,
                     dev_minor,
                     pax,
-                }
-                .boxed(),
-                mode,
-                kind,
-            });
+                    ..Default::default()
+                },
+            ));
         }
     }
     spool.flush().context("writing the layer spool")?;

@@ -53,8 +53,8 @@ impl LayerIndex {
     ) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let mut done = 0u64;
-        while done < e.size {
-            let n = buf.len().min((e.size - done) as usize);
+        while done < e.size() {
+            let n = buf.len().min((e.size() - done) as usize);
             self.spool.read_exact_at(&mut buf[..n], e.offset + done)?;
             out.write_all(&buf[..n])?;
             done += n as u64;
@@ -66,8 +66,8 @@ impl LayerIndex {
     /// its end).
     pub fn read_content(&self, e: &Entry, offset: u64, limit: usize) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let offset = offset.min(e.size);
-        let mut buf = vec![0u8; (e.size - offset).min(limit as u64) as usize];
+        let offset = offset.min(e.size());
+        let mut buf = vec![0u8; (e.size() - offset).min(limit as u64) as usize];
         self.spool.read_exact_at(&mut buf, e.offset + offset)?;
         Ok(buf)
     }

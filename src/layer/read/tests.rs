@@ -206,7 +206,7 @@ fn a_negative_base256_mtime_keeps_its_sign() {
         h.as_old_mut().mtime.copy_from_slice(&base256(t, 12));
         h.set_cksum();
         let ix = index(&raw_tar(&[(h, b"")]), 1 << 30).unwrap();
-        assert_eq!(ix.entries[0].mtime, t);
+        assert_eq!(ix.entries[0].mtime(), t);
     }
 }
 

@@ -13,6 +13,24 @@ pub(super) type Found<'f> = dyn FnMut(&SharedPath, u32, u32, &SharedPath) + 'f;
 /// A candidate with its content hash: (hash, inode, place in the tree).
 type Hashed = ([u8; 32], u32, u32);
 
+/// Dedup candidates one pass holds (or an eighth of them all, if more),
+/// unless a single size has more.
+const PASS_CANDIDATES: usize = 1 << 18;
+
+/// How many [`size_class`]es there are.
+const SIZE_CLASSES: usize = 256 + 56 * 128;
+
+/// A class of file sizes, in size order: each size below 256 its own, then
+/// 128 classes for each power of two (sizes agreeing in their top 8 bits).
+fn size_class(size: u64) -> usize {
+    let bits = 64 - size.leading_zeros() as usize;
+    if bits <= 8 {
+        return size as usize;
+    }
+    let top = (size >> (bits - 8)) as usize;
+    256 + (bits - 9) * 128 + (top - 128)
+}
+
 impl<'a> Merge<'a> {
     /// Merges inodes of identical files the upper layers wrote, paths
     /// `skip` names left alone; returns inode -> canonical inode.
@@ -35,7 +53,7 @@ impl<'a> Merge<'a> {
     /// The size of an inode's content.
     pub(super) fn inode_size(&self, inode: u32) -> u64 {
         let (l, i) = self.creators[inode as usize];
-        self.layers[l as usize].entries[i as usize].size
+        self.layers[l as usize].entries[i as usize].size()
     }
 
     /// Calls `found(path, inode, canonical inode, canonical path)` for each
@@ -47,12 +65,19 @@ impl<'a> Merge<'a> {
     /// as hashing every file while decoding, for a fraction of the hashing
     /// and no per-entry hash in memory.
     ///
-    /// A candidate is 16 bytes (size, inode, place in the tree), counted
-    /// before it is collected and sorted in place: on a million files, the
-    /// candidates take 16 MB, not the 40 MB or so a growing vector of
-    /// paths and its sort buffer took. The paths of the duplicates found are looked
-    /// up in a second walk of the tree.
+    /// A candidate is 16 bytes (size, inode, place in the tree). They are
+    /// taken a range of sizes at a time, smallest first, each range
+    /// holding about [`PASS_CANDIDATES`] of them (one size is never split):
+    /// on a million files, a few MB at once instead of 16 MB. A first walk
+    /// counts the files of each [`size_class`] to cut the ranges. The
+    /// paths of the duplicates found are looked up in a last walk of the
+    /// tree.
     pub(super) fn each_duplicate(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>) {
+        self.each_duplicate_by(skip, found, PASS_CANDIDATES)
+    }
+
+    /// [`Merge::each_duplicate`], about `pass` candidates a pass.
+    fn each_duplicate_by(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>, pass: usize) {
         let mut seen = vec![false; self.creators.len()];
         let mut each_candidate = |f: &mut dyn FnMut(u64, u32, u32)| {
             seen.fill(false);
@@ -68,50 +93,39 @@ impl<'a> Merge<'a> {
                 if (cl as usize) < self.base {
                     continue;
                 }
-                let size = self.layers[cl as usize].entries[ci as usize].size;
+                let size = self.layers[cl as usize].entries[ci as usize].size();
                 if size > 0 {
                     f(size, node.inode, place as u32);
                 }
             }
         };
-        let mut count = 0;
-        each_candidate(&mut |_, _, _| count += 1);
-        // (size, inode, place), in place order, then by size.
-        let mut cands: Vec<(u64, u32, u32)> = Vec::with_capacity(count);
-        each_candidate(&mut |size, inode, place| cands.push((size, inode, place)));
-        drop(seen);
-        cands.sort_unstable_by_key(|&(size, _, place)| (size, place));
-        let key = |inode: u32| {
-            let (l, i) = self.creators[inode as usize];
-            let e = &self.layers[l as usize].entries[i as usize];
-            (e.mode, &e.owner)
-        };
-        let xattrs = |inode: u32| {
-            let (l, i) = self.creators[inode as usize];
-            self.layers[l as usize].entries[i as usize].xattrs()
-        };
-        let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
-        let mut group: Vec<Hashed> = Vec::new();
+        let mut per_class = vec![0usize; SIZE_CLASSES];
+        each_candidate(&mut |size, _, _| per_class[size_class(size)] += 1);
+        // At most about 16 walks of the tree, however many files.
+        let per_pass = pass.max(per_class.iter().sum::<usize>() / 8);
         // (place, inode, canonical inode, canonical place), as found.
         let mut dups: Vec<(u32, u32, u32, u32)> = Vec::new();
-        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
-        for same_size in cands.chunk_by(|a, b| a.0 == b.0) {
-            if same_size.len() < 2 {
-                continue;
+        let mut class = 0;
+        while class < SIZE_CLASSES {
+            // Classes [class, end) make this pass.
+            let mut end = class;
+            let mut count = 0;
+            while end < SIZE_CLASSES && (count == 0 || count + per_class[end] <= per_pass) {
+                count += per_class[end];
+                end += 1;
             }
-            group.clear();
-            group.extend(same_size.iter().filter_map(|&(_, inode, place)| {
-                Some((self.content_hash(inode, &mut buf)?, inode, place))
-            }));
-            group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
-            for equal in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
-                let (_, canon, canon_place) = equal[0];
-                for &(_, inode, place) in &equal[1..] {
-                    dups.push((place, inode, canon, canon_place));
-                }
+            if count > 1 {
+                let mut cands: Vec<(u64, u32, u32)> = Vec::with_capacity(count);
+                each_candidate(&mut |size, inode, place| {
+                    if (class..end).contains(&size_class(size)) {
+                        cands.push((size, inode, place));
+                    }
+                });
+                self.find_equal(cands, &mut dups);
             }
+            class = end;
         }
-        drop(cands);
+        drop(seen);
         if dups.is_empty() {
             return;
         }
@@ -133,6 +147,42 @@ impl<'a> Merge<'a> {
         let path_at = |place: u32| paths[places.binary_search(&place).expect("a place walked")];
         for (place, inode, canon, canon_place) in dups {
             found(path_at(place), inode, canon, path_at(canon_place));
+        }
+    }
+
+    /// Appends to `dups` the duplicates among `cands` (size, inode, place
+    /// in path order): `(place, inode, canonical inode, canonical place)`,
+    /// by size, then as their groups sort.
+    fn find_equal(&self, mut cands: Vec<(u64, u32, u32)>, dups: &mut Vec<(u32, u32, u32, u32)>) {
+        cands.sort_unstable_by_key(|&(size, _, place)| (size, place));
+        let key = |inode: u32| {
+            let (l, i) = self.creators[inode as usize];
+            let e = &self.layers[l as usize].entries[i as usize];
+            (e.mode, e.owner())
+        };
+        let xattrs = |inode: u32| {
+            let (l, i) = self.creators[inode as usize];
+            self.layers[l as usize].entries[i as usize].xattrs()
+        };
+        let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
+        let mut group: Vec<Hashed> = Vec::new();
+        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
+        for same_size in cands.chunk_by(|a, b| a.0 == b.0) {
+            if same_size.len() < 2 {
+                continue;
+            }
+            group.clear();
+            group.reserve_exact(same_size.len());
+            group.extend(same_size.iter().filter_map(|&(_, inode, place)| {
+                Some((self.content_hash(inode, &mut buf)?, inode, place))
+            }));
+            group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
+            for equal in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
+                let (_, canon, canon_place) = equal[0];
+                for &(_, inode, place) in &equal[1..] {
+                    dups.push((place, inode, canon, canon_place));
+                }
+            }
         }
     }
 
@@ -160,8 +210,72 @@ impl<'a> Merge<'a> {
 mod tests {
     use super::super::tests::{Spec, indexes};
 
+    use super::size_class;
+
     const FILE: tar::EntryType = tar::EntryType::Regular;
     const DIR: tar::EntryType = tar::EntryType::Directory;
+
+    /// Size classes follow size order, every size below 256 alone, and
+    /// the largest size has the last class.
+    #[test]
+    fn size_classes_follow_size_order() {
+        let mut sizes: Vec<u64> = (0..5000).collect();
+        for bits in 9..64 {
+            for d in [0u64, 1, 2, 3] {
+                sizes.push((1u64 << bits) - 1 + d);
+                sizes.push((3u64 << (bits - 1)) + d);
+            }
+        }
+        sizes.push(u64::MAX);
+        sizes.sort_unstable();
+        for w in sizes.windows(2) {
+            assert!(size_class(w[0]) <= size_class(w[1]), "{} {}", w[0], w[1]);
+        }
+        for s in 0..256 {
+            assert_eq!(size_class(s), s as usize);
+        }
+        assert_eq!(size_class(256), 256);
+        assert_eq!(size_class(u64::MAX), super::SIZE_CLASSES - 1);
+    }
+
+    /// Taken a few candidates at a time, the duplicates found are the same,
+    /// in the same order, as all at once.
+    #[test]
+    fn passes_find_what_one_pass_finds() {
+        let contents: Vec<Vec<u8>> = (0..60u32)
+            .map(|i| {
+                let key = if i % 3 == 0 { i / 9 } else { i };
+                format!("{key:x}")
+                    .repeat(1 + (key % 5) as usize)
+                    .into_bytes()
+            })
+            .collect();
+        let names: Vec<String> = (0..60)
+            .map(|i| format!("d/f{:02}", (i * 37) % 60))
+            .collect();
+        let mut layer: Vec<Spec<'_>> = vec![("d/", DIR, "", b"")];
+        for (n, c) in names.iter().zip(&contents) {
+            layer.push((n.as_str(), FILE, "", c.as_slice()));
+        }
+        let idx = indexes(&[&layer[..]]);
+        let merged = super::super::merge(&idx, 0).unwrap();
+        let found_by = |pass: usize| {
+            let mut found = Vec::new();
+            merged.m.each_duplicate_by(
+                &|_| false,
+                &mut |path, inode, canon, cpath| {
+                    found.push((path.to_vec(), inode, canon, cpath.to_vec()));
+                },
+                pass,
+            );
+            found
+        };
+        let all = found_by(usize::MAX);
+        assert!(all.len() >= 10, "{} duplicates", all.len());
+        for pass in [1, 2, 3, 7] {
+            assert_eq!(found_by(pass), all, "{pass} a pass");
+        }
+    }
 
     /// Files of one size with different contents stay apart, equal ones
     /// link to the first in path order, a file of another size with the

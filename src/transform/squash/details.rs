@@ -94,7 +94,7 @@ impl Merged<'_> {
                 out.push(RemovedPath {
                     path: entry::display(path),
                     category: cat.to_string(),
-                    bytes: if first { self.content(*node).size } else { 0 },
+                    bytes: if first { self.content(*node).size() } else { 0 },
                 });
             }
         }
@@ -141,7 +141,7 @@ impl Merged<'_> {
             let own = self.m.entry(*node);
             let e = self.content(*node);
             let bytes = if node.inode != NO_INODE && seen.insert(node.inode) {
-                e.size
+                e.size()
             } else {
                 0
             };
@@ -149,7 +149,7 @@ impl Merged<'_> {
                 let line = FileLine {
                     path: &entry::display(path),
                     kind: kind_name(own.kind),
-                    size: if node.inode != NO_INODE { e.size } else { 0 },
+                    size: if node.inode != NO_INODE { e.size() } else { 0 },
                     mode: format!("{:04o}", e.mode & 0o7777),
                     layer: node.layer + 1,
                     target: (own.kind == Kind::Symlink || own.kind == Kind::Hardlink)
@@ -193,7 +193,7 @@ impl Merged<'_> {
         let mut shadowed = Vec::with_capacity(self.m.lost.len());
         for (path, n, by) in &self.m.lost {
             let e = self.m.entry(*n);
-            let bytes = if e.kind == Kind::File { e.size } else { 0 };
+            let bytes = if e.kind == Kind::File { e.size() } else { 0 };
             shadowed.push(ShadowedPath {
                 path: entry::display(path),
                 layer: n.layer + 1,

@@ -46,7 +46,7 @@ impl<'a> Merge<'a> {
                 continue;
             }
             let e = self.entry(*node);
-            let size = if e.kind == Kind::File { e.size } else { 0 };
+            let size = if e.kind == Kind::File { e.size() } else { 0 };
             if let Some((dir, cat)) = &within {
                 if is_under(path, dir) {
                     removed.push((path.clone(), cat.clone()));

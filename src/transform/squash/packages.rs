@@ -83,7 +83,7 @@ impl<'a> Merge<'a> {
         let (l, i) = self.creators[n.inode as usize];
         let layer = &self.layers[l as usize];
         let e = &layer.entries[i as usize];
-        if e.kind != Kind::File || e.size > limit as u64 {
+        if e.kind != Kind::File || e.size() > limit as u64 {
             return None;
         }
         layer.read_content(e, 0, limit).ok()
@@ -140,7 +140,7 @@ impl<'a> Merge<'a> {
             if e.kind.is_dir() {
                 continue;
             }
-            let size = if e.kind == Kind::File { e.size } else { 0 };
+            let size = if e.kind == Kind::File { e.size() } else { 0 };
             stats.record(CATEGORY, 1, size);
             removed.push((p, CATEGORY.to_string()));
         }

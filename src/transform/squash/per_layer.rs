@@ -150,13 +150,13 @@ pub fn per_layer(
                 protected.contains(path) || replaced_earlier || layer_targets.contains(&path[..]);
             if drop_hidden && !e.kind.is_dir() && hidden(path) && !is_protected {
                 if e.kind == Kind::File {
-                    stats.shadowed.add(1, e.size);
+                    stats.shadowed.add(1, e.size());
                 } else if !e.kind.is_dir() {
                     stats.shadowed.add(1, 0);
                 }
                 continue;
             }
-            let size = if e.kind == Kind::File { e.size } else { 0 };
+            let size = if e.kind == Kind::File { e.size() } else { 0 };
             if !is_protected
                 && let Some(cat) = entry::ancestors(path).find_map(|a| removed_dirs.get(a))
             {
