@@ -585,15 +585,15 @@ fn layer_stats(
             files: ix
                 .entries
                 .iter()
-                .filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout())
+                .filter(|e| !e.kind().is_dir() && !e.kind().is_whiteout())
                 .count() as u64,
             file_bytes: ix
                 .entries
                 .iter()
-                .filter(|e| e.kind == crate::layer::entry::Kind::File)
+                .filter(|e| e.kind() == crate::layer::entry::Kind::File)
                 .map(|e| e.size())
                 .sum(),
-            whiteouts: ix.entries.iter().filter(|e| e.kind.is_whiteout()).count() as u64,
+            whiteouts: ix.entries.iter().filter(|e| e.kind().is_whiteout()).count() as u64,
             created_by: history.get(i).cloned().unwrap_or_default(),
         })
         .collect()
@@ -609,7 +609,7 @@ fn source_side(layers: &[Descriptor], indexes: &[Arc<LayerIndex>]) -> Side {
             .map(|i| {
                 i.entries
                     .iter()
-                    .filter(|e| !e.kind.is_dir() && !e.kind.is_whiteout())
+                    .filter(|e| !e.kind().is_dir() && !e.kind().is_whiteout())
                     .count() as u64
             })
             .sum(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Kind {
     File,
     Dir,
@@ -28,6 +29,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 9] = [
+        Kind::File,
+        Kind::Dir,
+        Kind::Symlink,
+        Kind::Hardlink,
+        Kind::Char,
+        Kind::Block,
+        Kind::Fifo,
+        Kind::Whiteout,
+        Kind::Opaque,
+    ];
+
     pub fn is_dir(self) -> bool {
         self == Kind::Dir
     }
@@ -66,6 +79,10 @@ pub struct Extra {
     pub size: Option<u64>,
     /// The time, when it is before 1970 or after 2106.
     pub mtime: Option<i64>,
+    /// The place in the spool, when 40 bits do not hold it.
+    pub offset: Option<u64>,
+    /// The mode, when 16 bits do not hold it.
+    pub mode: Option<u32>,
 }
 
 /// An entry's owner and its [`Extra`]: shared by every plain entry of a
@@ -77,33 +94,36 @@ pub struct Tail {
     pub extra: Extra,
 }
 
-/// One entry of a layer. Kept small (48 bytes and its path): an image can
+/// One entry of a layer. Kept small (40 bytes and its path): an image can
 /// hold millions, and every one is in memory until the image is written.
-/// The size and time take 32 bits here; the rare larger ones are kept in
-/// the entry's [`Tail`] (read them with [`Entry::size`] and
-/// [`Entry::mtime`]).
+/// The size and time take 32 bits here, the place in the spool 40 and the
+/// mode 16; the rare wider ones are kept in the entry's [`Tail`]. Read
+/// them with [`Entry::size`], [`Entry::mtime`], [`Entry::offset`] and
+/// [`Entry::mode`].
 #[derive(Clone, Debug)]
 pub struct Entry {
     /// Normalised: no leading `/` or `./`, no trailing `/`, no `.` or `..`
     /// components; the root directory is the empty path.
     /// Shared with the squash's tree and plan, which name the same path.
     pub path: super::shared_path::SharedPath,
-    /// Where the content starts in the layer's spool file.
-    pub offset: u64,
     tail: Arc<Tail>,
+    /// Where the content starts in the layer's spool file (40 bits), the
+    /// mode (16) and the kind (8), or [`IN_TAIL`]'s bits for the first two.
+    packed: u64,
     /// Content length (regular files), or [`IN_TAIL`].
     size: u32,
     /// Seconds since the epoch, or [`IN_TAIL`].
     mtime: u32,
-    pub mode: u32,
-    pub kind: Kind,
 }
 
-/// A size or time that 32 bits do not hold: the entry's tail has it.
+/// A value the entry's own bits do not hold: its tail has it.
 const IN_TAIL: u32 = u32::MAX;
+const OFFSET_BITS: u32 = 40;
+const OFFSET_IN_TAIL: u64 = (1 << OFFSET_BITS) - 1;
+const MODE_IN_TAIL: u64 = 0xffff;
 
 // Every entry of an image is in memory until it is written: keep it small.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
+const _: () = assert!(std::mem::size_of::<Entry>() <= 40);
 
 impl Entry {
     /// A root-owned entry with no content, link or PAX record.
@@ -143,6 +163,18 @@ impl Entry {
         if mtime32.is_none() {
             extra.mtime = Some(mtime);
         }
+        let offset40 = if offset < OFFSET_IN_TAIL {
+            offset
+        } else {
+            extra.offset = Some(offset);
+            OFFSET_IN_TAIL
+        };
+        let mode16 = if u64::from(mode) < MODE_IN_TAIL {
+            u64::from(mode)
+        } else {
+            extra.mode = Some(mode);
+            MODE_IN_TAIL
+        };
         let tail = if extra == Extra::default() {
             Arc::clone(plain)
         } else {
@@ -153,12 +185,38 @@ impl Entry {
         };
         Entry {
             path,
-            offset,
             tail,
+            packed: offset40 | mode16 << OFFSET_BITS | (kind as u64) << (OFFSET_BITS + 16),
             size: size32.unwrap_or(IN_TAIL),
             mtime: mtime32.unwrap_or(IN_TAIL),
-            mode,
-            kind,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        Kind::ALL[(self.packed >> (OFFSET_BITS + 16)) as usize]
+    }
+
+    /// Mode bits as the header gave them.
+    pub fn mode(&self) -> u32 {
+        match (self.packed >> OFFSET_BITS) & 0xffff {
+            MODE_IN_TAIL => self
+                .tail
+                .extra
+                .mode
+                .expect("a mode past 16 bits is in the tail"),
+            m => m as u32,
+        }
+    }
+
+    /// Where the content starts in the layer's spool file.
+    pub fn offset(&self) -> u64 {
+        match self.packed & OFFSET_IN_TAIL {
+            OFFSET_IN_TAIL => self
+                .tail
+                .extra
+                .offset
+                .expect("an offset past 40 bits is in the tail"),
+            o => o,
         }
     }
 
@@ -483,7 +541,7 @@ mod tests {
             (1 << 40, 1 << 33),
         ] {
             let e = make(size, mtime);
-            assert_eq!((e.size(), e.mtime(), e.offset), (size, mtime, 7));
+            assert_eq!((e.size(), e.mtime(), e.offset()), (size, mtime, 7));
             assert_eq!((e.uid(), e.uname()), (0, &b"root"[..]));
             let shared = Arc::ptr_eq(&e.tail, &root);
             let narrow = size < u64::from(u32::MAX) && (0..i64::from(u32::MAX)).contains(&mtime);
@@ -507,7 +565,43 @@ mod tests {
         assert_eq!(l.link(), Some(&b"target"[..]));
         assert!(!Arc::ptr_eq(&l.tail, &root));
         assert!(Arc::ptr_eq(&l.tail.owner, &root.owner));
-        assert_eq!(std::mem::size_of::<Entry>(), 48);
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    }
+
+    /// Places in the spool past 40 bits and modes past 16 (and the values
+    /// that mark them) come back whole, and every kind comes back as
+    /// itself beside any mode and place.
+    #[test]
+    fn wide_places_and_modes_come_back_with_their_kind() {
+        let plain = Arc::default();
+        for kind in Kind::ALL {
+            for (offset, mode) in [
+                (0, 0),
+                (4096, 0o644),
+                (OFFSET_IN_TAIL - 1, 0o100_644),
+                (OFFSET_IN_TAIL, 0xffff),
+                (1 << 40, 0x1_0000),
+                (u64::MAX, 0o7_777_777),
+                (u64::MAX, u32::MAX),
+            ] {
+                let e = Entry::with(
+                    b"x"[..].into(),
+                    kind,
+                    mode,
+                    5,
+                    3,
+                    offset,
+                    &plain,
+                    Extra::default(),
+                );
+                assert_eq!(
+                    (e.kind(), e.mode(), e.offset(), e.size(), e.mtime()),
+                    (kind, mode, offset, 3, 5)
+                );
+                let narrow = offset < OFFSET_IN_TAIL && u64::from(mode) < MODE_IN_TAIL;
+                assert_eq!(Arc::ptr_eq(&e.tail, &plain), narrow, "{offset} {mode:o}");
+            }
+        }
     }
 
     #[test]

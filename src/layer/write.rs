@@ -33,8 +33,8 @@ pub fn write_plan<W: Write + ?Sized>(
             } => {
                 let layer = &layers[layer as usize];
                 let e = &layer.entries[index as usize];
-                let name = tar_name(&path, e.kind == Kind::Dir && link_to.is_none());
-                match (link_to, e.kind) {
+                let name = tar_name(&path, e.kind() == Kind::Dir && link_to.is_none());
+                match (link_to, e.kind()) {
                     (Some(target), _) => {
                         write_header(out, &name, Kind::Hardlink, Some(&target), e, 0)?
                     }
@@ -201,7 +201,7 @@ fn write_header<W: Write + ?Sized>(
         Kind::Block => tar::EntryType::Block,
         Kind::Fifo => tar::EntryType::Fifo,
     });
-    h.set_mode(e.mode);
+    h.set_mode(e.mode());
     h.set_uid(e.uid().min(octal_max(8)));
     h.set_gid(e.gid().min(octal_max(8)));
     h.set_mtime(mtime_field);
@@ -292,7 +292,7 @@ mod tests {
     /// (header mtime field, PAX mtime record) of what slim writes.
     fn written(e: &Entry) -> (u64, Option<String>) {
         let mut out = Vec::new();
-        write_header(&mut out, b"f", e.kind, None, e, 0).unwrap();
+        write_header(&mut out, b"f", e.kind(), None, e, 0).unwrap();
         out.extend_from_slice(&[0u8; 1024]);
         let mut a = tar::Archive::new(&out[..]);
         let mut ent = a.entries().unwrap().next().unwrap().unwrap();

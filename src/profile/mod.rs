@@ -285,6 +285,66 @@ mod rule_tests {
         f.remove(path.as_bytes(), kind).map(str::to_string)
     }
 
+    /// A directory a `dirs` rule matches goes when all below it goes:
+    /// directories inside it (unless kept themselves) and removed files;
+    /// one kept path keeps it and every matched directory above it; an
+    /// empty one goes; nested matches are decided each on its own.
+    #[test]
+    fn a_matched_directory_goes_only_with_all_below_it() {
+        let t = MemTree::default()
+            .file("a/x/f", 0o644, b"x")
+            .file("a/y", 0o644, b"x")
+            .file("b/f", 0o644, b"x")
+            .file("b/keep.txt", 0o644, b"x")
+            .file("c/d/f", 0o644, b"x")
+            .file("c/g", 0o644, b"x")
+            .file("c2/d/f", 0o644, b"x")
+            .file("c2/d/z", 0o644, b"x")
+            .file("e/k/f", 0o644, b"x")
+            .dir("h")
+            .file("i", 0o644, b"x");
+        let set = |globs: &[&str]| {
+            load::glob_set(
+                globs
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+        };
+        let mut f = CompiledFilter {
+            chosen: Vec::new(),
+            rules: rules::Rules {
+                remove: vec![(
+                    "cat".to_string(),
+                    set(&["a/**", "b/f", "c/d/**", "c2/d/f", "e/k/f"]),
+                )],
+                dirs: vec![(
+                    "cat".to_string(),
+                    set(&["a", "b", "c", "c/d", "c2", "c2/d", "e", "e/k", "h"]),
+                )],
+                keep: set(&["e/k"]),
+                dev_dependencies: BTreeMap::new(),
+            },
+            safe: safety::SafetyKeeps::default(),
+            decisions: HashMap::new(),
+            kept_by_safety: Vec::new(),
+        };
+        f.decide_all(&t);
+        let mut gone: Vec<&str> = f
+            .decisions
+            .keys()
+            .map(|k| std::str::from_utf8(k).unwrap())
+            .collect();
+        gone.sort_unstable();
+        assert_eq!(
+            gone,
+            [
+                "a", "a/x/f", "a/y", "b/f", "c/d", "c/d/f", "c2/d/f", "e/k/f", "h"
+            ]
+        );
+    }
+
     #[test]
     fn each_category_removes_what_it_says_and_keeps_its_keeps() {
         let f = compiled("debian,python,node", &[], &[]);

@@ -55,11 +55,12 @@ pub struct CompiledFilter {
 }
 
 impl CompiledFilter {
+    /// Decides every path of `tree`: two walks of its paths, nothing per
+    /// path kept but the decisions (a million-path tree is not copied).
     pub(super) fn decide_all(&mut self, tree: &dyn TreeView) {
         let mut decisions = HashMap::new();
         let mut saved = Vec::new();
-        let paths: Vec<&[u8]> = tree.paths().collect();
-        for path in &paths {
+        for path in tree.paths() {
             if tree.kind(path).is_none_or(Kind::is_dir) {
                 continue;
             }
@@ -75,39 +76,51 @@ impl CompiledFilter {
             }
         }
         // Directories a `dirs` rule matches go when everything below them
-        // goes (paths are sorted: a directory's subtree follows it).
+        // goes (paths are sorted: a directory's subtree follows it). The
+        // directories whose subtree is being walked are a stack, each with
+        // its category and whether all below it went so far.
         if !self.rules.dirs.is_empty() {
-            for (i, dir) in paths.iter().enumerate() {
-                // The root always stays.
-                if dir.is_empty() || tree.kind(dir) != Some(Kind::Dir) {
-                    continue;
-                }
-                let s = String::from_utf8_lossy(dir);
-                if self.rules.keep.is_match(&*s) || self.safe.reason(dir).is_some() {
-                    continue;
-                }
-                let Some((cat, _)) = self.rules.dirs.iter().find(|(_, set)| set.is_match(&*s))
-                else {
-                    continue;
-                };
-                let all_gone = paths[i + 1..]
-                    .iter()
-                    .take_while(|p| {
-                        p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'
-                    })
-                    .all(|p| {
-                        // A directory below goes with this one, unless it
-                        // is kept itself.
-                        let kept_dir = || {
-                            self.rules.keep.is_match(&*String::from_utf8_lossy(p))
-                                || self.safe.reason(p).is_some()
-                        };
-                        (tree.kind(p) == Some(Kind::Dir) && !kept_dir())
-                            || decisions.contains_key(*p)
-                    });
+            let kept = |p: &[u8]| {
+                self.rules.keep.is_match(&*String::from_utf8_lossy(p))
+                    || self.safe.reason(p).is_some()
+            };
+            let mut open: Vec<(&[u8], String, bool)> = Vec::new();
+            let close = |open: &mut Vec<(&[u8], String, bool)>,
+                         decisions: &mut HashMap<Vec<u8>, String>| {
+                let (dir, cat, all_gone) = open.pop().expect("an open directory");
                 if all_gone {
-                    decisions.insert(dir.to_vec(), cat.clone());
+                    decisions.insert(dir.to_vec(), cat);
+                } else if let Some(parent) = open.last_mut() {
+                    // What stays below this directory stays below its parent.
+                    parent.2 = false;
                 }
+            };
+            for path in tree.paths() {
+                // (The root is never open: a directory here is not empty.)
+                let below = |dir: &[u8]| {
+                    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
+                };
+                while open.last().is_some_and(|(dir, _, _)| !below(dir)) {
+                    close(&mut open, &mut decisions);
+                }
+                let is_dir = tree.kind(path) == Some(Kind::Dir);
+                if let Some(top) = open.last_mut() {
+                    // A directory below goes with this one, unless it is
+                    // kept itself.
+                    let gone = (is_dir && !kept(path)) || decisions.contains_key(path);
+                    top.2 &= gone;
+                }
+                // The root always stays.
+                if path.is_empty() || !is_dir || kept(path) {
+                    continue;
+                }
+                let s = String::from_utf8_lossy(path);
+                if let Some((cat, _)) = self.rules.dirs.iter().find(|(_, set)| set.is_match(&*s)) {
+                    open.push((path, cat.clone(), true));
+                }
+            }
+            while !open.is_empty() {
+                close(&mut open, &mut decisions);
             }
         }
         self.decisions = decisions;

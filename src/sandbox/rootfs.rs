@@ -77,15 +77,17 @@ impl Rootfs {
     /// layers hold, OCI image spec "Whiteouts"), then its entries in order.
     pub fn apply(&mut self, layer: &LayerIndex, what: &str) -> Result<()> {
         for e in &layer.entries {
-            let r = match e.kind {
+            let r = match e.kind() {
                 Kind::Whiteout => self.remove(&e.path),
                 Kind::Opaque => self.clear_dir(&e.path),
                 _ => continue,
             };
-            r.with_context(|| format!("{what}: applying the {} of {}", e.kind, e.display_path()))?;
+            r.with_context(|| {
+                format!("{what}: applying the {} of {}", e.kind(), e.display_path())
+            })?;
         }
         for e in &layer.entries {
-            if e.kind.is_whiteout() {
+            if e.kind().is_whiteout() {
                 continue;
             }
             self.write_entry(e, &layer.spool)
@@ -198,11 +200,11 @@ impl Rootfs {
         let existing_is_dir = existing
             .as_ref()
             .is_some_and(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory);
-        if existing.is_some() && !(e.kind == Kind::Dir && existing_is_dir) {
+        if existing.is_some() && !(e.kind() == Kind::Dir && existing_is_dir) {
             remove_at(parent, name)?;
         }
-        let mode = Mode::from_raw_mode(e.mode & 0o7777);
-        match e.kind {
+        let mode = Mode::from_raw_mode(e.mode() & 0o7777);
+        match e.kind() {
             Kind::Dir => {
                 if !existing_is_dir {
                     rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(io_err)?;
@@ -231,7 +233,7 @@ impl Rootfs {
                 )
                 .map_err(io_err)?;
                 let mut out = File::from(fd);
-                copy_range(spool, e.offset, e.size(), &mut out)?;
+                copy_range(spool, e.offset(), e.size(), &mut out)?;
                 self.set_owner_mode(out.as_fd(), e)?;
                 self.set_xattrs(out.as_fd(), e);
                 rfs::futimens(&out, &stamps(e.mtime())).map_err(io_err)?;
@@ -257,7 +259,7 @@ impl Rootfs {
                     .with_context(|| format!("hard link to {}", entry::display(target)))?;
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
-                let ty = match e.kind {
+                let ty = match e.kind() {
                     Kind::Char => rfs::FileType::CharacterDevice,
                     Kind::Block => rfs::FileType::BlockDevice,
                     _ => rfs::FileType::Fifo,
@@ -274,7 +276,7 @@ impl Rootfs {
                     Err(err) => self.warnings.push(format!(
                         "{}: {} not created ({err})",
                         e.display_path(),
-                        e.kind
+                        e.kind()
                     )),
                 }
             }
@@ -293,7 +295,7 @@ impl Rootfs {
                 e.gid()
             ));
         }
-        rfs::fchmod(fd, Mode::from_raw_mode(e.mode & 0o7777)).map_err(io_err)?;
+        rfs::fchmod(fd, Mode::from_raw_mode(e.mode() & 0o7777)).map_err(io_err)?;
         Ok(())
     }
 

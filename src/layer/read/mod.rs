@@ -55,7 +55,7 @@ impl LayerIndex {
         let mut done = 0u64;
         while done < e.size() {
             let n = buf.len().min((e.size() - done) as usize);
-            self.spool.read_exact_at(&mut buf[..n], e.offset + done)?;
+            self.spool.read_exact_at(&mut buf[..n], e.offset() + done)?;
             out.write_all(&buf[..n])?;
             done += n as u64;
         }
@@ -68,7 +68,7 @@ impl LayerIndex {
         use std::os::unix::fs::FileExt;
         let offset = offset.min(e.size());
         let mut buf = vec![0u8; (e.size() - offset).min(limit as u64) as usize];
-        self.spool.read_exact_at(&mut buf, e.offset + offset)?;
+        self.spool.read_exact_at(&mut buf, e.offset() + offset)?;
         Ok(buf)
     }
 }

@@ -142,8 +142,8 @@ fn a_root_directory_entry_sets_the_root_metadata() {
     let ix = index(&raw_tar(&[(root, b"")]), 1 << 30).unwrap();
     assert_eq!(ix.entries.len(), 1);
     assert_eq!(&*ix.entries[0].path, b"");
-    assert_eq!(ix.entries[0].kind, Kind::Dir);
-    assert_eq!(ix.entries[0].mode, 0o700);
+    assert_eq!(ix.entries[0].kind(), Kind::Dir);
+    assert_eq!(ix.entries[0].mode(), 0o700);
 }
 
 /// Regression: `.wh.` with an empty name, `.wh..` and `.wh...` became
@@ -167,7 +167,7 @@ fn a_whiteout_of_an_empty_dot_or_dotdot_name_is_refused() {
                 String::from_utf8_lossy(name),
                 ix.entries
                     .iter()
-                    .map(|e| (e.display_path(), e.kind))
+                    .map(|e| (e.display_path(), e.kind()))
                     .collect::<Vec<_>>()
             ),
             Err(e) => format!("{e:#}"),

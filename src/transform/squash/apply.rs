@@ -73,11 +73,11 @@ impl<'a> Merge<'a> {
         // apply to resources in lower/parent layers"; umoci tracks this
         // layer's paths for the same reason).
         for (ei, e) in layer.entries.iter().enumerate() {
-            if e.kind == Kind::Whiteout && e.path.is_empty() {
+            if e.kind() == Kind::Whiteout && e.path.is_empty() {
                 continue; // the reader refuses it; never delete the root
             }
-            if e.kind.is_whiteout() {
-                let real = match e.kind {
+            if e.kind().is_whiteout() {
+                let real = match e.kind() {
                     Kind::Whiteout => self.real_path(&e.path).map_err(|_| too_many(e))?.0,
                     _ => self.resolve_dir(&e.path).map_err(|_| too_many(e))?.path,
                 };
@@ -93,7 +93,7 @@ impl<'a> Merge<'a> {
                 // A base directory that stays (this layer wrote below it)
                 // keeps what else of the base stays: then the paths it
                 // lost get their own whiteouts, no opaque marker.
-                if !self.remove_lower(&real, li, e.kind == Kind::Whiteout) {
+                if !self.remove_lower(&real, li, e.kind() == Kind::Whiteout) {
                     self.mark_reset(li, &real);
                 }
                 continue;
@@ -120,7 +120,7 @@ impl<'a> Merge<'a> {
                 self.moved.insert((li as u32, ei as u32), real.clone());
                 real
             };
-            match e.kind {
+            match e.kind() {
                 Kind::Whiteout | Kind::Opaque => unreachable!("handled above"),
                 Kind::Dir => {
                     // Over a directory (or an implicit one: children but no
@@ -128,7 +128,7 @@ impl<'a> Merge<'a> {
                     let replaces = self
                         .nodes
                         .get(&path)
-                        .is_some_and(|n| !self.entry(*n).kind.is_dir());
+                        .is_some_and(|n| !self.entry(*n).kind().is_dir());
                     if replaces {
                         self.remove_subtree(&path);
                         self.mark_reset(li, &path);

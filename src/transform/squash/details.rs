@@ -148,11 +148,11 @@ impl Merged<'_> {
             if let Some(w) = files.as_deref_mut() {
                 let line = FileLine {
                     path: &entry::display(path),
-                    kind: kind_name(own.kind),
+                    kind: kind_name(own.kind()),
                     size: if node.inode != NO_INODE { e.size() } else { 0 },
-                    mode: format!("{:04o}", e.mode & 0o7777),
+                    mode: format!("{:04o}", e.mode() & 0o7777),
                     layer: node.layer + 1,
-                    target: (own.kind == Kind::Symlink || own.kind == Kind::Hardlink)
+                    target: (own.kind() == Kind::Symlink || own.kind() == Kind::Hardlink)
                         .then(|| String::from_utf8_lossy(own.link().unwrap_or_default()))
                         .map(|t| t.into_owned()),
                 };
@@ -166,7 +166,7 @@ impl Merged<'_> {
                     bytes,
                 });
             }
-            if own.kind.is_dir() || path.is_empty() {
+            if own.kind().is_dir() || path.is_empty() {
                 continue;
             }
             let class = if gone.contains_key(&path[..]) {
@@ -193,7 +193,7 @@ impl Merged<'_> {
         let mut shadowed = Vec::with_capacity(self.m.lost.len());
         for (path, n, by) in &self.m.lost {
             let e = self.m.entry(*n);
-            let bytes = if e.kind == Kind::File { e.size() } else { 0 };
+            let bytes = if e.kind() == Kind::File { e.size() } else { 0 };
             shadowed.push(ShadowedPath {
                 path: entry::display(path),
                 layer: n.layer + 1,

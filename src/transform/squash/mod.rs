@@ -199,16 +199,16 @@ impl Merged<'_> {
 
 impl TreeView for Merged<'_> {
     fn kind(&self, path: &[u8]) -> Option<Kind> {
-        self.node_entry(path).map(|e| e.kind)
+        self.node_entry(path).map(|e| e.kind())
     }
 
     fn mode(&self, path: &[u8]) -> Option<u32> {
-        self.node_entry(path).map(|e| e.mode)
+        self.node_entry(path).map(|e| e.mode())
     }
 
     fn link_target(&self, path: &[u8]) -> Option<Vec<u8>> {
         self.node_entry(path)
-            .filter(|e| e.kind == Kind::Symlink)
+            .filter(|e| e.kind() == Kind::Symlink)
             .and_then(|e| e.link().map(<[u8]>::to_vec))
     }
 

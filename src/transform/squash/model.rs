@@ -103,9 +103,9 @@ impl<'a> Merge<'a> {
 
     pub(super) fn count_shadowed(&mut self, path: SharedPath, n: Node) {
         let e = self.entry(n);
-        if e.kind == Kind::File {
+        if e.kind() == Kind::File {
             self.shadowed.add(1, e.size());
-        } else if !e.kind.is_dir() {
+        } else if !e.kind().is_dir() {
             self.shadowed.add(1, 0);
         } else {
             return;

@@ -7,6 +7,7 @@ use crate::layer::shared_path::SharedPath;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::super::filter::{FilterStats, PathFilter};
+use super::dedup::Alias;
 use super::model::{Merge, NO_INODE, Node, Removals, is_under};
 use super::packages::Rewrite;
 use super::{Item, Plan};
@@ -46,20 +47,20 @@ impl<'a> Merge<'a> {
                 continue;
             }
             let e = self.entry(*node);
-            let size = if e.kind == Kind::File { e.size() } else { 0 };
+            let size = if e.kind() == Kind::File { e.size() } else { 0 };
             if let Some((dir, cat)) = &within {
                 if is_under(path, dir) {
                     removed.push((path.clone(), cat.clone()));
-                    if !e.kind.is_dir() {
+                    if !e.kind().is_dir() {
                         stats.record(cat, 1, size);
                     }
                     continue;
                 }
                 within = None;
             }
-            if let Some(cat) = filter.remove(path, e.kind) {
+            if let Some(cat) = filter.remove(path, e.kind()) {
                 removed.push((path.clone(), cat.to_string()));
-                if e.kind.is_dir() {
+                if e.kind().is_dir() {
                     within = Some((path.clone(), cat.to_string()));
                 } else {
                     stats.record(cat, 1, size);
@@ -78,7 +79,7 @@ impl<'a> Merge<'a> {
     /// files, each is about 50 MB).
     pub(super) fn plan(
         &mut self,
-        alias: &[u32],
+        alias: &Alias,
         base_nodes: &BTreeMap<SharedPath, Node>,
     ) -> (Plan, u64) {
         let mut items = Plan::with_capacity(self.nodes.len());
@@ -99,7 +100,7 @@ impl<'a> Merge<'a> {
             for (path, node) in &self.nodes {
                 if node.inode != NO_INODE && !self.is_upper(*node) {
                     carriers
-                        .entry(alias[node.inode as usize])
+                        .entry(alias.of(node.inode))
                         .or_insert_with(|| path.clone());
                 }
             }
@@ -114,11 +115,11 @@ impl<'a> Merge<'a> {
                 continue;
             }
             let e = this.entry(node);
-            if !e.kind.is_dir() {
+            if !e.kind().is_dir() {
                 files += 1;
             }
             if node.inode != NO_INODE {
-                let ino = alias[node.inode as usize];
+                let ino = alias.of(node.inode);
                 let (layer, index) = this.creators[ino as usize];
                 let link_to = match carriers.get(&ino) {
                     Some(c) => Some(c.clone()),
@@ -144,11 +145,11 @@ impl<'a> Merge<'a> {
             // Recreated over a base directory: the base's content below it
             // must not show through.
             let recreated = this.base > 0
-                && e.kind.is_dir()
+                && e.kind().is_dir()
                 && this.reset.contains(&path[..])
                 && base_nodes
                     .get(&path[..])
-                    .is_some_and(|b| this.entry(*b).kind.is_dir());
+                    .is_some_and(|b| this.entry(*b).kind().is_dir());
             let marker = recreated.then(|| path.clone());
             items.push(
                 Item::Entry {
@@ -205,7 +206,7 @@ impl<'a> Merge<'a> {
                 };
                 let (parent, _) = entry::split_parent(top);
                 let parent_is_dir = match self.nodes.get(parent) {
-                    Some(n) => self.entry(*n).kind.is_dir(),
+                    Some(n) => self.entry(*n).kind().is_dir(),
                     None => true,
                 };
                 let hidden =

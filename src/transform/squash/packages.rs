@@ -58,7 +58,7 @@ impl After<'_, '_> {
                         .m
                         .nodes
                         .get(&r.path[..])
-                        .is_some_and(|n| self.m.entry(*n).kind.is_dir())
+                        .is_some_and(|n| self.m.entry(*n).kind().is_dir())
             }
             _ => false,
         }
@@ -69,7 +69,7 @@ impl After<'_, '_> {
         if self.gone.contains(real) {
             return None;
         }
-        self.m.nodes.get(real).map(|n| self.m.entry(*n).kind)
+        self.m.nodes.get(real).map(|n| self.m.entry(*n).kind())
     }
 }
 
@@ -83,7 +83,7 @@ impl<'a> Merge<'a> {
         let (l, i) = self.creators[n.inode as usize];
         let layer = &self.layers[l as usize];
         let e = &layer.entries[i as usize];
-        if e.kind != Kind::File || e.size() > limit as u64 {
+        if e.kind() != Kind::File || e.size() > limit as u64 {
             return None;
         }
         layer.read_content(e, 0, limit).ok()
@@ -137,10 +137,10 @@ impl<'a> Merge<'a> {
                 continue;
             };
             let e = self.entry(*n);
-            if e.kind.is_dir() {
+            if e.kind().is_dir() {
                 continue;
             }
-            let size = if e.kind == Kind::File { e.size() } else { 0 };
+            let size = if e.kind() == Kind::File { e.size() } else { 0 };
             stats.record(CATEGORY, 1, size);
             removed.push((p, CATEGORY.to_string()));
         }
@@ -167,7 +167,11 @@ impl<'a> Merge<'a> {
                 listed = true;
                 continue;
             };
-            let before = after.m.nodes.get(&real[..]).map(|n| after.m.entry(*n).kind);
+            let before = after
+                .m
+                .nodes
+                .get(&real[..])
+                .map(|n| after.m.entry(*n).kind());
             if before.is_some_and(Kind::is_dir) || after.is_dir_link(&real, before) {
                 continue;
             }

@@ -24,7 +24,7 @@ fn shields_directories(layer: &LayerIndex, real: &[SharedPath]) -> bool {
     let mut written: HashSet<&[u8]> = HashSet::new();
     let mut implied: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
     for (e, path) in layer.entries.iter().zip(real) {
-        if !e.kind.is_whiteout() {
+        if !e.kind().is_whiteout() {
             written.insert(path);
             for a in entry::ancestors(path) {
                 if !written.contains(a) {
@@ -41,7 +41,7 @@ fn shields_directories(layer: &LayerIndex, real: &[SharedPath]) -> bool {
             implied
                 .range::<&[u8], _>(&path[..]..)
                 .take_while(|a| a.starts_with(path))
-                .any(|a| (e.kind == Kind::Whiteout && *a == &path[..]) || is_under(a, path))
+                .any(|a| (e.kind() == Kind::Whiteout && *a == &path[..]) || is_under(a, path))
         };
         if hit {
             return true;
@@ -130,43 +130,43 @@ pub fn per_layer(
             .entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.kind == Kind::Hardlink)
+            .filter(|(_, e)| e.kind() == Kind::Hardlink)
             .map(|(ei, _)| link_of(ei))
             .collect();
         for (ei, path) in real.iter().enumerate() {
             let e = &layer.entries[ei];
-            if e.kind.is_whiteout() {
+            if e.kind().is_whiteout() {
                 kept.push(ei);
                 continue;
             }
             // Dropping a non-directory that replaced a directory earlier in
             // this layer would bring that directory's entries back.
-            let replaced_earlier = !e.kind.is_dir() && {
+            let replaced_earlier = !e.kind().is_dir() && {
                 let range = Merge::children_range(path);
                 seen.range::<SharedPath, _>(range).next().is_some()
             };
             seen.insert(path.clone());
             let is_protected =
                 protected.contains(path) || replaced_earlier || layer_targets.contains(&path[..]);
-            if drop_hidden && !e.kind.is_dir() && hidden(path) && !is_protected {
-                if e.kind == Kind::File {
+            if drop_hidden && !e.kind().is_dir() && hidden(path) && !is_protected {
+                if e.kind() == Kind::File {
                     stats.shadowed.add(1, e.size());
-                } else if !e.kind.is_dir() {
+                } else if !e.kind().is_dir() {
                     stats.shadowed.add(1, 0);
                 }
                 continue;
             }
-            let size = if e.kind == Kind::File { e.size() } else { 0 };
+            let size = if e.kind() == Kind::File { e.size() } else { 0 };
             if !is_protected
                 && let Some(cat) = entry::ancestors(path).find_map(|a| removed_dirs.get(a))
             {
-                if !e.kind.is_dir() {
+                if !e.kind().is_dir() {
                     stats.removed.record(&cat.clone(), 1, size);
                 }
                 continue;
             }
-            if !is_protected && let Some(cat) = filter.remove(path, e.kind) {
-                if e.kind.is_dir() {
+            if !is_protected && let Some(cat) = filter.remove(path, e.kind()) {
+                if e.kind().is_dir() {
                     removed_dirs.insert(path.clone(), cat.to_string());
                 } else {
                     stats.removed.record(cat, 1, size);
@@ -185,7 +185,7 @@ pub fn per_layer(
         let mut cross_targets: Vec<&[u8]> = Vec::new();
         for (ei, e) in layer.entries.iter().enumerate() {
             let path: &[u8] = &real[ei];
-            match e.kind {
+            match e.kind() {
                 Kind::File => {
                     root_of.insert(path, ei);
                     root_for.insert(ei, ei);
@@ -216,13 +216,13 @@ pub fn per_layer(
         for ei in kept {
             let e = &layer.entries[ei];
             let path = &real[ei];
-            if !e.kind.is_whiteout() {
+            if !e.kind().is_whiteout() {
                 // Whatever this entry replaces no longer names an inode.
                 let mut gone: Vec<SharedPath> = Vec::new();
                 if let Some((k, _)) = named.get_key_value(&path[..]) {
                     gone.push(k.clone());
                 }
-                if !e.kind.is_dir() {
+                if !e.kind().is_dir() {
                     gone.extend(
                         named
                             .range::<SharedPath, _>(Merge::children_range(path))
@@ -237,7 +237,7 @@ pub fn per_layer(
                     }
                 }
             }
-            match e.kind {
+            match e.kind() {
                 Kind::Whiteout => items.push(Item::Whiteout(path.clone()), layers),
                 Kind::Opaque => items.push(Item::Opaque(path.clone()), layers),
                 Kind::File | Kind::Hardlink if root_for.contains_key(&ei) => {
@@ -258,7 +258,7 @@ pub fn per_layer(
                     );
                 }
                 _ => {
-                    if !e.kind.is_dir() {
+                    if !e.kind().is_dir() {
                         stats.files += 1;
                     }
                     // A hard link to a lower layer names its target's real
@@ -281,7 +281,7 @@ pub fn per_layer(
         // This layer now hides things from the ones below.
         protected.extend(cross_targets.into_iter().map(SharedPath::from));
         for (e, path) in layer.entries.iter().zip(real) {
-            match e.kind {
+            match e.kind() {
                 Kind::Whiteout => {
                     deleted.insert(path);
                 }

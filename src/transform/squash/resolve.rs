@@ -55,7 +55,7 @@ impl<'a> Merge<'a> {
                 continue;
             };
             let e = self.entry(*n);
-            if e.kind == Kind::Symlink {
+            if e.kind() == Kind::Symlink {
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(TooManyLinks);
@@ -69,7 +69,7 @@ impl<'a> Merge<'a> {
                 todo.extend(target.rsplit(|b| *b == b'/'));
                 continue;
             }
-            comps.push((start, !e.kind.is_dir()));
+            comps.push((start, !e.kind().is_dir()));
         }
         let blocked = comps.iter().enumerate().find(|(_, c)| c.1).map(|(i, _)| {
             comps
