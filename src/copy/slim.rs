@@ -159,6 +159,11 @@ impl Slim<'_> {
             None => None,
         };
         let plans = match opts.squash {
+            // A dry run (an analysis) needs the figures, not the plan.
+            SquashMode::All if opts.dry_run => vec![(
+                crate::layer::plan::Plan::default(),
+                merged.squash_stats(opts.hardlink_dedup, &filter),
+            )],
             SquashMode::All => vec![merged.squash(opts.hardlink_dedup, &filter)],
             SquashMode::None => {
                 drop(merged);

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use super::treemap::{colour, escape, svg};
 use crate::stats::ImageReport;
-use crate::transform::paths::{Class, PathData, SizeTree, TopPath};
+use crate::transform::paths::{Class, PathData, ShownPath, SizeTree, TopPath};
 use crate::units::human;
 
 /// What a page shows.
@@ -330,13 +330,13 @@ fn top_table(s: &mut String, dirs: &[TopPath], files: &[TopPath]) {
 
 /// The largest wasted paths (all of them are in `--json`).
 fn wasted_table(s: &mut String, p: &PathData) {
-    let mut rows: Vec<(u64, &str, &'static str, u32, String)> = p
+    let mut rows: Vec<(u64, &ShownPath, &'static str, u32, String)> = p
         .shadowed
         .iter()
         .map(|w| {
             (
                 w.bytes,
-                w.path.as_str(),
+                &w.path,
                 "shadowed",
                 w.layer,
                 format!("replaced or deleted by layer {}", w.by_layer),
@@ -345,7 +345,7 @@ fn wasted_table(s: &mut String, p: &PathData) {
         .chain(p.duplicates.iter().map(|d| {
             (
                 d.bytes,
-                d.path.as_str(),
+                &d.path,
                 "duplicate",
                 d.layer,
                 format!("same as {}", d.same_as),
@@ -369,7 +369,7 @@ fn wasted_table(s: &mut String, p: &PathData) {
         let _ = write!(
             s,
             "<tr><td class=\"p\">{}</td><td>{kind}</td><td class=\"n\" data-v=\"{bytes}\">{}</td><td class=\"n\">{layer}</td><td class=\"p\">{}</td></tr>",
-            escape(path),
+            escape(&path.to_string()),
             human(bytes),
             escape(&why)
         );

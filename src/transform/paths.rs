@@ -91,9 +91,33 @@ pub struct TopPath {
     pub class: Option<Class>,
 }
 
+/// A path of the image as reports show it (`/` first, invalid UTF-8
+/// replaced), kept as the tree's own path until it is shown: a report of a
+/// million-file image lists every shadowed and duplicate path.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ShownPath(pub SharedPath);
+
+impl std::fmt::Display for ShownPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::layer::entry::display(&self.0))
+    }
+}
+
+impl std::fmt::Debug for ShownPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for ShownPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ShadowedPath {
-    pub path: String,
+    pub path: ShownPath,
     /// The layer (1 = bottom) that wrote the lost content.
     pub layer: u32,
     pub bytes: u64,
@@ -103,11 +127,11 @@ pub struct ShadowedPath {
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct DuplicatePath {
-    pub path: String,
+    pub path: ShownPath,
     pub layer: u32,
     pub bytes: u64,
     /// The file that keeps the content.
-    pub same_as: String,
+    pub same_as: ShownPath,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -146,8 +170,7 @@ impl SizeNode {
     }
 }
 
-/// One input of [`size_tree`]: a non-directory path. 32 bytes: an image
-/// of a million files has a million of them.
+/// One input of [`size_tree`]: a non-directory path.
 #[derive(Clone, Copy)]
 pub struct Leaf<'a> {
     pub path: &'a [u8],

@@ -5,7 +5,7 @@
 use crate::layer::shared_path::SharedPath;
 
 use super::super::filter::Count;
-use super::model::{Merge, NO_INODE};
+use super::model::{InodeSet, Merge, NO_INODE};
 
 /// Called per duplicate: its path, its inode, the canonical inode and path.
 pub(super) type Found<'f> = dyn FnMut(&SharedPath, u32, u32, &SharedPath) + 'f;
@@ -96,17 +96,15 @@ impl<'a> Merge<'a> {
 
     /// [`Merge::each_duplicate`], about `pass` candidates a pass.
     fn each_duplicate_by(&self, skip: &dyn Fn(&[u8]) -> bool, found: &mut Found<'_>, pass: usize) {
-        // One bit an inode: taken already in this walk.
-        let mut seen = vec![0u64; self.creators.len().div_ceil(64)];
+        let mut seen = InodeSet::new(self.creators.len());
         let mut each_candidate = |f: &mut dyn FnMut(u64, u32, u32)| {
-            seen.fill(0);
+            seen.clear();
             for (place, (path, node)) in self.nodes.iter().enumerate() {
-                if node.inode == NO_INODE || !self.is_upper(*node) || skip(path) || {
-                    let (word, bit) = (node.inode as usize / 64, 1u64 << (node.inode % 64));
-                    let was = seen[word] & bit != 0;
-                    seen[word] |= bit;
-                    was
-                } {
+                if node.inode == NO_INODE
+                    || !self.is_upper(*node)
+                    || skip(path)
+                    || !seen.insert(node.inode)
+                {
                     continue;
                 }
                 let (cl, ci) = self.creators[node.inode as usize];

@@ -5,7 +5,7 @@
 //! JSON line per path as the tree is walked.
 
 use crate::layer::shared_path::SharedPath;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::Result;
@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use super::super::filter::PathFilter;
 use super::super::paths::{
-    Class, DetailOptions, DuplicatePath, Leaf, PathData, RemovedPath, ShadowedPath, TopFiles,
-    dir_sizes, size_tree, top_dirs,
+    Class, DetailOptions, DuplicatePath, Leaf, PathData, RemovedPath, ShadowedPath, ShownPath,
+    TopFiles, dir_sizes, size_tree, top_dirs,
 };
 use super::Merged;
-use super::model::{NO_INODE, Node};
+use super::model::{InodeSet, NO_INODE, Node};
 use crate::layer::entry::{self, Entry, Kind};
 
 /// One line of the complete listing.
@@ -86,7 +86,7 @@ impl Merged<'_> {
         let (removed, _, _) = self.m.decide(filter);
         let gone: HashMap<&[u8], &str> =
             removed.iter().map(|(p, c)| (&p[..], c.as_str())).collect();
-        let mut seen: HashSet<u32> = HashSet::new();
+        let mut seen = InodeSet::new(self.m.creators.len());
         let mut out = Vec::with_capacity(removed.len());
         for (path, node) in &self.m.nodes {
             let first = node.inode != NO_INODE && seen.insert(node.inode);
@@ -122,20 +122,26 @@ impl Merged<'_> {
                     dups.insert(
                         path.clone(),
                         DuplicatePath {
-                            path: entry::display(path),
+                            path: ShownPath(path.clone()),
                             layer: l + 1,
                             bytes: self.m.inode_size(inode),
-                            same_as: entry::display(same),
+                            same_as: ShownPath(same.clone()),
                         },
                     );
                 });
         }
 
-        // Every non-directory path, live and shadowed, 32 bytes each; the
-        // tree after slimming is a view of it (`after_of`).
-        let mut before: Vec<Leaf<'_>> = Vec::with_capacity(self.m.nodes.len() + self.m.lost.len());
+        // Every live non-directory path's bytes and class, in tree order, 9
+        // bytes a path (the paths are read again from the tree); with the
+        // shadowed paths, the leaves of the tree before slimming. The tree
+        // after slimming is a view of it (`after_of`).
+        let is_leaf = |path: &SharedPath, node: &Node| {
+            !path.is_empty() && !self.m.entry(*node).kind().is_dir()
+        };
+        let mut leaf_bytes: Vec<u64> = Vec::new();
+        let mut leaf_class: Vec<Class> = Vec::new();
         let mut top = TopFiles::new(opts.top);
-        let mut seen: HashSet<u32> = HashSet::new();
+        let mut seen = InodeSet::new(self.m.creators.len());
         let mut would_remove = Vec::with_capacity(removed.len());
         for (path, node) in &self.m.nodes {
             let own = self.m.entry(*node);
@@ -166,7 +172,7 @@ impl Merged<'_> {
                     bytes,
                 });
             }
-            if own.kind().is_dir() || path.is_empty() {
+            if !is_leaf(path, node) {
                 continue;
             }
             let class = if gone.contains_key(&path[..]) {
@@ -179,34 +185,50 @@ impl Merged<'_> {
                 Class::Kept
             };
             top.push(path, bytes, node.layer + 1, class);
-            before.push(Leaf {
-                path,
-                bytes,
-                shadowed_in: 0,
-                class,
-            });
+            leaf_bytes.push(bytes);
+            leaf_class.push(class);
         }
-        let sizes = dir_sizes(before.iter().map(|l| (l.path, l.bytes)));
+        drop(seen);
+        let live = || {
+            self.m
+                .nodes
+                .iter()
+                .filter(|(path, node)| is_leaf(path, node))
+                .zip(leaf_bytes.iter().zip(&leaf_class))
+                .map(|((path, _), (&bytes, &class))| Leaf {
+                    path,
+                    bytes,
+                    shadowed_in: 0,
+                    class,
+                })
+        };
+        let sizes = dir_sizes(live().map(|l| (l.path, l.bytes)));
         let top_dirs = top_dirs(&sizes, opts.top);
         drop(sizes);
 
-        let mut shadowed = Vec::with_capacity(self.m.lost.len());
-        for (path, n, by) in &self.m.lost {
+        let lost_bytes = |n: &Node| {
             let e = self.m.entry(*n);
-            let bytes = if e.kind() == Kind::File { e.size() } else { 0 };
-            shadowed.push(ShadowedPath {
-                path: entry::display(path),
+            if e.kind() == Kind::File { e.size() } else { 0 }
+        };
+        let shadowed: Vec<ShadowedPath> = self
+            .m
+            .lost
+            .iter()
+            .map(|(path, n, by)| ShadowedPath {
+                path: ShownPath(path.clone()),
                 layer: n.layer + 1,
-                bytes,
+                bytes: lost_bytes(n),
                 by_layer: by + 1,
-            });
-            before.push(Leaf {
+            })
+            .collect();
+        let before = || {
+            live().chain(self.m.lost.iter().map(|(path, n, _)| Leaf {
                 path,
-                bytes,
+                bytes: lost_bytes(n),
                 shadowed_in: n.layer + 1,
                 class: Class::Shadowed,
-            });
-        }
+            }))
+        };
         let mut duplicates: Vec<DuplicatePath> = dups.into_values().collect();
         duplicates.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(PathData {
@@ -215,8 +237,8 @@ impl Merged<'_> {
             shadowed,
             duplicates,
             would_remove,
-            before: size_tree(|| before.iter().copied(), opts.treemap_nodes),
-            after: size_tree(|| before.iter().filter_map(after_of), opts.treemap_nodes),
+            before: size_tree(before, opts.treemap_nodes),
+            after: size_tree(|| before().filter_map(|l| after_of(&l)), opts.treemap_nodes),
         })
     }
 }

@@ -144,7 +144,22 @@ pub fn merge(layers: &[Arc<LayerIndex>], base_layers: usize) -> Result<Merged<'_
 impl Merged<'_> {
     /// Plans the one output layer: filter, dedup, then entries (and, over a
     /// kept base, whiteouts and opaque markers).
-    pub fn squash(mut self, hardlink_dedup: bool, filter: &dyn PathFilter) -> (Plan, SquashStats) {
+    pub fn squash(self, hardlink_dedup: bool, filter: &dyn PathFilter) -> (Plan, SquashStats) {
+        self.squash_or_count(hardlink_dedup, filter, true)
+    }
+
+    /// What [`Merged::squash`] would do, without its plan (a dry run, an
+    /// analysis): the tree is not turned into a plan at all.
+    pub fn squash_stats(self, hardlink_dedup: bool, filter: &dyn PathFilter) -> SquashStats {
+        self.squash_or_count(hardlink_dedup, filter, false).1
+    }
+
+    fn squash_or_count(
+        mut self,
+        hardlink_dedup: bool,
+        filter: &dyn PathFilter,
+        planned: bool,
+    ) -> (Plan, SquashStats) {
         let (removed, rewrites) = self.m.filter(filter);
         let rewritten: HashMap<&[u8], &Arc<[u8]>> =
             rewrites.iter().map(|r| (&r.path[..], &r.content)).collect();
@@ -154,6 +169,22 @@ impl Merged<'_> {
             &|p| rewritten.contains_key(p),
             &mut hardlinked,
         );
+        if !planned {
+            let m = &self.m;
+            let files = m
+                .nodes
+                .values()
+                .filter(|n| m.is_upper(**n) && !m.entry(**n).kind().is_dir())
+                .count() as u64;
+            let stats = SquashStats {
+                removed,
+                shadowed: m.shadowed,
+                hardlinked,
+                files,
+                packages_gone: gone_packages(&rewrites),
+            };
+            return (Plan::default(), stats);
+        }
         let (mut plan, files) = self.m.plan(&alias, &self.base_nodes);
         if !rewritten.is_empty() {
             let at: Vec<(usize, Arc<[u8]>)> = plan
@@ -172,8 +203,6 @@ impl Merged<'_> {
                 plan.rewrite(at, content);
             }
         }
-        let mut packages_gone: Vec<_> = rewrites.iter().flat_map(|r| r.gone.clone()).collect();
-        packages_gone.sort();
         (
             plan,
             SquashStats {
@@ -181,7 +210,7 @@ impl Merged<'_> {
                 shadowed: self.m.shadowed,
                 hardlinked,
                 files,
-                packages_gone,
+                packages_gone: gone_packages(&rewrites),
             },
         )
     }
@@ -195,6 +224,13 @@ impl Merged<'_> {
         }
         Some(self.m.entry(n))
     }
+}
+
+/// The packages the database rewrites leave out, sorted.
+fn gone_packages(rewrites: &[packages::Rewrite]) -> Vec<crate::transform::pkgdb::GonePackage> {
+    let mut gone: Vec<_> = rewrites.iter().flat_map(|r| r.gone.clone()).collect();
+    gone.sort();
+    gone
 }
 
 impl TreeView for Merged<'_> {
@@ -300,6 +336,37 @@ mod tests {
         match squash(&idx, opts, &KeepAll) {
             Ok((plan, _)) => panic!("squashed: {:?}", plan.iter(&idx).collect::<Vec<_>>()),
             Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Counting what a squash does gives the squash's own figures:
+    /// shadowed, deduplicated and hard-linked files, the files left.
+    #[test]
+    fn stats_alone_are_the_squash_figures() {
+        let lower: Vec<Spec<'_>> = vec![
+            ("./", DIR, "", b""),
+            ("d/", DIR, "", b""),
+            ("d/a", FILE, "", b"same"),
+            ("d/b", FILE, "", b"same"),
+            ("d/c", FILE, "", b"other"),
+            ("d/h", LINK, "d/c", b""),
+            ("e/", DIR, "", b""),
+            ("e/x", FILE, "", b"gone soon"),
+        ];
+        let upper: Vec<Spec<'_>> = vec![
+            ("d/a", FILE, "", b"new"),
+            ("e/.wh.x", FILE, "", b""),
+            ("f", FILE, "", b"same"),
+        ];
+        let idx = indexes(&[&lower[..], &upper[..]]);
+        for dedup in [false, true] {
+            let (plan, full) = merge(&idx, 0).unwrap().squash(dedup, &KeepAll);
+            let alone = merge(&idx, 0).unwrap().squash_stats(dedup, &KeepAll);
+            assert_eq!(alone, full, "dedup {dedup}");
+            assert_eq!(full.shadowed.files, 2);
+            assert_eq!(full.hardlinked.files, u64::from(dedup));
+            assert_eq!(full.files, 5);
+            assert!(!plan.is_empty());
         }
     }
 

@@ -136,6 +136,28 @@ pub(super) fn pack(nodes: &mut BTreeMap<SharedPath, Node>) {
     crate::memory::release_freed();
 }
 
+/// A set of inodes, one bit each.
+pub(super) struct InodeSet(Vec<u64>);
+
+impl InodeSet {
+    /// An empty set of the inodes below `inodes`.
+    pub(super) fn new(inodes: usize) -> InodeSet {
+        InodeSet(vec![0; inodes.div_ceil(64)])
+    }
+
+    /// Adds `inode`; whether it was not there yet.
+    pub(super) fn insert(&mut self, inode: u32) -> bool {
+        let (word, bit) = (inode as usize / 64, 1u64 << (inode % 64));
+        let new = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        new
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.fill(0);
+    }
+}
+
 pub(super) fn is_under(path: &[u8], dir: &[u8]) -> bool {
     dir.is_empty() || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
 }
@@ -184,5 +206,19 @@ mod tests {
         let mut empty = BTreeMap::new();
         pack(&mut empty);
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn inode_sets_say_what_is_new() {
+        let mut set = InodeSet::new(130);
+        for i in [0, 63, 64, 129, 5] {
+            assert!(set.insert(i), "{i}");
+        }
+        for i in [0, 63, 64, 129, 5] {
+            assert!(!set.insert(i), "{i}");
+        }
+        assert!(set.insert(1) && set.insert(128));
+        set.clear();
+        assert!(set.insert(129) && set.insert(0));
     }
 }
