@@ -66,8 +66,9 @@ pub struct Owner {
 }
 
 /// The parts of an entry most entries lack (a link target, device
-/// numbers, PAX records, a size or time past 32 bits), kept in the entry's
-/// own [`Tail`] so that a plain file or directory pays nothing for them.
+/// numbers, PAX records, values wider than the entry holds), kept in the
+/// entry's own [`Tail`] so that a plain file or directory pays nothing for
+/// them. 48 bytes: a symlink has one of its own.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extra {
     /// Symlink target as written, or the normalised hard link target.
@@ -75,14 +76,23 @@ pub struct Extra {
     pub dev_major: u32,
     pub dev_minor: u32,
     pub pax: Option<Box<[PaxRecord]>>,
+    /// Set by [`Entry::with`] (leave it `None`).
+    pub wide: Option<Box<Wide>>,
+}
+
+const _: () = assert!(std::mem::size_of::<Extra>() <= 48);
+
+/// Values wider than an [`Entry`] holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wide {
     /// The content length, when 32 bits do not hold it.
-    pub size: Option<u64>,
+    size: Option<u64>,
     /// The time, when it is before 1970 or after 2106.
-    pub mtime: Option<i64>,
+    mtime: Option<i64>,
     /// The place in the spool, when 40 bits do not hold it.
-    pub offset: Option<u64>,
+    offset: Option<u64>,
     /// The mode, when 16 bits do not hold it.
-    pub mode: Option<u32>,
+    mode: Option<u32>,
 }
 
 /// An entry's owner and its [`Extra`]: shared by every plain entry of a
@@ -158,21 +168,21 @@ impl Entry {
         let size32 = narrow(u32::try_from(size).ok());
         let mtime32 = narrow(u32::try_from(mtime).ok());
         if size32.is_none() {
-            extra.size = Some(size);
+            extra.wide.get_or_insert_default().size = Some(size);
         }
         if mtime32.is_none() {
-            extra.mtime = Some(mtime);
+            extra.wide.get_or_insert_default().mtime = Some(mtime);
         }
         let offset40 = if offset < OFFSET_IN_TAIL {
             offset
         } else {
-            extra.offset = Some(offset);
+            extra.wide.get_or_insert_default().offset = Some(offset);
             OFFSET_IN_TAIL
         };
         let mode16 = if u64::from(mode) < MODE_IN_TAIL {
             u64::from(mode)
         } else {
-            extra.mode = Some(mode);
+            extra.wide.get_or_insert_default().mode = Some(mode);
             MODE_IN_TAIL
         };
         let tail = if extra == Extra::default() {
@@ -192,6 +202,14 @@ impl Entry {
         }
     }
 
+    fn wide(&self) -> &Wide {
+        self.tail
+            .extra
+            .wide
+            .as_deref()
+            .expect("a value wider than the entry is in its tail")
+    }
+
     pub fn kind(&self) -> Kind {
         Kind::ALL[(self.packed >> (OFFSET_BITS + 16)) as usize]
     }
@@ -200,8 +218,7 @@ impl Entry {
     pub fn mode(&self) -> u32 {
         match (self.packed >> OFFSET_BITS) & 0xffff {
             MODE_IN_TAIL => self
-                .tail
-                .extra
+                .wide()
                 .mode
                 .expect("a mode past 16 bits is in the tail"),
             m => m as u32,
@@ -212,8 +229,7 @@ impl Entry {
     pub fn offset(&self) -> u64 {
         match self.packed & OFFSET_IN_TAIL {
             OFFSET_IN_TAIL => self
-                .tail
-                .extra
+                .wide()
                 .offset
                 .expect("an offset past 40 bits is in the tail"),
             o => o,
@@ -224,8 +240,7 @@ impl Entry {
     pub fn size(&self) -> u64 {
         match self.size {
             IN_TAIL => self
-                .tail
-                .extra
+                .wide()
                 .size
                 .expect("a size past 32 bits is in the tail"),
             s => u64::from(s),
@@ -236,8 +251,7 @@ impl Entry {
     pub fn mtime(&self) -> i64 {
         match self.mtime {
             IN_TAIL => self
-                .tail
-                .extra
+                .wide()
                 .mtime
                 .expect("a time past 32 bits is in the tail"),
             t => i64::from(t),
