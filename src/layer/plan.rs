@@ -135,7 +135,7 @@ impl Plan {
     /// below), or an entry that `layers` does not hold.
     pub fn push(&mut self, item: Item, layers: &[Arc<LayerIndex>]) {
         let at = u32::try_from(self.slots.len()).expect("a plan holds fewer than 2^32 items");
-        let (path, layer, index) = match item {
+        let (path, layer, index, entry) = match item {
             Item::Entry {
                 path,
                 layer,
@@ -145,7 +145,7 @@ impl Plan {
                 if let Some(target) = link_to {
                     self.links.push((at, target));
                 }
-                (path, layer, index)
+                (path, layer, index, true)
             }
             Item::Rewritten {
                 path,
@@ -154,12 +154,16 @@ impl Plan {
                 content,
             } => {
                 self.contents.push((at, content));
-                (path, layer, index)
+                (path, layer, index, true)
             }
-            Item::Whiteout(path) => (path, WHITEOUT, 0),
-            Item::Opaque(path) => (path, OPAQUE, 0),
+            Item::Whiteout(path) => (path, WHITEOUT, 0, false),
+            Item::Opaque(path) => (path, OPAQUE, 0, false),
         };
-        let own = layer < OPAQUE && layers[layer as usize].entries[index as usize].path == path;
+        assert!(
+            !entry || layer < OPAQUE,
+            "layer {layer} is past what a plan names"
+        );
+        let own = entry && layers[layer as usize].entries[index as usize].path == path;
         if !own {
             self.paths.push((at, path));
         }

@@ -171,11 +171,7 @@ impl Merged<'_> {
         );
         if !planned {
             let m = &self.m;
-            let files = m
-                .nodes
-                .values()
-                .filter(|n| m.is_upper(**n) && !m.entry(**n).kind().is_dir())
-                .count() as u64;
+            let files = m.nodes.values().filter(|n| m.is_output_file(**n)).count() as u64;
             let stats = SquashStats {
                 removed,
                 shadowed: m.shadowed,

@@ -61,6 +61,12 @@ impl<'a> Merge<'a> {
         n.layer as usize >= self.base
     }
 
+    /// Whether the node is a non-directory of the output layer (what the
+    /// squash figures count as its files).
+    pub(super) fn is_output_file(&self, n: Node) -> bool {
+        self.is_upper(n) && !self.entry(n).kind().is_dir()
+    }
+
     pub(super) fn children_range(path: &[u8]) -> PathRange {
         if path.is_empty() {
             // Everything but the root itself.
