@@ -145,6 +145,7 @@ impl Slim<'_> {
         tracing::info!(elapsed = ?t.elapsed(), layers = indexes.len(), "decoded and indexed");
         let t = std::time::Instant::now();
         let merged = squash::merge(&indexes, keep)?;
+        tracing::debug!(elapsed = ?t.elapsed(), "merged");
         let filter = opts
             .profiles
             .compile(&merged, &config_json)

@@ -16,6 +16,9 @@ use super::header::{carried_pax, check_pax, root_replaced, signed_field, tar_err
 use super::{IndexOptions, too_big};
 use crate::digest::{Algorithm, Digest, HashingReader};
 
+/// Bytes of content read and spooled at a time.
+const SPOOL_PIECE: usize = 128 << 10;
+
 pub(super) fn parse_entries(
     reader: PipeReader,
     spool: File,
@@ -29,7 +32,9 @@ pub(super) fn parse_entries(
     ));
     // PAX record bytes the index keeps for this layer.
     let mut kept_pax = 0u64;
-    let mut spool = BufWriter::with_capacity(1 << 20, spool);
+    // Small contents are gathered into one write; a whole read of a large
+    // content (`buf` full) goes to the file without that copy.
+    let mut spool = BufWriter::with_capacity(SPOOL_PIECE, spool);
     let mut offset = 0u64;
     let mut out: Vec<Entry> = Vec::new();
     // Paths go to shared chunks; entry i gets its path when its chunk is
@@ -37,7 +42,7 @@ pub(super) fn parse_entries(
     let mut chunks = PathChunks::default();
     let placeholder = SharedPath::default();
     let mut owners = entry::Owners::default();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; SPOOL_PIECE];
     {
         let entries = archive
             .entries()

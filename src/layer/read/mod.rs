@@ -134,18 +134,22 @@ pub fn index_layer_with(
                 .map_err(io_error)?;
             let mut w = writer;
             let mut written = 0u64;
-            let mut buf = vec![0u8; 256 << 10];
             loop {
-                let n = match dec.read(&mut buf) {
+                // Inflated straight into the pipe's chunk.
+                let n = match w.fill_from(&mut dec) {
                     Ok(0) => break,
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(pipe::Fill::Stopped) => {
+                        return Err(io::Error::from(io::ErrorKind::BrokenPipe))
+                            .with_context(|| format!("{what}: the tar reader stopped"));
+                    }
+                    Err(pipe::Fill::Read(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                     // The verifying reader under the decoder failed: that
                     // is the error, not the compression.
-                    Err(e) if crate::digest::digest_error_in(&e).is_some() => {
+                    Err(pipe::Fill::Read(e)) if crate::digest::digest_error_in(&e).is_some() => {
                         return Err(io_error(e));
                     }
-                    Err(e) => {
+                    Err(pipe::Fill::Read(e)) => {
                         drop(dec);
                         // A blob that does not match its digest mostly fails
                         // to decode before its end; read the rest so that the
@@ -163,8 +167,6 @@ pub fn index_layer_with(
                         });
                     }
                 };
-                w.write_all(&buf[..n])
-                    .with_context(|| format!("{what}: the tar reader stopped"))?;
                 written += n as u64;
                 if written > max {
                     return Err(too_big(what, max));

@@ -10,9 +10,19 @@ use super::model::{InodeSet, Merge, NO_INODE};
 /// Called per duplicate: its path, its inode, the canonical inode and path.
 pub(super) type Found<'f> = dyn FnMut(&SharedPath, u32, u32, &SharedPath) + 'f;
 
-/// A candidate with the first half of its content hash: (hash half,
-/// inode, place in the tree).
-type Hashed = ([u8; 16], u32, u32);
+/// A candidate with its content hash: (hash, inode, place in the tree).
+type Hashed = ([u8; 32], u32, u32);
+
+/// Files hashed in one batch (whole size groups, so one large group makes
+/// a larger batch): their hashes take 33 bytes each.
+const HASH_BATCH: usize = 4096;
+
+/// Threads that hash dedup candidates: the machine's cores, up to 4.
+fn hash_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+}
 
 /// Inode -> the inode it is merged into. Only the merged inodes are kept
 /// (in inode order): 8 bytes a duplicate, not 4 bytes an inode.
@@ -171,6 +181,10 @@ impl<'a> Merge<'a> {
     /// Appends to `dups` the duplicates among `cands` (size, inode, place
     /// in path order): `(place, inode, canonical inode, canonical place)`,
     /// by size, then as their groups sort.
+    ///
+    /// The files of sizes shared by two or more are hashed a batch of
+    /// about [`HASH_BATCH`] at a time, on [`hash_threads`] threads; each
+    /// is read once.
     fn find_equal(&self, mut cands: Vec<(u64, u32, u32)>, dups: &mut Vec<(u32, u32, u32, u32)>) {
         cands.sort_unstable_by_key(|&(size, _, place)| (size, place));
         let key = |inode: u32| {
@@ -183,43 +197,77 @@ impl<'a> Merge<'a> {
             self.layers[l as usize].entries[i as usize].xattrs()
         };
         let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
+        let shared: Vec<&[(u64, u32, u32)]> = cands
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|same_size| same_size.len() > 1)
+            .collect();
         let mut group: Vec<Hashed> = Vec::new();
-        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
-        // (whole hash, inode, place) of the canonical files of a run.
-        let mut canons: Vec<([u8; 32], u32, u32)> = Vec::new();
-        for same_size in cands.chunk_by(|a, b| a.0 == b.0) {
-            if same_size.len() < 2 {
-                continue;
+        let mut rest = &shared[..];
+        while !rest.is_empty() {
+            // Whole size groups make a batch.
+            let mut take = 0;
+            let mut files = 0;
+            while take < rest.len() && (take == 0 || files + rest[take].len() <= HASH_BATCH) {
+                files += rest[take].len();
+                take += 1;
             }
-            group.clear();
-            group.reserve_exact(same_size.len());
-            group.extend(same_size.iter().filter_map(|&(_, inode, place)| {
-                let hash = self.content_hash(inode, &mut buf)?;
-                Some((hash[..16].try_into().expect("16 of 32 bytes"), inode, place))
-            }));
-            group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
-            // A run of equal hash halves (and mode, owner, xattrs), in path
-            // order: the whole hashes decide, read again (only files that
-            // are, all but surely, duplicates are read twice). Each
-            // distinct content keeps its first path.
-            for run in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
-                if run.len() < 2 {
-                    continue;
-                }
-                canons.clear();
-                for &(_, inode, place) in run {
-                    let Some(hash) = self.content_hash(inode, &mut buf) else {
-                        continue;
-                    };
-                    match canons.iter().find(|c| c.0 == hash) {
-                        Some(&(_, canon, canon_place)) => {
-                            dups.push((place, inode, canon, canon_place))
-                        }
-                        None => canons.push((hash, inode, place)),
+            let (batch, after) = rest.split_at(take);
+            rest = after;
+            let inodes: Vec<u32> = batch.iter().flat_map(|g| g.iter().map(|c| c.1)).collect();
+            let hashes = self.content_hashes(&inodes);
+            let mut at = 0;
+            for same_size in batch {
+                let hashes = &hashes[at..at + same_size.len()];
+                at += same_size.len();
+                group.clear();
+                group.extend(
+                    same_size
+                        .iter()
+                        .zip(hashes)
+                        .filter_map(|(&(_, inode, place), h)| Some(((*h)?, inode, place))),
+                );
+                // Stable: equal files stay in path order, and each
+                // distinct content keeps its first path.
+                group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
+                for run in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
+                    let (_, canon, canon_place) = run[0];
+                    for &(_, inode, place) in &run[1..] {
+                        dups.push((place, inode, canon, canon_place));
                     }
                 }
             }
         }
+    }
+
+    /// [`Merge::content_hash`] of each of `inodes`, in order, shared out
+    /// among [`hash_threads`] threads in contiguous parts.
+    fn content_hashes(&self, inodes: &[u32]) -> Vec<Option<[u8; 32]>> {
+        let threads = hash_threads().min(inodes.len().div_ceil(64)).max(1);
+        if threads == 1 {
+            let mut buf = vec![0u8; crate::spool::IO_CHUNK];
+            return inodes
+                .iter()
+                .map(|&i| self.content_hash(i, &mut buf))
+                .collect();
+        }
+        let part = inodes.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = inodes
+                .chunks(part)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
+                        part.iter()
+                            .map(|&i| self.content_hash(i, &mut buf))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("dedup hashing thread panicked"))
+                .collect()
+        })
     }
 
     /// SHA-256 of an inode's content, read from its layer's spool through

@@ -160,7 +160,10 @@ impl Merged<'_> {
         filter: &dyn PathFilter,
         planned: bool,
     ) -> (Plan, SquashStats) {
+        let t = std::time::Instant::now();
         let (removed, rewrites) = self.m.filter(filter);
+        tracing::debug!(elapsed = ?t.elapsed(), "filtered");
+        let t = std::time::Instant::now();
         let rewritten: HashMap<&[u8], &Arc<[u8]>> =
             rewrites.iter().map(|r| (&r.path[..], &r.content)).collect();
         let mut hardlinked = Count::default();
@@ -181,7 +184,10 @@ impl Merged<'_> {
             };
             return (Plan::default(), stats);
         }
+        tracing::debug!(elapsed = ?t.elapsed(), "deduplicated");
+        let t = std::time::Instant::now();
         let (mut plan, files) = self.m.plan(&alias, &self.base_nodes);
+        tracing::debug!(elapsed = ?t.elapsed(), "planned the output");
         if !rewritten.is_empty() {
             let at: Vec<(usize, Arc<[u8]>)> = plan
                 .iter(self.m.layers)
