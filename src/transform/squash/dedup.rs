@@ -10,11 +10,16 @@ use super::model::{InodeSet, Merge, NO_INODE};
 /// Called per duplicate: its path, its inode, the canonical inode and path.
 pub(super) type Found<'f> = dyn FnMut(&SharedPath, u32, u32, &SharedPath) + 'f;
 
-/// A candidate with its content hash: (hash, inode, place in the tree).
-type Hashed = ([u8; 32], u32, u32);
+/// A candidate with the first half of its content hash: (hash half,
+/// inode, place in the tree).
+type Hashed = ([u8; 16], u32, u32);
+
+/// The hash half of a file whose spool could not be read: such files are
+/// never merged.
+const UNREAD: [u8; 16] = [0xff; 16];
 
 /// Files hashed in one batch (whole size groups, so one large group makes
-/// a larger batch): their hashes take 33 bytes each.
+/// a larger batch; 24 bytes each, as the group alone took before).
 const HASH_BATCH: usize = 4096;
 
 /// Threads that hash dedup candidates: the machine's cores, up to 4.
@@ -183,8 +188,9 @@ impl<'a> Merge<'a> {
     /// by size, then as their groups sort.
     ///
     /// The files of sizes shared by two or more are hashed a batch of
-    /// about [`HASH_BATCH`] at a time, on [`hash_threads`] threads; each
-    /// is read once.
+    /// about [`HASH_BATCH`] at a time (whole size groups), on
+    /// [`hash_threads`] threads, keeping half of each hash; the files
+    /// whose halves agree are read again for their whole hash.
     fn find_equal(&self, mut cands: Vec<(u64, u32, u32)>, dups: &mut Vec<(u32, u32, u32, u32)>) {
         cands.sort_unstable_by_key(|&(size, _, place)| (size, place));
         let key = |inode: u32| {
@@ -197,77 +203,79 @@ impl<'a> Merge<'a> {
             self.layers[l as usize].entries[i as usize].xattrs()
         };
         let order = |a: u32, b: u32| key(a).cmp(&key(b)).then_with(|| xattrs(a).cmp(xattrs(b)));
-        let shared: Vec<&[(u64, u32, u32)]> = cands
+        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
+        // (whole hash, inode, place) of the canonical files of a run.
+        let mut canons: Vec<([u8; 32], u32, u32)> = Vec::new();
+        let mut batch: Vec<Hashed> = Vec::new();
+        let mut sizes: Vec<usize> = Vec::new();
+        let mut groups = cands
             .chunk_by(|a, b| a.0 == b.0)
-            .filter(|same_size| same_size.len() > 1)
-            .collect();
-        let mut group: Vec<Hashed> = Vec::new();
-        let mut rest = &shared[..];
-        while !rest.is_empty() {
-            // Whole size groups make a batch.
-            let mut take = 0;
-            let mut files = 0;
-            while take < rest.len() && (take == 0 || files + rest[take].len() <= HASH_BATCH) {
-                files += rest[take].len();
-                take += 1;
+            .filter(|g| g.len() > 1)
+            .peekable();
+        while groups.peek().is_some() {
+            batch.clear();
+            sizes.clear();
+            while let Some(g) =
+                groups.next_if(|g| batch.is_empty() || batch.len() + g.len() <= HASH_BATCH)
+            {
+                batch.extend(g.iter().map(|&(_, inode, place)| ([0u8; 16], inode, place)));
+                sizes.push(g.len());
             }
-            let (batch, after) = rest.split_at(take);
-            rest = after;
-            let inodes: Vec<u32> = batch.iter().flat_map(|g| g.iter().map(|c| c.1)).collect();
-            let hashes = self.content_hashes(&inodes);
-            let mut at = 0;
-            for same_size in batch {
-                let hashes = &hashes[at..at + same_size.len()];
-                at += same_size.len();
-                group.clear();
-                group.extend(
-                    same_size
-                        .iter()
-                        .zip(hashes)
-                        .filter_map(|(&(_, inode, place), h)| Some(((*h)?, inode, place))),
-                );
-                // Stable: equal files stay in path order, and each
-                // distinct content keeps its first path.
+            self.hash_halves(&mut batch);
+            let mut rest = &mut batch[..];
+            for &n in &sizes {
+                let (group, after) = rest.split_at_mut(n);
+                rest = after;
+                // Stable: equal files stay in path order.
                 group.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| order(a.1, b.1)));
+                // A run of equal hash halves (and mode, owner, xattrs), in
+                // path order: the whole hashes decide, read again (only
+                // files that are, all but surely, duplicates are read
+                // twice). Each distinct content keeps its first path.
                 for run in group.chunk_by(|a, b| a.0 == b.0 && order(a.1, b.1).is_eq()) {
-                    let (_, canon, canon_place) = run[0];
-                    for &(_, inode, place) in &run[1..] {
-                        dups.push((place, inode, canon, canon_place));
+                    if run.len() < 2 || run[0].0 == UNREAD {
+                        continue;
+                    }
+                    canons.clear();
+                    for &(_, inode, place) in run {
+                        let Some(hash) = self.content_hash(inode, &mut buf) else {
+                            continue;
+                        };
+                        match canons.iter().find(|c| c.0 == hash) {
+                            Some(&(_, canon, canon_place)) => {
+                                dups.push((place, inode, canon, canon_place))
+                            }
+                            None => canons.push((hash, inode, place)),
+                        }
                     }
                 }
             }
         }
     }
 
-    /// [`Merge::content_hash`] of each of `inodes`, in order, shared out
-    /// among [`hash_threads`] threads in contiguous parts.
-    fn content_hashes(&self, inodes: &[u32]) -> Vec<Option<[u8; 32]>> {
-        let threads = hash_threads().min(inodes.len().div_ceil(64)).max(1);
-        if threads == 1 {
+    /// Sets the first half of each candidate's content hash, the files
+    /// shared out among [`hash_threads`] threads in contiguous parts; a
+    /// file whose spool cannot be read gets [`UNREAD`] (and is not
+    /// deduplicated).
+    fn hash_halves(&self, batch: &mut [Hashed]) {
+        let half = |part: &mut [Hashed]| {
             let mut buf = vec![0u8; crate::spool::IO_CHUNK];
-            return inodes
-                .iter()
-                .map(|&i| self.content_hash(i, &mut buf))
-                .collect();
-        }
-        let part = inodes.len().div_ceil(threads);
+            for (h, inode, _) in part {
+                *h = match self.content_hash(*inode, &mut buf) {
+                    Some(whole) => whole[..16].try_into().expect("16 of 32 bytes"),
+                    None => UNREAD,
+                };
+            }
+        };
+        let threads = hash_threads().min(batch.len().div_ceil(64)).max(1);
+        let part = batch.len().div_ceil(threads);
+        let (first, rest) = batch.split_at_mut(part.min(batch.len()));
         std::thread::scope(|s| {
-            let workers: Vec<_> = inodes
-                .chunks(part)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut buf = vec![0u8; crate::spool::IO_CHUNK];
-                        part.iter()
-                            .map(|&i| self.content_hash(i, &mut buf))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().expect("dedup hashing thread panicked"))
-                .collect()
-        })
+            for p in rest.chunks_mut(part) {
+                s.spawn(move || half(p));
+            }
+            half(first);
+        });
     }
 
     /// SHA-256 of an inode's content, read from its layer's spool through
@@ -294,7 +302,7 @@ impl<'a> Merge<'a> {
 mod tests {
     use super::super::tests::{Spec, indexes};
 
-    use super::size_class;
+    use super::{HASH_BATCH, size_class};
 
     const FILE: tar::EntryType = tar::EntryType::Regular;
     const DIR: tar::EntryType = tar::EntryType::Directory;
@@ -324,6 +332,54 @@ mod tests {
 
     /// Taken a few candidates at a time, the duplicates found are the same,
     /// in the same order, as all at once.
+    /// A size group larger than a hashing batch, and groups spread over
+    /// several batches and threads: every duplicate links to the first
+    /// path with its content, as a plain comparison of contents says.
+    #[test]
+    fn batches_and_threads_find_every_duplicate() {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        // One size, more files than a batch, 997 distinct contents.
+        for i in 0..(HASH_BATCH + 900) {
+            let v = ((i * 7) % 997) as u32;
+            files.push((format!("a/f{i:05}"), v.to_le_bytes().to_vec()));
+        }
+        // Many small groups of other sizes.
+        for i in 0..3000usize {
+            let len = 5 + i % 40;
+            files.push((format!("b/g{i:04}"), vec![(i % 3) as u8; len]));
+        }
+        let mut layer: Vec<Spec<'_>> = vec![("a/", DIR, "", b""), ("b/", DIR, "", b"")];
+        for (n, c) in &files {
+            layer.push((n.as_str(), FILE, "", c.as_slice()));
+        }
+        let idx = indexes(&[&layer[..]]);
+        let merged = super::super::merge(&idx, 0).unwrap();
+        let mut found = std::collections::BTreeMap::new();
+        merged.m.each_duplicate_by(
+            &|_| false,
+            &mut |path, _, _, cpath| {
+                found.insert(path.to_vec(), cpath.to_vec());
+            },
+            usize::MAX,
+        );
+        let mut sorted = files.clone();
+        sorted.sort();
+        let mut first: std::collections::HashMap<&[u8], &str> = Default::default();
+        let mut expected = std::collections::BTreeMap::new();
+        for (name, content) in &sorted {
+            match first.get(content.as_slice()) {
+                Some(canon) => {
+                    expected.insert(name.as_bytes().to_vec(), canon.as_bytes().to_vec());
+                }
+                None => {
+                    first.insert(content, name);
+                }
+            }
+        }
+        assert!(expected.len() > HASH_BATCH, "{} duplicates", expected.len());
+        assert_eq!(found, expected);
+    }
+
     #[test]
     fn passes_find_what_one_pass_finds() {
         let contents: Vec<Vec<u8>> = (0..60u32)
